@@ -1,0 +1,354 @@
+"""The `graphrec` command line: parse, call one library function, report."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from graphrec.errors import GraphrecError
+
+DEFAULT_WORKDIR = "graphrec-run"
+
+
+class Context:
+    def __init__(self, workdir: Path, debug: bool):
+        self.workdir = workdir
+        self.debug = debug
+
+    @property
+    def graph_dir(self) -> Path:
+        return self.workdir / "graph"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.workdir / "model"
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("graphrec")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def handle_errors(fn):
+    """Turn library errors into one line on stderr and exit code 1 (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = getattr(ctx.find_object(Context), "debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except GraphrecError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.echo("interrupted: nothing was half-written", err=True)
+            ctx.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="GRAPHREC_WORKDIR", default=DEFAULT_WORKDIR, show_default=True,
+              help="Where graph/ and model/ live (env GRAPHREC_WORKDIR).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("-v", "--verbose", count=True, help="More log output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.version_option(package_name="graphrec")
+@click.pass_context
+def main(ctx: click.Context, workdir: Path, debug: bool, verbose: int, quiet: bool) -> None:
+    """graphrec: graph-based recommendations from interaction logs and item text."""
+    _setup_logging(verbose, quiet)
+    ctx.obj = Context(workdir, debug)
+
+
+def _existing_file(option: str):
+    return click.Path(exists=False, dir_okay=False, path_type=str)
+
+
+@main.command("build-graph")
+@click.option("--interactions", type=_existing_file("--interactions"),
+              help="CSV/TSV log with a header: user, item[, rating][, timestamp].")
+@click.option("--items", type=_existing_file("--items"), help="Item file: id + text columns.")
+@click.option("--train", "train_file", type=_existing_file("--train"),
+              help="LightGCN-format training file (user item item ...).")
+@click.option("--test", "test_file", type=_existing_file("--test"),
+              help="LightGCN-format test file.")
+@click.option("--movielens", type=click.Path(file_okay=False, path_type=str),
+              help="A MovieLens folder (ratings.csv, movies.csv, tags.csv).")
+@click.option("--user-col", help="User column name.")
+@click.option("--item-col", help="Item column name.")
+@click.option("--rating-col", help="Rating column name.")
+@click.option("--time-col", help="Timestamp column name.")
+@click.option("--item-id-col", help="Id column of --items.")
+@click.option("--text-cols", help="Comma-separated text columns of --items.")
+@click.option("--min-rating", type=float, help="Keep interactions rated at least this.")
+@click.option("--min-user-interactions", type=int, default=1, show_default=True,
+              help="k-core bound for users.")
+@click.option("--min-item-interactions", type=int, default=1, show_default=True,
+              help="k-core bound for items.")
+@click.option("--split", type=click.Choice(["random", "temporal", "leave-one-out"]),
+              default="random", show_default=True, help="Per-user split strategy.")
+@click.option("--test-ratio", type=float, default=0.2, show_default=True)
+@click.option("--valid-ratio", type=float, default=None,
+              help="Validation share [default: 0.1; 0 with --train/--test].")
+@click.option("--cold-items", type=float, default=0.0, show_default=True,
+              help="Fraction of items held out of training entirely.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--text-model", help="HF model name or local path [default: packaged MiniLM].")
+@click.option("--no-text", is_flag=True, help="Skip item text embeddings.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.pass_obj
+@handle_errors
+def build_graph_cmd(obj: Context, **opts) -> None:
+    """Read interactions and item text, split, embed text, write WORKDIR/graph."""
+    from graphrec.build import BuildConfig, build_graph
+
+    text_cols = opts.pop("text_cols")
+    text_cols = tuple(c.strip() for c in text_cols.split(",")) if text_cols else ()
+    cfg = BuildConfig(
+        train=opts.pop("train_file"), test=opts.pop("test_file"), text_cols=text_cols,
+        cache_dir=str(obj.workdir / "cache" / "text"), progress=True, **opts,
+    )
+    graph = build_graph(cfg, obj.graph_dir)
+    m, s = graph.meta, graph.stats
+    click.echo(
+        f"graph: {m['num_users']} users, {m['num_items']} items, train {m['num_train']}, "
+        f"valid {m['num_valid']}, test {m['num_test']}, cold items {m['num_cold_items']}"
+    )
+    click.echo(
+        f"density {s['density']:.5f}, head 20% of items hold {s['head_interaction_share']:.1%} "
+        f"of interactions, {s['components']} components (largest "
+        f"{s['largest_component_share']:.1%} of nodes), median degree user "
+        f"{s['user_degree'].get('p50', 0):g} / item {s['item_degree'].get('p50', 0):g}"
+    )
+    if m["num_duplicates_removed"]:
+        click.echo(f"removed {m['num_duplicates_removed']} duplicate interactions")
+    if m["text_model"] and m["num_items_without_text"]:
+        click.echo(f"warning: {m['num_items_without_text']} items have no text", err=True)
+    click.echo(f"wrote {obj.graph_dir} in {m['build_seconds']:.1f} s")
+
+
+@main.command("export-graph")
+@click.option("--format", "fmt", type=click.Choice(["graphml", "gexf"]), default="graphml",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file [default: WORKDIR/graph.<format>].")
+@click.pass_obj
+@handle_errors
+def export_graph_cmd(obj: Context, fmt: str, output: Path | None) -> None:
+    """Write the training graph for Gephi or networkx (GraphML or GEXF)."""
+    import networkx as nx
+
+    from graphrec.data import TRAIN
+    from graphrec.graph import to_networkx
+    from graphrec.store import load_graph
+
+    graph = load_graph(obj.graph_dir)
+    g = to_networkx(graph.csr(TRAIN), graph.user_ids, graph.item_ids, graph.item_titles)
+    output = output or obj.workdir / f"graph.{fmt}"
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    try:
+        (nx.write_graphml if fmt == "graphml" else nx.write_gexf)(g, tmp)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"wrote {output}: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges")
+
+
+def echo_json(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def _parse_ks(value: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in value.split(",") if k.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers like 10,20,50",
+                                 param_hint="--k") from None
+    if not ks or any(k <= 0 for k in ks):
+        raise click.BadParameter(f"{value!r}: expected positive integers", param_hint="--k")
+    return ks
+
+
+def _progress_factory(total: int, epoch: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch}", unit="step", leave=False,
+                disable=not sys.stderr.isatty())
+
+
+@main.command("train")
+@click.option("--epochs", type=int, default=200, show_default=True)
+@click.option("--batch-size", type=int, default=0, show_default=True,
+              help="BPR triples per step (0 = about 100 steps per epoch).")
+@click.option("--lr", type=float, default=0.0, show_default=True,
+              help="Adam learning rate (0 = 5e-3 at batch 2048, scaled with sqrt(batch)).")
+@click.option("--dim", type=int, default=64, show_default=True)
+@click.option("--layers", type=int, default=3, show_default=True)
+@click.option("--reg", type=float, default=1e-4, show_default=True)
+@click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default="popularity",
+              show_default=True)
+@click.option("--neg-alpha", type=float, default=0.5, show_default=True,
+              help="Popularity sampler exponent: p(i) ~ (degree + 1)^alpha.")
+@click.option("--item-init", type=click.Choice(["auto", "text", "id", "text+id"]),
+              default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-every", type=int, default=5, show_default=True,
+              help="Validate every N epochs (0 = never).")
+@click.option("--patience", type=int, default=5, show_default=True,
+              help="Validations without improvement before stopping.")
+@click.option("--k", "ks", default="20", show_default=True, help="Cut-offs, e.g. 10,20,50.")
+@click.option("--resume", is_flag=True, help="Continue from WORKDIR/model.ckpt.")
+@click.pass_obj
+@handle_errors
+def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
+    """Train TextLightGCN on WORKDIR/graph and write WORKDIR/model."""
+    from graphrec.artifact import save_model
+    from graphrec.store import load_graph
+    from graphrec.train import TrainConfig, Trainer
+
+    graph = load_graph(obj.graph_dir)
+    cfg = TrainConfig(ks=_parse_ks(ks), **opts)
+    trainer = Trainer(graph, cfg)
+    c = trainer.cfg
+    click.echo(f"training on {trainer.device}: {graph.num_users} users, {graph.num_items} items, "
+               f"{c.item_init} items, batch {c.batch_size}, lr {c.lr:g}, {c.layers} layers, "
+               f"{c.negatives} negatives", err=True)
+    checkpoint = obj.workdir / "model.ckpt"
+    result = trainer.fit(checkpoint=checkpoint, resume=resume,
+                         progress_factory=_progress_factory)
+    save_model(result, graph, obj.model_dir)
+    checkpoint.unlink(missing_ok=True)
+    test = result.test
+    summary = " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k and
+                       k.split("@")[0] in ("recall", "ndcg", "tail_recall", "cold_recall"))
+    click.echo(f"trained {len(result.history)} epochs in {result.timings['total_seconds']:.1f} s"
+               + (f", best epoch {result.best_epoch}" if result.best_epoch else ""))
+    if test:
+        click.echo(f"test: {summary} (users={test['num_users']})")
+    click.echo(f"wrote {obj.model_dir}")
+
+
+@main.command("evaluate")
+@click.option("--k", "ks", default="20", show_default=True, help="Cut-offs, e.g. 10,20,50.")
+@click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True)
+@click.option("--baselines", is_flag=True, help="Also score most-popular and item-kNN.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--device", default="auto", show_default=True)
+@click.pass_obj
+@handle_errors
+def evaluate_cmd(obj: Context, ks: str, split: str, baselines: bool, as_json: bool,
+                 device: str) -> None:
+    """Full-ranking metrics of WORKDIR/model on the graph's test (or validation) split."""
+    from graphrec.evaluation import evaluate_model
+    from graphrec.store import load_graph
+
+    graph = load_graph(obj.graph_dir)
+    result = evaluate_model(graph, obj.model_dir, split, _parse_ks(ks), baselines, device)
+    if as_json:
+        echo_json(result)
+        return
+    rows = {"graphrec": result["model"], **result.get("baselines", {})}
+    keys = [k for k in result["model"] if "@" in k]
+    click.echo(f"{split} split, {result['model']['num_users']} users evaluated, "
+               f"{result['seconds']:.2f} s")
+    click.echo(f"{'model':<14}" + "".join(f"{k:>16}" for k in keys))
+    for name, m in rows.items():
+        click.echo(f"{name:<14}" + "".join(f"{m.get(k, float('nan')):>16.4f}" for k in keys))
+
+
+def _load_recommender(obj: Context):
+    from graphrec.recommend import Recommender
+
+    return Recommender.load(obj.model_dir)
+
+
+def _print_recs(recs, as_json: bool, header: dict) -> None:
+    if as_json:
+        echo_json({**header, "items": [r.as_dict() for r in recs]})
+        return
+    for rank, r in enumerate(recs, start=1):
+        click.echo(f"{rank:>3}. {r.item:<12} {r.score:8.4f}  {r.title}")
+
+
+@main.command("recommend")
+@click.option("--user", help="Raw user id from the input data.")
+@click.option("--history", help="Comma-separated item ids, for a user not in the model.")
+@click.option("--all-users", is_flag=True, help="Every user, one JSON line each, to --output.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file for --all-users (JSON lines).")
+@click.option("-k", "--k", "k", type=int, default=10, show_default=True)
+@click.option("--include-seen", is_flag=True, help="Do not exclude the user's known items.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_obj
+@handle_errors
+def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users: bool,
+                  output: Path | None, k: int, include_seen: bool, as_json: bool) -> None:
+    """Top-K items for a user (--user), a new user (--history) or everyone (--all-users)."""
+    if sum(x is not None and x is not False for x in (user, history, all_users or None)) != 1:
+        raise click.UsageError("give exactly one of --user, --history or --all-users")
+    if k <= 0:
+        raise click.BadParameter(f"{k}: expected a positive number of items", param_hint="-k")
+    rec = _load_recommender(obj)
+    if all_users:
+        if output is None:
+            raise click.UsageError("--all-users needs --output FILE")
+        tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+        n = 0
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for u, items, scores in rec.recommend_all(k, include_seen=include_seen):
+                    f.write(json.dumps({"user": u, "items": items, "scores": scores}) + "\n")
+                    n += 1
+            os.replace(tmp, output)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if as_json:
+            echo_json({"users": n, "k": k, "output": str(output)})
+        else:
+            click.echo(f"wrote top-{k} for {n} users to {output}")
+        return
+    if user is not None:
+        recs = rec.recommend(user, k, include_seen)
+        header = {"user": user, "k": k}
+    else:
+        items = [h.strip() for h in history.split(",") if h.strip()]
+        recs = rec.recommend_new_user(items, k, include_seen)
+        header = {"history": items, "k": k}
+    _print_recs(recs, as_json, header)
+
+
+@main.command("similar")
+@click.option("--item", required=True, help="Raw item id.")
+@click.option("-k", "--k", "k", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_obj
+@handle_errors
+def similar_cmd(obj: Context, item: str, k: int, as_json: bool) -> None:
+    """Items nearest to --item (cold items included, through their text)."""
+    if k <= 0:
+        raise click.BadParameter(f"{k}: expected a positive number of items", param_hint="-k")
+    recs = _load_recommender(obj).similar_items(item, k)
+    _print_recs(recs, as_json, {"item": item, "k": k})
+
+
+if __name__ == "__main__":
+    main()

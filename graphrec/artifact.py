@@ -1,0 +1,124 @@
+"""The model directory: everything `recommend` needs, without the raw data or the encoder.
+
+Files: model.pt (state_dict, loads with weights_only=True), config.json (resolved training
+config + graph identity), metrics.json (history, test metrics, timings), embeddings.npz (final
+user/item embeddings for serving, the text map, item degrees, cold mask), text_emb.npy (item
+text embeddings, when the graph has text), known.npz (every user's known items, CSR),
+users.txt and items.jsonl (raw ids and titles).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import graphrec
+from graphrec.data import TEST, TRAIN, VALID, Csr
+from graphrec.errors import ArtifactError
+from graphrec.store import GraphData, atomic_directory, read_json, read_lines, write_json, write_lines
+from graphrec.train import TrainResult
+
+MODEL_FORMAT_VERSION = 1
+
+
+def graph_identity(graph: GraphData) -> dict:
+    """What a model must agree on with the graph it is evaluated on."""
+    return {
+        "num_users": graph.num_users,
+        "num_items": graph.num_items,
+        "fingerprint": graph.meta.get("fingerprint"),
+        "text_model": graph.meta.get("text_model"),
+        "text_dim": graph.meta.get("text_dim"),
+    }
+
+
+def save_model(result: TrainResult, graph: GraphData, path: str | Path) -> None:
+    """Write the model directory ``path`` atomically."""
+    with atomic_directory(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+                   tmp / "model.pt")
+        arrays = {
+            "user_emb": result.user_emb.numpy(),
+            "item_emb": result.item_emb.numpy(),
+            "item_degree": graph.train_item_degree(),
+            "cold_items": graph.cold_items,
+        }
+        if result.text_map is not None:
+            arrays["text_map"] = result.text_map.numpy()
+        np.savez(tmp / "embeddings.npz", **arrays)
+        if graph.text_emb is not None:
+            np.save(tmp / "text_emb.npy", graph.text_emb.astype(np.float32))
+        known = graph.csr(TRAIN, VALID, TEST)
+        np.savez(tmp / "known.npz", indptr=known.indptr, indices=known.indices)
+        write_lines(tmp / "users.txt", [str(u) for u in graph.user_ids])
+        with open(tmp / "items.jsonl", "w", encoding="utf-8") as f:
+            for rid, title in zip(graph.item_ids, graph.item_titles, strict=True):
+                f.write(json.dumps({"id": str(rid), "title": title}, ensure_ascii=False) + "\n")
+        write_json(tmp / "config.json", {
+            "format_version": MODEL_FORMAT_VERSION,
+            "graphrec_version": graphrec.__version__,
+            "train": asdict(result.config),
+            "graph": graph_identity(graph),
+        })
+        write_json(tmp / "metrics.json", {
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "test": result.test,
+            "timings": result.timings,
+        })
+
+
+def read_model_config(path: str | Path) -> dict:
+    """config.json of a model directory, checked for format version."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"model directory {path}: not found (run `graphrec train` first)")
+    cfg = read_json(path / "config.json", "model directory")
+    if cfg.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ArtifactError(
+            f"model directory {path}: format version {cfg.get('format_version')}, expected "
+            f"{MODEL_FORMAT_VERSION}; retrain with `graphrec train`"
+        )
+    return cfg
+
+
+def check_compatible(model_cfg: dict, graph: GraphData, model_path: str | Path) -> None:
+    """Raise ArtifactError when a model was not trained on ``graph``."""
+    want, have = model_cfg["graph"], graph_identity(graph)
+    diff = [k for k in ("num_users", "num_items", "fingerprint") if want.get(k) != have.get(k)]
+    if diff:
+        raise ArtifactError(
+            f"model directory {model_path} was trained on a different graph "
+            f"({', '.join(f'{k}: model {want.get(k)} vs graph {have.get(k)}' for k in diff)}); "
+            "retrain with `graphrec train`"
+        )
+
+
+def load_arrays(path: str | Path) -> dict:
+    """Serving arrays of a model directory (embeddings, text, known items, ids, titles)."""
+    path = Path(path)
+    try:
+        with np.load(path / "embeddings.npz", allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+        with np.load(path / "known.npz", allow_pickle=False) as z:
+            out["known"] = Csr(z["indptr"], z["indices"])
+        text_path = path / "text_emb.npy"
+        out["text_emb"] = np.load(text_path, allow_pickle=False) if text_path.exists() else None
+        out["user_ids"] = np.asarray(read_lines(path / "users.txt"), dtype=str)
+        with open(path / "items.jsonl", encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"model directory {path}: unreadable ({exc})") from None
+    out["item_ids"] = np.asarray([r["id"] for r in rows], dtype=str)
+    out["item_titles"] = [r["title"] for r in rows]
+    n_users, n_items = len(out["user_ids"]), len(out["item_ids"])
+    if out["user_emb"].shape[0] != n_users or out["item_emb"].shape[0] != n_items:
+        raise ArtifactError(
+            f"model directory {path}: embeddings for {out['user_emb'].shape[0]} users / "
+            f"{out['item_emb'].shape[0]} items, but {n_users} / {n_items} ids"
+        )
+    return out

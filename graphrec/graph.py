@@ -1,0 +1,126 @@
+"""The bipartite user-item graph: node numbering, normalised adjacency, statistics, export.
+
+Node numbering: users are nodes ``[0, U)``, items ``[U, U + I)``; :func:`item_node` is the only
+place that applies the offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import networkx as nx
+import numpy as np
+import torch
+
+from graphrec.data import Csr
+
+
+def item_node(item_idx: np.ndarray | torch.Tensor | int, num_users: int):
+    """Graph node of an item index (items follow the ``num_users`` user nodes)."""
+    return item_idx + num_users
+
+
+def edge_index(users: np.ndarray, items: np.ndarray, num_users: int) -> torch.Tensor:
+    """Both directions of every training interaction: [2, 2E] int64, user->item edges first."""
+    u = torch.as_tensor(users, dtype=torch.long)
+    i = item_node(torch.as_tensor(items, dtype=torch.long), num_users)
+    return torch.stack([torch.cat([u, i]), torch.cat([i, u])])
+
+
+def normalized_bipartite(users: np.ndarray, items: np.ndarray, num_users: int,
+                         num_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two off-diagonal blocks of the symmetric-normalised adjacency, as CSR tensors.
+
+    With degrees d, entry (u, i) = 1 / sqrt(d_u d_i) (LightGCN eq. 3). Returns
+    ``r`` [U, I] and ``rt`` = r.T [I, U], both float32 sparse CSR. Nodes without edges
+    have empty rows. Duplicate (user, item) pairs must have been removed.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    du = np.bincount(users, minlength=num_users).astype(np.float64)
+    di = np.bincount(items, minlength=num_items).astype(np.float64)
+    w = 1.0 / np.sqrt(du[users] * di[items])
+    r = _csr(users, items, w, num_users, num_items)
+    rt = _csr(items, users, w, num_items, num_users)
+    return r, rt
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
+         n_cols: int) -> torch.Tensor:
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return torch.sparse_csr_tensor(
+        torch.from_numpy(indptr), torch.from_numpy(cols[order].copy()),
+        torch.from_numpy(vals[order].astype(np.float32)), size=(n_rows, n_cols),
+    )
+
+
+def normalized_adjacency(users: np.ndarray, items: np.ndarray, num_users: int,
+                         num_items: int) -> torch.Tensor:
+    """Full symmetric-normalised adjacency D^-1/2 A D^-1/2: [N, N] float32 sparse CSR,
+    N = U + I, users first. Used as the reference; training uses the bipartite blocks."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    n = num_users + num_items
+    rows = np.concatenate([users, item_node(items, num_users)])
+    cols = np.concatenate([item_node(items, num_users), users])
+    deg = np.bincount(rows, minlength=n).astype(np.float64)
+    w = 1.0 / np.sqrt(deg[rows] * deg[cols])
+    return _csr(rows, cols, w, n, n)
+
+
+def _percentiles(x: np.ndarray, qs: Sequence[int] = (0, 25, 50, 75, 90, 99, 100)) -> dict:
+    if len(x) == 0:
+        return {}
+    return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(x, qs), strict=True)}
+
+
+def graph_statistics(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
+                     head_share: float = 0.2) -> dict:
+    """Summary of the training graph.
+
+    density = E / (U * I); degree percentiles of users and items; ``head_interaction_share``
+    = share of interactions on the ``head_share`` most-interacted items; connected components
+    (networkx) of the graph with every user and item as a node.
+    """
+    du = np.bincount(users, minlength=num_users)
+    di = np.bincount(items, minlength=num_items)
+    n_head = max(1, int(round(num_items * head_share)))
+    head_interactions = np.sort(di)[::-1][:n_head].sum()
+    g = nx.Graph()
+    g.add_nodes_from(range(num_users + num_items))
+    g.add_edges_from(zip(users.tolist(), item_node(items, num_users).tolist(), strict=True))
+    sizes = sorted((len(c) for c in nx.connected_components(g)), reverse=True)
+    return {
+        "num_edges": int(len(users)),
+        "density": float(len(users) / max(1, num_users * num_items)),
+        "user_degree": _percentiles(du),
+        "item_degree": _percentiles(di),
+        "users_without_train": int((du == 0).sum()),
+        "items_without_train": int((di == 0).sum()),
+        "head_items": n_head,
+        "head_interaction_share": float(head_interactions / max(1, len(users))),
+        "components": len(sizes),
+        "largest_component_nodes": int(sizes[0]) if sizes else 0,
+        "largest_component_share": float(sizes[0] / max(1, num_users + num_items)) if sizes else 0.0,
+    }
+
+
+def to_networkx(train: Csr, user_ids: np.ndarray, item_ids: np.ndarray,
+                item_titles: Sequence[str] | None = None) -> nx.Graph:
+    """The training graph as a networkx Graph: nodes ``u:<raw id>`` / ``i:<raw id>`` with
+    attributes ``kind`` (user/item), ``raw_id`` and ``title`` (items); one edge per interaction."""
+    g = nx.Graph()
+    g.add_nodes_from((f"u:{r}", {"kind": "user", "raw_id": str(r)}) for r in user_ids)
+    titles = item_titles if item_titles is not None else [""] * len(item_ids)
+    g.add_nodes_from(
+        (f"i:{r}", {"kind": "item", "raw_id": str(r), "title": str(t)})
+        for r, t in zip(item_ids, titles, strict=True)
+    )
+    rows = train.row_index()
+    g.add_edges_from(
+        zip((f"u:{user_ids[u]}" for u in rows), (f"i:{item_ids[i]}" for i in train.indices),
+            strict=True)
+    )
+    return g

@@ -1,0 +1,294 @@
+"""Readers for interaction logs and item text.
+
+Formats: CSV/TSV with a header (user, item[, rating][, timestamp]), the LightGCN text format
+(``user item item ...`` per line) and a MovieLens folder (ratings.csv, movies.csv, tags.csv).
+Every reader raises :class:`DataError` naming the file, the line where there is one, what was
+found and what was expected. Raw ids stay strings here; contiguous indices start in ``data``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graphrec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+USER_COLUMNS = ("user", "user_id", "userid", "userId", "uid", "visitorid")
+ITEM_COLUMNS = ("item", "item_id", "itemid", "itemId", "movieId", "movie_id", "iid", "product_id")
+RATING_COLUMNS = ("rating", "score", "value")
+TIME_COLUMNS = ("timestamp", "time", "ts", "datetime", "date")
+TITLE_COLUMNS = ("title", "name")
+
+# Fixed-split folds, as stored in RawInteractions.fold for formats that carry their own split.
+FOLD_TRAIN = 0
+FOLD_TEST = 2
+
+
+@dataclass
+class RawInteractions:
+    """Interactions with the ids as they appear in the input.
+
+    ``users``, ``items``: [n] str; ``ratings``: [n] float64 or None; ``timestamps``: [n]
+    float64 or None; ``fold``: [n] int8 (FOLD_TRAIN / FOLD_TEST) when the input fixes the split.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    fold: np.ndarray | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass
+class ItemText:
+    """Item descriptions: ``ids`` [m] str, ``titles`` and ``texts`` (lists of m str)."""
+
+    ids: np.ndarray
+    titles: list[str]
+    texts: list[str]
+
+
+def _check_file(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what} {path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{what} {path}: is a directory, expected a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{what} {path}: file is empty, expected a header row and data rows")
+    return path
+
+
+def _delimiter(path: Path, header_line: str) -> str:
+    if path.suffix.lower() in (".tsv", ".tab") or "\t" in header_line:
+        return "\t"
+    if ";" in header_line and "," not in header_line:
+        return ";"
+    return ","
+
+
+def _pick_column(header: list[str], wanted: str | None, candidates: tuple[str, ...],
+                 what: str, option: str, path: Path, required: bool = True) -> int | None:
+    if wanted is not None:
+        if wanted not in header:
+            raise DataError(
+                f"{path}: no column {wanted!r} (given by {option}); found columns {header}"
+            )
+        return header.index(wanted)
+    lowered = [h.strip().lower() for h in header]
+    for name in candidates:
+        if name.lower() in lowered:
+            return lowered.index(name.lower())
+    if required:
+        raise DataError(
+            f"{path}: no {what} column; found columns {header}, expected one of "
+            f"{list(candidates)} or name it with {option}"
+        )
+    return None
+
+
+def _read_table(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a delimited file; rows with the wrong field count are errors."""
+    path = _check_file(path, what)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = f.readline()
+        f.seek(0)
+        reader = csv.reader(f, delimiter=_delimiter(path, first))
+        try:
+            header = next(reader)
+            rows = list(reader)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise DataError(f"{what} {path}: cannot parse as delimited text ({exc})") from exc
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise DataError(f"{what} {path}: line 1 is empty, expected a header row")
+    width = len(header)
+    # Blank lines are skipped; a short or long row is an error with its line number.
+    bad = [k for k, r in enumerate(rows) if len(r) != width and r]
+    if bad:
+        k = bad[0]
+        raise DataError(
+            f"{what} {path} line {k + 2}: {len(rows[k])} fields, expected {width} "
+            f"as in the header {header}"
+        )
+    rows = [r for r in rows if r]
+    return header, rows
+
+
+def _parse_floats(values: list[str], path: Path, column: str, line_offset: int = 2) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except ValueError:
+        for k, v in enumerate(values):
+            try:
+                float(v)
+            except ValueError:
+                raise DataError(
+                    f"{path} line {k + line_offset}: {column} {v!r} is not a number"
+                ) from None
+        raise
+
+
+def read_interactions_csv(
+    path: str | Path,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    rating_col: str | None = None,
+    time_col: str | None = None,
+) -> RawInteractions:
+    """Read a CSV/TSV interaction log with a header row.
+
+    Column names default to common spellings (``user``/``userId``..., ``item``/``movieId``...,
+    ``rating``, ``timestamp``); rating and timestamp are optional. Timestamps must be numeric
+    (e.g. Unix seconds).
+    """
+    path = Path(path)
+    header, rows = _read_table(path, "--interactions")
+    if not rows:
+        raise DataError(f"--interactions {path}: header only, expected at least one data row")
+    ui = _pick_column(header, user_col, USER_COLUMNS, "user", "--user-col", path)
+    ii = _pick_column(header, item_col, ITEM_COLUMNS, "item", "--item-col", path)
+    ri = _pick_column(header, rating_col, RATING_COLUMNS, "rating", "--rating-col", path,
+                      required=False)
+    ti = _pick_column(header, time_col, TIME_COLUMNS, "timestamp", "--time-col", path,
+                      required=False)
+    cols = list(zip(*rows, strict=True))
+    users = np.asarray(cols[ui], dtype=str)
+    items = np.asarray(cols[ii], dtype=str)
+    for arr, name in ((users, header[ui]), (items, header[ii])):
+        empty = np.flatnonzero(np.char.str_len(np.char.strip(arr)) == 0)
+        if len(empty):
+            raise DataError(f"--interactions {path} line {empty[0] + 2}: empty {name} id")
+    ratings = _parse_floats(list(cols[ri]), path, header[ri]) if ri is not None else None
+    times = _parse_floats(list(cols[ti]), path, header[ti]) if ti is not None else None
+    return RawInteractions(np.char.strip(users), np.char.strip(items), ratings, times,
+                           source=str(path))
+
+
+def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -> RawInteractions:
+    """Read the LightGCN/NGCF text format: one line per user, ``user item item ...``.
+
+    Ids are non-negative integers separated by whitespace. The test file, when given, fixes
+    the split (``fold``). A user line without items is allowed.
+    """
+    users, items, folds = [], [], []
+    for option, path, fold in (("--train", train_path, FOLD_TRAIN), ("--test", test_path, FOLD_TEST)):
+        if path is None:
+            continue
+        path = _check_file(Path(path), option)
+        before = sum(len(x) for x in items)
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                parts = line.split()
+                if not parts:
+                    continue
+                try:
+                    ids = np.asarray(parts, dtype=np.int64)
+                except ValueError:
+                    bad = next(p for p in parts if not p.lstrip("-").isdigit())
+                    raise DataError(
+                        f"{option} {path} line {lineno}: {bad!r} is not an integer id, "
+                        "expected 'user item item ...' with integer ids"
+                    ) from None
+                if (ids < 0).any():
+                    raise DataError(
+                        f"{option} {path} line {lineno}: negative id {int(ids.min())}, "
+                        "expected non-negative integer ids"
+                    )
+                users.append(np.full(len(ids) - 1, ids[0], dtype=np.int64))
+                items.append(ids[1:])
+                folds.append(np.full(len(ids) - 1, fold, dtype=np.int8))
+        if fold == FOLD_TRAIN and sum(len(x) for x in items) == before:
+            raise DataError(f"{option} {path}: no interactions, expected lines 'user item item ...'")
+    if not users:
+        raise DataError(f"--train {train_path}: no interactions, expected lines 'user item item ...'")
+    u = np.concatenate(users)
+    i = np.concatenate(items)
+    return RawInteractions(u.astype(str), i.astype(str), fold=np.concatenate(folds),
+                           source=str(train_path))
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.replace("|", ", ").split())
+
+
+def read_items(
+    path: str | Path,
+    id_col: str | None = None,
+    text_cols: list[str] | None = None,
+    title_col: str | None = None,
+) -> ItemText:
+    """Read an item file: an id column and one or more text columns (CSV/TSV with header).
+
+    Text = the text columns joined with ". " (``|``-separated lists become comma lists).
+    By default every column except the id is text; the title is the ``title``/``name``
+    column, else the first text column.
+    """
+    path = Path(path)
+    header, rows = _read_table(path, "--items")
+    if not rows:
+        raise DataError(f"--items {path}: header only, expected at least one item row")
+    ii = _pick_column(header, id_col, ITEM_COLUMNS + ("id",), "item id", "--item-id-col", path)
+    if text_cols:
+        tcols = [_pick_column(header, c, (), "text", "--text-cols", path) for c in text_cols]
+    else:
+        tcols = [k for k in range(len(header)) if k != ii]
+    if not tcols:
+        raise DataError(f"--items {path}: only an id column {header}, expected text columns too")
+    ti = _pick_column(header, title_col, TITLE_COLUMNS, "title", "--title-col", path,
+                      required=False)
+    if ti is None:
+        ti = tcols[0]
+    ids = np.asarray([r[ii].strip() for r in rows], dtype=str)
+    titles = [r[ti].strip() for r in rows]
+    texts = []
+    for r in rows:
+        parts = [_clean(r[k]) for k in tcols]
+        texts.append(". ".join(p for p in parts if p and p != "(no genres listed)"))
+    return ItemText(ids, titles, texts)
+
+
+def read_movielens(folder: str | Path) -> tuple[RawInteractions, ItemText]:
+    """Read a MovieLens folder (ratings.csv, movies.csv, optional tags.csv).
+
+    Item text = "<title>. Genres: <g1>, <g2>. Tags: <t1>, <t2>" with the distinct tags users
+    gave the movie, in order of first use.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"MovieLens folder {folder}: not a directory")
+    inter = read_interactions_csv(folder / "ratings.csv", "userId", "movieId", "rating", "timestamp")
+    header, rows = _read_table(folder / "movies.csv", "movies")
+    id_k, title_k, genre_k = (header.index(c) for c in ("movieId", "title", "genres"))
+    tags: dict[str, list[str]] = defaultdict(list)
+    tag_path = folder / "tags.csv"
+    if tag_path.exists():
+        th, trows = _read_table(tag_path, "tags")
+        m_k, t_k = th.index("movieId"), th.index("tag")
+        for r in trows:
+            tag = " ".join(r[t_k].split())
+            if tag and tag.lower() not in (t.lower() for t in tags[r[m_k]]):
+                tags[r[m_k]].append(tag)
+    ids, titles, texts = [], [], []
+    for r in rows:
+        mid, title, genres = r[id_k].strip(), r[title_k].strip(), r[genre_k]
+        parts = [title]
+        if genres and genres != "(no genres listed)":
+            parts.append("Genres: " + ", ".join(genres.split("|")))
+        if tags.get(mid):
+            parts.append("Tags: " + ", ".join(tags[mid]))
+        ids.append(mid)
+        titles.append(title)
+        texts.append(". ".join(parts))
+    return inter, ItemText(np.asarray(ids, dtype=str), titles, texts)

@@ -1,0 +1,455 @@
+"""Full-ranking top-K evaluation (the LightGCN protocol), chunked over users.
+
+Every evaluated user is ranked against the whole catalog: scores for all items are computed,
+the user's seen items (training, plus validation at test time) are set to ``-inf``, and the
+top-K list is compared with the user's held-out items. Users without held-out items are
+skipped; every metric is a mean over the evaluated users (or over the stated subset).
+
+Why hand-written rather than ``torch_geometric.metrics.LinkPred*`` (checked against PyG 2.8):
+those classes take only a ``[b, K]`` index matrix, so (1) a top-K slot that holds a masked
+(``-inf``) item, which happens when a user has fewer than K unseen items, would count as a
+recommendation for coverage and could count as a hit, and there is no way to mark it invalid;
+(2) ``tail_share``, per-user tail denominators and cold-only ranking are not there, and each
+extra restricted recall would rebuild the hit matrix; (3) the hit test itself is the same
+``searchsorted`` on flattened keys that PyG uses, computed here once per chunk and shared by all
+K and all metrics. ``tests/test_metrics.py`` checks that recall, ndcg, precision and hit agree
+with PyG's classes where both apply, and ``experiments/bench_eval.py --compare-pyg`` times both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from graphrec.data import Csr
+from graphrec.errors import ConfigError, DataError
+
+__all__ = [
+    "evaluate_ranking",
+    "evaluate_scores",
+    "gather_rows",
+    "head_item_mask",
+    "topk_rows",
+]
+
+_NEG_INF = float("-inf")
+
+
+def head_item_mask(train_item_degree: np.ndarray, head_share: float = 0.2) -> np.ndarray:
+    """Mark the ``head_share`` most popular items as head.
+
+    ``train_item_degree``: [I] int or float, interactions per item in the training split.
+    Returns [I] bool, True for the ``round(head_share * I)`` items of highest degree; ties are
+    broken by the lower item index, so the result is deterministic. Tail items are ``~head``.
+    """
+    degree = np.asarray(train_item_degree)
+    if degree.ndim != 1:
+        raise DataError(
+            f"train_item_degree: expected a 1-D [num_items] array, got shape {degree.shape}"
+        )
+    if not 0.0 <= head_share <= 1.0:
+        raise ConfigError(f"--head-share {head_share}: expected a fraction in [0, 1]")
+    num_head = int(round(head_share * degree.shape[0]))
+    order = np.argsort(-degree, kind="stable")  # stable: equal degrees keep index order
+    mask = np.zeros(degree.shape[0], dtype=bool)
+    mask[order[:num_head]] = True
+    return mask
+
+
+def gather_rows(
+    indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entries of several CSR rows, without a Python loop per row.
+
+    ``indptr``: [R + 1] int64; ``indices``: [nnz] int64; ``rows``: [b] int64 row ids.
+    Returns ``(local_row, cols)``, both [n] int64: ``local_row[j]`` is the position in ``rows``
+    of the row entry ``j`` came from, and entries keep their row-then-CSR order.
+    """
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    local_row = torch.repeat_interleave(
+        torch.arange(rows.numel(), device=rows.device), lengths, output_size=total
+    )
+    first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry in the output
+    offset = torch.arange(total, device=rows.device) - first[local_row]
+    return local_row, indices[starts[local_row] + offset]
+
+
+def topk_rows(scores: torch.Tensor, k: int, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise top-k, sorted by descending score: ``(values [b, k], indices [b, k] int64)``.
+
+    Same contract as ``scores.topk(k, dim=1)``. On CPU with a wide row it first takes the
+    maximum of each block of ``block`` columns and keeps only the k best blocks: every top-k
+    entry lies in one of them, since a block holding the j-th best entry has a maximum at least
+    that large, and at most k blocks can have such a maximum. One streaming ``amax`` pass plus a
+    top-k over ``k * block`` candidates is several times faster than ``torch.topk`` on a
+    [4096, 41k] matrix on CPU (``experiments/bench_eval.py``); on CUDA ``torch.topk`` is used.
+    Tied scores may be returned in a different order than ``torch.topk`` would give.
+    """
+    num_cols = scores.shape[1]
+    num_blocks = num_cols // block
+    if scores.device.type != "cpu" or num_blocks < 4 * k or scores.stride(1) != 1:
+        return scores.topk(k, dim=1)
+    main = num_blocks * block
+    blocks = scores.as_strided((scores.shape[0], num_blocks, block), (scores.stride(0), block, 1))
+    _, best_blocks = blocks.amax(dim=2).topk(k, dim=1)
+    candidates = (best_blocks.unsqueeze(2) * block + torch.arange(block)).reshape(
+        scores.shape[0], k * block
+    )
+    if main < num_cols:  # the ragged last block is always a candidate
+        rest = torch.arange(main, num_cols).expand(scores.shape[0], num_cols - main)
+        candidates = torch.cat([candidates, rest], dim=1)
+    values, position = scores.gather(1, candidates).topk(k, dim=1)
+    return values, candidates.gather(1, position)
+
+
+def _isin_sorted(sorted_keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """[same as queries] bool: which queries occur in the ascending 1-D ``sorted_keys``."""
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(queries, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, queries).clamp_(max=sorted_keys.numel() - 1)
+    return sorted_keys[pos] == queries
+
+
+def _check_ks(ks: Sequence[int]) -> list[int]:
+    ks = list(ks)
+    if not ks:
+        raise ConfigError("--k: no cutoff given (expected one or more positive integers)")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise ConfigError(f"--k {k!r}: expected a positive integer")
+    return sorted({int(k) for k in ks})
+
+
+def _check_csr(csr: Csr, name: str, num_items: int) -> None:
+    indptr = np.asarray(csr.indptr)
+    if indptr.ndim != 1 or indptr.shape[0] < 1 or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        raise DataError(f"{name}: indptr must be a non-decreasing 1-D array starting at 0")
+    if csr.indices.shape[0] != indptr[-1]:
+        raise DataError(
+            f"{name}: indptr ends at {int(indptr[-1])} but there are {csr.indices.shape[0]} indices"
+        )
+    if csr.indices.size and (csr.indices.min() < 0 or csr.indices.max() >= num_items):
+        raise DataError(
+            f"{name}: item indices span [{int(csr.indices.min())}, {int(csr.indices.max())}], "
+            f"expected [0, {num_items})"
+        )
+
+
+def _check_item_mask(mask: np.ndarray | None, name: str, num_items: int) -> np.ndarray | None:
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    if mask.shape != (num_items,) or mask.dtype != np.bool_:
+        raise DataError(
+            f"{name}: expected a [num_items={num_items}] bool array, "
+            f"got shape {mask.shape} dtype {mask.dtype}"
+        )
+    return mask
+
+
+def _canonical_pairs(csr: Csr, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of ``csr`` sorted by row then item, duplicates dropped."""
+    keys = np.unique(csr.row_index() * num_items + np.asarray(csr.indices, dtype=np.int64))
+    return keys // num_items, keys % num_items
+
+
+class _UserRows:
+    """CSR rows of an ascending list of users, laid out so that the rows of any run
+    ``users[start:stop]`` form one contiguous slice: per chunk it is a slice, not a gather."""
+
+    def __init__(
+        self, indptr: np.ndarray, indices: np.ndarray, users: np.ndarray, device: torch.device
+    ):
+        indptr = np.asarray(indptr, dtype=np.int64)
+        starts = indptr[users]
+        lengths = indptr[users + 1] - starts
+        ptr = np.zeros(users.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        position = np.repeat(np.arange(users.size, dtype=np.int64), lengths)
+        gather = np.repeat(starts - ptr[:-1], lengths) + np.arange(ptr[-1], dtype=np.int64)
+        self.ptr = ptr
+        self.lengths = torch.from_numpy(lengths).to(device)
+        self.position = torch.from_numpy(position).to(device)
+        self.cols = torch.from_numpy(np.asarray(indices, dtype=np.int64)[gather]).to(device)
+
+    def chunk(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(local_row, cols)`` of users ``[start, stop)``, local_row counted from ``start``."""
+        lo, hi = int(self.ptr[start]), int(self.ptr[stop])
+        return self.position[lo:hi] - start, self.cols[lo:hi]
+
+    def keys(self, start: int, stop: int, num_cols: int) -> torch.Tensor:
+        """Flat keys ``local_row * num_cols + col``, ascending when each row is sorted."""
+        local_row, cols = self.chunk(start, stop)
+        return local_row * num_cols + cols
+
+
+def _indptr(rows: np.ndarray, num_rows: int) -> np.ndarray:
+    indptr = np.zeros(num_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=num_rows), out=indptr[1:])
+    return indptr
+
+
+class _Accumulator:
+    """Per-K running sums over evaluated users; :meth:`result` turns them into means."""
+
+    def __init__(
+        self,
+        ks: list[int],
+        num_items: int,
+        device: torch.device,
+        tail: torch.Tensor | None,
+        num_cold: int,
+    ):
+        self.ks = ks
+        self.num_items = num_items
+        self.tail = tail
+        self.num_cold = num_cold
+        kmax = min(max(ks), num_items)
+        positions = torch.arange(kmax, device=device, dtype=torch.float64)
+        self.discount = 1.0 / torch.log2(positions + 2.0)  # [kmax]: 1 / log2(rank + 2)
+        self.ideal_dcg = torch.cumsum(self.discount, 0)  # [kmax]: IDCG with j + 1 hits
+        self.sums: dict[str, torch.Tensor] = {}
+        self.covered = {k: torch.zeros(num_items, dtype=torch.bool, device=device) for k in ks}
+        self.saw_nan = torch.zeros((), dtype=torch.bool, device=device)
+        self.num_users = 0
+        self.num_tail_users = 0
+        self.num_cold_users = 0
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        value = value.to(torch.float64).sum()
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    def _ranked(
+        self, scores: torch.Tensor, keys: torch.Tensor, kmax: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top-kmax of each row, which slots hold a real (not masked) item, which are hits."""
+        values, items = topk_rows(scores, kmax)
+        self.saw_nan |= torch.isnan(values).any()
+        # A user with fewer than kmax unseen items gets -inf fillers; they are not
+        # recommendations, so they neither hit nor count towards coverage or tail share.
+        valid = values > _NEG_INF
+        rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1)
+        hits = _isin_sorted(keys, rows * scores.shape[1] + items) & valid
+        return items, valid, hits
+
+    def _recall_ndcg(self, prefix: str, k: int, hits: torch.Tensor, num_targets: torch.Tensor):
+        kk = hits.shape[1]
+        num_hits = hits.sum(dim=1).to(torch.float64)
+        self._add(f"{prefix}recall@{k}", num_hits / num_targets)
+        dcg = (hits.to(torch.float64) * self.discount[:kk]).sum(dim=1)
+        idcg = self.ideal_dcg[num_targets.clamp(max=kk) - 1]
+        self._add(f"{prefix}ndcg@{k}", dcg / idcg)
+        return num_hits
+
+    def update(
+        self,
+        scores: torch.Tensor,
+        target_keys: torch.Tensor,
+        num_targets: torch.Tensor,
+        num_tail_targets: torch.Tensor | None,
+    ) -> None:
+        """Add one chunk: ``scores`` [b, I] with seen items already at -inf;
+        ``target_keys`` ascending ``local_row * I + item``; ``num_targets`` [b] int64 >= 1;
+        ``num_tail_targets`` [b] int64 (or None without head/tail split)."""
+        kmax = min(max(self.ks), self.num_items)
+        items, valid, hits = self._ranked(scores, target_keys, kmax)
+        is_tail = self.tail[items] & valid if self.tail is not None else None
+        for k in self.ks:
+            kk = min(k, kmax)
+            h = hits[:, :kk]
+            num_hits = self._recall_ndcg("", k, h, num_targets)
+            self._add(f"precision@{k}", num_hits / kk)
+            self._add(f"hit@{k}", num_hits > 0)
+            self.covered[k][items[:, :kk][valid[:, :kk]]] = True
+            if is_tail is not None and num_tail_targets is not None:
+                list_len = valid[:, :kk].sum(dim=1).clamp(min=1)
+                self._add(f"tail_share@{k}", is_tail[:, :kk].sum(dim=1) / list_len)
+                has_tail = num_tail_targets > 0
+                tail_hits = (h & is_tail[:, :kk]).sum(dim=1)[has_tail]
+                self._add(f"tail_recall@{k}", tail_hits / num_tail_targets[has_tail])
+        self.num_users += scores.shape[0]
+        if num_tail_targets is not None:
+            self.num_tail_users += int((num_tail_targets > 0).sum())
+
+    def update_cold(
+        self, cold_scores: torch.Tensor, cold_keys: torch.Tensor, num_cold_targets: torch.Tensor
+    ) -> None:
+        """Add the cold-only ranking of users with a cold target: ``cold_scores`` [bc, C]
+        (columns = cold items, seen at -inf), keys ``local_row * C + cold_position``."""
+        kmax = min(max(self.ks), self.num_cold)
+        _, _, hits = self._ranked(cold_scores, cold_keys, kmax)
+        for k in self.ks:
+            self._recall_ndcg("cold_", k, hits[:, : min(k, kmax)], num_cold_targets)
+        self.num_cold_users += cold_scores.shape[0]
+
+    def result(self) -> dict[str, float]:
+        if bool(self.saw_nan):
+            raise DataError("score_fn returned NaN scores; the model has probably diverged")
+        out: dict[str, float] = {}
+        per_key_users = {"tail_recall": self.num_tail_users, "cold_recall": self.num_cold_users,
+                         "cold_ndcg": self.num_cold_users}
+        names = ["recall", "ndcg", "precision", "hit", "coverage"]
+        if self.tail is not None:
+            names += ["tail_recall", "tail_share"]
+        if self.num_cold > 0:
+            names += ["cold_recall", "cold_ndcg"]
+        for k in self.ks:
+            for name in names:
+                key = f"{name}@{k}"
+                if name == "coverage":
+                    out[key] = float(self.covered[k].sum()) / self.num_items
+                    continue
+                count = per_key_users.get(name, self.num_users)
+                out[key] = float(self.sums[key]) / count if count and key in self.sums else 0.0
+        out["num_users"] = self.num_users
+        if self.tail is not None:
+            out["num_tail_users"] = self.num_tail_users
+        if self.num_cold > 0:
+            out["num_cold_users"] = self.num_cold_users
+        return out
+
+
+def evaluate_ranking(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    seen: Csr,
+    target: Csr,
+    num_items: int,
+    ks: Sequence[int] = (20,),
+    head_items: np.ndarray | None = None,
+    cold_items: np.ndarray | None = None,
+    batch_users: int = 1024,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Full-ranking top-K metrics over every user with at least one target item.
+
+    ``score_fn``: ``user_idx`` [b] int64 on ``device`` -> scores [b, num_items] float on
+    ``device``, a fresh tensor (it is masked in place; a view is copied first).
+    ``seen``: items masked to ``-inf`` before ranking, or recall is inflated (training items;
+    at test time training + validation, merged by the caller). ``target``: held-out items.
+    Both have one row per user. Duplicate targets count once; a target that is also seen stays
+    in the denominator but can never be hit. ``head_items`` / ``cold_items``: [num_items] bool.
+
+    With ``T_u`` the user's targets, ``L_u`` their top-K list (masked items never enter it;
+    K is clipped to the number of items) and ``hits_u = |L_u ∩ T_u|``, for each K:
+
+    - ``recall@K`` = mean_u hits_u / |T_u|
+    - ``ndcg@K`` = mean_u DCG_u / IDCG_u, DCG_u = sum_{r < K, L_u[r] in T_u} 1 / log2(r + 2),
+      IDCG_u = sum_{r < min(|T_u|, K)} 1 / log2(r + 2)   (r = 0-based rank)
+    - ``precision@K`` = mean_u hits_u / K
+    - ``hit@K`` = mean_u [hits_u > 0]
+    - ``coverage@K`` = |union_u L_u| / num_items
+    - ``tail_share@K`` = mean_u |L_u ∩ tail| / |L_u|   (tail = ~head_items)
+    - ``tail_recall@K`` = mean over users with T_u ∩ tail non-empty of
+      |L_u ∩ T_u ∩ tail| / |T_u ∩ tail|
+    - ``cold_recall@K``, ``cold_ndcg@K``: recall and ndcg of the ranking among cold items only
+      (every non-cold score set to -inf), against ``T_u ∩ cold``, over users for whom that is
+      non-empty
+
+    Tail keys appear when ``head_items`` is given, cold keys when ``cold_items`` has a True.
+    Also ``num_users`` and, with them, ``num_tail_users`` and ``num_cold_users``.
+    """
+    ks = _check_ks(ks)
+    if isinstance(batch_users, bool) or not isinstance(batch_users, int) or batch_users < 1:
+        raise ConfigError(f"batch_users {batch_users!r}: expected a positive integer")
+    if num_items < 1:
+        raise DataError(f"num_items {num_items}: expected at least one item to rank")
+    _check_csr(seen, "seen", num_items)
+    _check_csr(target, "target", num_items)
+    if seen.num_rows != target.num_rows:
+        raise DataError(
+            f"seen has {seen.num_rows} user rows but target has {target.num_rows}; "
+            "expected one row per user in both"
+        )
+    head = _check_item_mask(head_items, "head_items", num_items)
+    cold = _check_item_mask(cold_items, "cold_items", num_items)
+    device = torch.device(device)
+    num_users = target.num_rows
+
+    rows, cols = _canonical_pairs(target, num_items)
+    target_indptr = _indptr(rows, num_users)
+    evaluated = np.flatnonzero(np.diff(target_indptr) > 0)  # users with a held-out item
+    if evaluated.size == 0:
+        raise DataError("target: no user has a held-out item, so there is nothing to evaluate")
+    evaluated_dev = torch.from_numpy(evaluated).to(device)
+    targets = _UserRows(target_indptr, cols, evaluated, device)
+    seen_rows = _UserRows(seen.indptr, seen.indices, evaluated, device)
+    tail_dev = num_tail = None
+    if head is not None:
+        tail_dev = torch.from_numpy(~head).to(device)
+        tail_counts = np.bincount(rows[~head[cols]], minlength=num_users).astype(np.int64)
+        num_tail = torch.from_numpy(tail_counts[evaluated]).to(device)
+    num_cold = int(cold.sum()) if cold is not None else 0
+    if num_cold:
+        cold_cols = torch.from_numpy(np.flatnonzero(cold)).to(device)
+        cold_position = np.full(num_items, -1, dtype=np.int64)
+        cold_position[cold] = np.arange(num_cold)
+        in_cold = cold[cols]
+        cold_indptr = _indptr(rows[in_cold], num_users)
+        # positions (in ``evaluated``) of the users with a cold target, ascending
+        cold_users = np.flatnonzero(np.diff(cold_indptr)[evaluated] > 0)
+        cold_users_dev = torch.from_numpy(cold_users).to(device)
+        cold_targets = _UserRows(
+            cold_indptr, cold_position[cols[in_cold]], evaluated[cold_users], device
+        )
+
+    acc = _Accumulator(ks, num_items, device, tail_dev, num_cold)
+    with torch.inference_mode():
+        for start in range(0, evaluated.size, batch_users):
+            stop = min(start + batch_users, evaluated.size)
+            scores = score_fn(evaluated_dev[start:stop])
+            if scores.shape != (stop - start, num_items):
+                raise DataError(
+                    f"score_fn returned shape {tuple(scores.shape)}, "
+                    f"expected ({stop - start}, {num_items}) = (users, num_items)"
+                )
+            if not scores.is_floating_point():
+                scores = scores.float()
+            elif scores._base is not None:  # never write -inf into the caller's tensor
+                scores = scores.clone()
+            scores[seen_rows.chunk(start, stop)] = _NEG_INF  # mask seen, or recall is inflated
+            acc.update(
+                scores,
+                targets.keys(start, stop, num_items),
+                targets.lengths[start:stop],
+                num_tail[start:stop] if num_tail is not None else None,
+            )
+            if num_cold:
+                lo, hi = np.searchsorted(cold_users, [start, stop])
+                if hi > lo:
+                    local = (cold_users_dev[lo:hi] - start).unsqueeze(1)
+                    acc.update_cold(
+                        scores[local, cold_cols.unsqueeze(0)],
+                        cold_targets.keys(lo, hi, num_cold),
+                        cold_targets.lengths[lo:hi],
+                    )
+    return acc.result()
+
+
+def evaluate_scores(
+    scores: torch.Tensor,
+    seen: Csr,
+    target: Csr,
+    ks: Sequence[int] = (20,),
+    head_items: np.ndarray | None = None,
+    cold_items: np.ndarray | None = None,
+    batch_users: int = 1024,
+) -> dict[str, float]:
+    """:func:`evaluate_ranking` on a precomputed score matrix ``scores`` [U, I] float
+    (not modified). Handy for small data and hand-worked tests."""
+    if scores.dim() != 2:
+        raise DataError(f"scores: expected a [num_users, num_items] matrix, got {scores.dim()}-D")
+    return evaluate_ranking(
+        lambda users: scores.index_select(0, users),
+        seen,
+        target,
+        num_items=scores.shape[1],
+        ks=ks,
+        head_items=head_items,
+        cold_items=cold_items,
+        batch_users=batch_users,
+        device=scores.device,
+    )

@@ -1,0 +1,137 @@
+"""TextLightGCN: LightGCN propagation over user ID embeddings and text-initialised items.
+
+LightGCN (He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
+Recommendation", SIGIR 2020): e^(k+1) = D^-1/2 A D^-1/2 e^(k), final = mean_k e^(k),
+score(u, i) = <final_u, final_i>. Here an item's layer-0 embedding is a learned projection
+of its BERT text embedding, plus (optionally) a free ID embedding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+ITEM_INITS = ("text", "id", "text+id")
+
+
+class _BipartiteLightGCN(torch.autograd.Function):
+    """Layer mean of K propagation steps over the bipartite normalised adjacency.
+
+    The propagation operator P = mean_k A^k is symmetric because A is, so the backward pass
+    is the same propagation applied to the incoming gradient. Autograd through a sparse-dense
+    product would instead store every layer and build a transposed copy of the CSR matrix on
+    each step; this needs neither.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
+                num_layers: int) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(r, rt)
+        ctx.num_layers = num_layers
+        return _propagate(xu, xi, r, rt, num_layers)
+
+    @staticmethod
+    def backward(ctx: Any, gu: Tensor, gi: Tensor):
+        r, rt = ctx.saved_tensors
+        du, di = _propagate(gu.contiguous(), gi.contiguous(), r, rt, ctx.num_layers)
+        return du, di, None, None, None
+
+
+def _propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
+               num_layers: int) -> tuple[Tensor, Tensor]:
+    out_u, out_i = xu.clone(), xi.clone()
+    for _ in range(num_layers):
+        # Users gather from items through R, items from users through R^T.
+        xu, xi = torch.sparse.mm(r, xi), torch.sparse.mm(rt, xu)
+        out_u += xu
+        out_i += xi
+    scale = 1.0 / (num_layers + 1)
+    return out_u.mul_(scale), out_i.mul_(scale)
+
+
+def lightgcn_propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
+                       num_layers: int) -> tuple[Tensor, Tensor]:
+    """LightGCN layer mean over the bipartite graph.
+
+    Args:
+        xu: [U, d] float user layer-0 embeddings.
+        xi: [I, d] float item layer-0 embeddings.
+        r: [U, I] sparse CSR normalised block (entry 1/sqrt(d_u d_i)); rt = r.T as CSR.
+        num_layers: K >= 0.
+    Returns:
+        ([U, d], [I, d]) final embeddings mean_{k=0..K} of the propagated layers.
+    """
+    if num_layers == 0:
+        return xu, xi
+    return _BipartiteLightGCN.apply(xu, xi, r, rt, num_layers)
+
+
+class TextLightGCN(nn.Module):
+    """LightGCN whose item layer-0 embeddings come from item text.
+
+    Args:
+        num_users, num_items: counts.
+        dim: embedding width.
+        num_layers: propagation steps K.
+        text_emb: [I, t] float32 item text embeddings, or None (then ``item_init`` must be "id").
+        item_init: "text" (projection of text), "id" (free embedding, plain LightGCN) or
+            "text+id" (their sum).
+    """
+
+    def __init__(self, num_users: int, num_items: int, dim: int = 64, num_layers: int = 3,
+                 text_emb: Tensor | None = None, item_init: str = "text+id",
+                 init_std: float = 0.1, generator: torch.Generator | None = None):
+        super().__init__()
+        if item_init not in ITEM_INITS:
+            raise ValueError(f"item_init {item_init!r}: expected one of {ITEM_INITS}")
+        if item_init != "id" and text_emb is None:
+            raise ValueError(f"item_init {item_init!r} needs text embeddings")
+        self.num_users, self.num_items = num_users, num_items
+        self.dim, self.num_layers, self.item_init = dim, num_layers, item_init
+        self.user_emb = nn.Embedding(num_users, dim)
+        nn.init.normal_(self.user_emb.weight, std=init_std, generator=generator)
+        self.item_emb: nn.Embedding | None = None
+        self.text_proj: nn.Linear | None = None
+        if "id" in item_init.split("+"):
+            self.item_emb = nn.Embedding(num_items, dim)
+            nn.init.normal_(self.item_emb.weight, std=init_std, generator=generator)
+        if "text" in item_init.split("+"):
+            self.register_buffer("text_emb", text_emb.float(), persistent=False)
+            self.text_proj = nn.Linear(text_emb.shape[1], dim, bias=False)
+            # Text rows have unit norm; this makes projected rows about init_std per entry.
+            nn.init.normal_(self.text_proj.weight, std=init_std, generator=generator)
+        else:
+            self.text_emb = None
+
+    def item_layer0(self) -> Tensor:
+        """[I, d] item embeddings before propagation."""
+        x = None
+        if self.text_proj is not None:
+            x = self.text_proj(self.text_emb)
+        if self.item_emb is not None:
+            x = self.item_emb.weight if x is None else x + self.item_emb.weight
+        return x
+
+    def forward(self, r: Tensor, rt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Propagate. Returns final user [U, d], final item [I, d], and the layer-0 user and
+        item embeddings (for regularisation)."""
+        xu0, xi0 = self.user_emb.weight, self.item_layer0()
+        eu, ei = lightgcn_propagate(xu0, xi0, r, rt, self.num_layers)
+        return eu, ei, xu0, xi0
+
+
+def bpr_loss(eu: Tensor, ei: Tensor, xu0: Tensor, xi0: Tensor, users: Tensor, pos: Tensor,
+             neg: Tensor, reg: float) -> tuple[Tensor, Tensor]:
+    """BPR loss with L2 on the batch's layer-0 embeddings (LightGCN eq. 15).
+
+    loss = mean(softplus(s_un - s_up)) + reg * (|x_u|^2 + |x_p|^2 + |x_n|^2) / (2 B).
+    users/pos/neg: [B] int64. Returns (total loss, the BPR part alone).
+    """
+    u = eu[users]
+    s_pos = (u * ei[pos]).sum(-1)
+    s_neg = (u * ei[neg]).sum(-1)
+    bpr = nn.functional.softplus(s_neg - s_pos).mean()
+    l2 = (xu0[users].square().sum() + xi0[pos].square().sum() + xi0[neg].square().sum())
+    return bpr + reg * l2 / (2 * len(users)), bpr.detach()

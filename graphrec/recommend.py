@@ -1,0 +1,162 @@
+"""Serving: top-K for known users, new users from their items, similar items.
+
+Works from a model directory alone: no raw data, no text encoder, no pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from graphrec.artifact import load_arrays, read_model_config
+from graphrec.data import Csr
+from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended item: raw id, title and score."""
+
+    item: str
+    title: str
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"item": self.item, "title": self.title, "score": round(self.score, 6)}
+
+
+def _check_k(k: int) -> None:
+    if k <= 0:
+        raise ConfigError(f"-k {k}: expected a positive number of items")
+
+
+def mask_known(scores: Tensor, users: Tensor, known: Csr) -> None:
+    """Set scores [b, I] of each user's known items to -inf in place (flat index, no loop)."""
+    indptr = torch.as_tensor(known.indptr)
+    u = users.cpu()
+    starts, ends = indptr[u], indptr[u + 1]
+    lengths = ends - starts
+    if int(lengths.sum()) == 0:
+        return
+    rows = torch.repeat_interleave(torch.arange(len(u)), lengths)
+    offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
+        torch.cumsum(lengths, 0) - lengths, lengths)
+    cols = torch.as_tensor(known.indices)[starts[rows] + offsets]
+    scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
+
+
+class Recommender:
+    """Top-K recommendations from a trained model directory.
+
+    >>> rec = Recommender.load("graphrec-run/model")
+    >>> rec.recommend("1", k=10)
+    """
+
+    def __init__(self, arrays: dict, config: dict, path: Path):
+        self.path = path
+        self.config = config
+        self.user_ids: np.ndarray = arrays["user_ids"]
+        self.item_ids: np.ndarray = arrays["item_ids"]
+        self.item_titles: list[str] = arrays["item_titles"]
+        self.user_emb = torch.as_tensor(arrays["user_emb"])
+        self.item_emb = torch.as_tensor(arrays["item_emb"])
+        self.known: Csr = arrays["known"]
+        self.text_emb = None if arrays["text_emb"] is None else torch.as_tensor(arrays["text_emb"])
+        self.text_map = torch.as_tensor(arrays["text_map"]) if "text_map" in arrays else None
+        self.item_degree = arrays["item_degree"]
+        self._user_index = {u: k for k, u in enumerate(self.user_ids)}
+        self._item_index = {i: k for k, i in enumerate(self.item_ids)}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        path = Path(path)
+        config = read_model_config(path)
+        return cls(load_arrays(path), config, path)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def user_index(self, user: str) -> int:
+        k = self._user_index.get(str(user).strip())
+        if k is None:
+            raise UnknownUserError(
+                f"--user {user!r}: not in the model ({self.num_users} known users); for a new "
+                "user, pass the items they liked with --history ITEM,ITEM,..."
+            )
+        return k
+
+    def item_index(self, item: str, option: str = "--item") -> int:
+        k = self._item_index.get(str(item).strip())
+        if k is None:
+            raise UnknownItemError(
+                f"{option} {item!r}: not in the model ({self.num_items} known items)"
+            )
+        return k
+
+    def _top(self, scores: Tensor, k: int) -> list[Recommendation]:
+        k = min(k, int(torch.isfinite(scores).sum()))
+        values, idx = torch.topk(scores, k)
+        return [Recommendation(str(self.item_ids[i]), self.item_titles[i], float(v))
+                for v, i in zip(values.tolist(), idx.tolist(), strict=True)]
+
+    def recommend(self, user: str, k: int = 10, include_seen: bool = False) -> list[Recommendation]:
+        """Top-``k`` items for a known user (raw id); items they already have are excluded
+        unless ``include_seen``."""
+        _check_k(k)
+        u = self.user_index(user)
+        scores = (self.user_emb[u] @ self.item_emb.T).unsqueeze(0)
+        if not include_seen:
+            mask_known(scores, torch.tensor([u]), self.known)
+        return self._top(scores[0], k)
+
+    def recommend_new_user(self, history: Sequence[str], k: int = 10,
+                           include_seen: bool = False) -> list[Recommendation]:
+        """Top-``k`` for a user not seen in training, from the raw ids of items they liked.
+
+        The user's embedding is the mean of the history items' final embeddings: one
+        LightGCN aggregation step from the new user's edges, without retraining.
+        """
+        _check_k(k)
+        if not history:
+            raise ConfigError("--history: expected at least one item id")
+        idx = torch.tensor([self.item_index(h, "--history") for h in history])
+        scores = self.item_emb[idx].mean(0) @ self.item_emb.T
+        if not include_seen:
+            scores[idx] = float("-inf")
+        return self._top(scores, k)
+
+    def similar_items(self, item: str, k: int = 10) -> list[Recommendation]:
+        """The ``k`` items closest to ``item`` by cosine of final embeddings (cold items
+        included: their embeddings come from their text)."""
+        _check_k(k)
+        i = self.item_index(item)
+        emb = torch.nn.functional.normalize(self.item_emb, dim=1)
+        scores = emb @ emb[i]
+        scores[i] = float("-inf")
+        return self._top(scores, k)
+
+    def recommend_all(self, k: int = 10, batch_users: int = 2048,
+                      include_seen: bool = False) -> Iterator[tuple[str, list[str], list[float]]]:
+        """(user id, top-k item ids, scores) for every user, computed in user chunks."""
+        _check_k(k)
+        k = min(k, self.num_items)
+        for start in range(0, self.num_users, batch_users):
+            users = torch.arange(start, min(start + batch_users, self.num_users))
+            scores = self.user_emb[users] @ self.item_emb.T
+            if not include_seen:
+                mask_known(scores, users, self.known)
+            values, idx = torch.topk(scores, k, dim=1)
+            for row, u in enumerate(users.tolist()):
+                finite = torch.isfinite(values[row])
+                yield (str(self.user_ids[u]), [str(self.item_ids[i]) for i in idx[row][finite].tolist()],
+                       [round(v, 6) for v in values[row][finite].tolist()])

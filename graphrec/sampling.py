@@ -1,0 +1,81 @@
+"""BPR triples (user, positive item, negative item), vectorised.
+
+Negatives are drawn uniformly or in proportion to (training degree + 1)^alpha among items that
+have training interactions (items held out of training are unknown to the trainer). A user's
+own training positives are never returned as negatives: collisions are redrawn.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NEGATIVE_SAMPLERS = ("uniform", "popularity")
+
+
+class BPRSampler:
+    """Draws BPR batches over the training interactions.
+
+    Args:
+        users, items: [E] int64 training interactions (deduplicated).
+        num_items: catalog size I.
+        negatives: "uniform" or "popularity".
+        alpha: exponent of the popularity distribution p(i) ~ (deg_i + 1)^alpha.
+        device: where the sampled indices live.
+    """
+
+    def __init__(self, users: Tensor, items: Tensor, num_items: int, negatives: str = "uniform",
+                 alpha: float = 0.5, device: torch.device | str = "cpu", max_redraws: int = 50):
+        if negatives not in NEGATIVE_SAMPLERS:
+            raise ValueError(f"negatives {negatives!r}: expected one of {NEGATIVE_SAMPLERS}")
+        self.device = torch.device(device)
+        self.users = users.to(self.device, torch.long)
+        self.items = items.to(self.device, torch.long)
+        self.num_items = num_items
+        self.max_redraws = max_redraws
+        # Sorted (user, item) keys: membership test by binary search, no per-user sets.
+        self.keys = torch.sort(self.users * num_items + self.items).values
+        degree = torch.bincount(self.items, minlength=num_items).double()
+        warm = degree > 0
+        if negatives == "uniform":
+            probs = warm.double()
+        else:
+            probs = torch.where(warm, (degree + 1.0).pow(alpha), torch.zeros_like(degree))
+        self.probs = (probs / probs.sum()).float()
+        self.uniform = negatives == "uniform"
+        self.warm_items = torch.nonzero(warm).flatten()
+
+    def _draw(self, n: int, generator: torch.Generator) -> Tensor:
+        if self.uniform:
+            pick = torch.randint(len(self.warm_items), (n,), device=self.device,
+                                 generator=generator)
+            return self.warm_items[pick]
+        return torch.multinomial(self.probs, n, replacement=True, generator=generator)
+
+    def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
+        """[B] bool: whether each (user, item) pair is a training interaction."""
+        q = users * self.num_items + items
+        pos = torch.searchsorted(self.keys, q).clamp_(max=len(self.keys) - 1)
+        return self.keys[pos] == q
+
+    def negatives(self, users: Tensor, generator: torch.Generator) -> Tensor:
+        """[B] int64 negative items for ``users`` [B], none of them a training positive."""
+        neg = self._draw(len(users), generator)
+        for _ in range(self.max_redraws):
+            bad = torch.nonzero(self.is_positive(users, neg)).flatten()
+            if len(bad) == 0:
+                break
+            neg[bad] = self._draw(len(bad), generator)
+        return neg
+
+    def epoch(self, batch_size: int, generator: torch.Generator):
+        """Yield (users, pos, neg) batches covering every training interaction once, in a
+        random order."""
+        perm = torch.randperm(len(self.users), device=self.device, generator=generator)
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start : start + batch_size]
+            users = self.users[idx]
+            yield users, self.items[idx], self.negatives(users, generator)
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self.users) // batch_size)

@@ -1,0 +1,333 @@
+"""Training loop: BPR over the graph, validation with early stopping, checkpoints, test once."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from graphrec.data import TEST, TRAIN, VALID
+from graphrec.device import resolve_device
+from graphrec.errors import ArtifactError, ConfigError
+from graphrec.graph import normalized_bipartite
+from graphrec.metrics import evaluate_ranking, head_item_mask
+from graphrec.model import ITEM_INITS, TextLightGCN, bpr_loss
+from graphrec.sampling import NEGATIVE_SAMPLERS, BPRSampler
+from graphrec.store import GraphData
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Model and optimisation settings; saved, fully resolved, with the model."""
+
+    epochs: int = 200
+    """Maximum number of passes over the training interactions."""
+    batch_size: int = 0
+    """BPR triples per step; 0 picks one from the data size (see resolved_batch_size)."""
+    lr: float = 0.0
+    """Adam learning rate; 0 picks one to go with the batch size."""
+    dim: int = 64
+    """Embedding width."""
+    layers: int = 3
+    """LightGCN propagation layers."""
+    reg: float = 1e-4
+    """L2 weight on the batch's layer-0 embeddings."""
+    negatives: str = "popularity"
+    """Negative sampler: uniform or popularity ((degree + 1)^neg_alpha)."""
+    neg_alpha: float = 0.5
+    """Exponent of the popularity negative sampler."""
+    item_init: str = "auto"
+    """Item layer-0: text, id, text+id, or auto (text+id with text, id without)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    seed: int = 0
+    """Seed of initialisation and sampling."""
+    eval_every: int = 5
+    """Validate every this many epochs; 0 turns evaluation during training off."""
+    patience: int = 5
+    """Stop after this many validations without improvement."""
+    monitor: str = "ndcg@20"
+    """Validation metric for early stopping and best-checkpoint restore."""
+    ks: tuple[int, ...] = (20,)
+    """Cut-offs reported."""
+    ridge: float = 1.0
+    """Ridge penalty of the text -> embedding map that places cold items."""
+
+    def validate(self, has_text: bool) -> None:
+        checks = [
+            ("--epochs", self.epochs, self.epochs >= 1, "an integer >= 1"),
+            ("--batch-size", self.batch_size, self.batch_size >= 0, "an integer >= 1 (0 = auto)"),
+            ("--lr", self.lr, self.lr >= 0, "a positive number (0 = auto)"),
+            ("--dim", self.dim, self.dim >= 1, "an integer >= 1"),
+            ("--layers", self.layers, self.layers >= 0, "an integer >= 0"),
+            ("--reg", self.reg, self.reg >= 0, "a number >= 0"),
+            ("--eval-every", self.eval_every, self.eval_every >= 0, "an integer >= 0"),
+            ("--patience", self.patience, self.patience >= 1, "an integer >= 1"),
+            ("--neg-alpha", self.neg_alpha, -2 <= self.neg_alpha <= 2, "a number in [-2, 2]"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name} {value}: expected {expected}")
+        if self.negatives not in NEGATIVE_SAMPLERS:
+            raise ConfigError(f"--negatives {self.negatives!r}: expected one of {NEGATIVE_SAMPLERS}")
+        if self.item_init not in ITEM_INITS + ("auto",):
+            raise ConfigError(f"--item-init {self.item_init!r}: expected auto or one of {ITEM_INITS}")
+        if self.item_init in ("text", "text+id") and not has_text:
+            raise ConfigError(
+                f"--item-init {self.item_init}: the graph was built with --no-text; use id"
+            )
+        if any(k <= 0 for k in self.ks):
+            raise ConfigError(f"--k {','.join(map(str, self.ks))}: expected positive integers")
+
+    def resolve(self, graph: GraphData) -> TrainConfig:
+        """Fill the automatic settings from the graph."""
+        num_train = int((graph.folds == TRAIN).sum())
+        batch = self.batch_size or resolved_batch_size(num_train)
+        lr = self.lr or resolved_lr(batch)
+        init = self.item_init
+        if init == "auto":
+            init = "text+id" if graph.text_emb is not None else "id"
+        return replace(self, batch_size=batch, lr=lr, item_init=init, ks=tuple(self.ks))
+
+
+def resolved_batch_size(num_train: int) -> int:
+    """About 100 steps per epoch, between 1024 and 16384 triples per step."""
+    return int(np.clip(2 ** round(np.log2(max(num_train, 1) / 100)), 1024, 16384))
+
+
+def resolved_lr(batch_size: int) -> float:
+    """Adam learning rate growing with the square root of the batch size (5e-3 at 2048)."""
+    return float(round(5e-3 * (batch_size / 2048) ** 0.5, 5))
+
+
+@dataclass
+class TrainResult:
+    """What training produced."""
+
+    model: TextLightGCN
+    config: TrainConfig
+    user_emb: Tensor
+    """[U, d] float32 final user embeddings (CPU)."""
+    item_emb: Tensor
+    """[I, d] float32 final item embeddings, cold items placed from text (CPU)."""
+    text_map: Tensor | None
+    """[t, d] ridge map from text embedding to final item embedding, or None."""
+    history: list[dict] = field(default_factory=list)
+    test: dict = field(default_factory=dict)
+    best_epoch: int | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def fit_text_map(text_emb: Tensor, item_emb: Tensor, warm: Tensor, ridge: float) -> Tensor:
+    """Ridge regression W = argmin |T_w W - E_w|^2 + ridge |W|^2 over warm items.
+
+    text_emb: [I, t]; item_emb: [I, d]; warm: [I] bool. Returns W [t, d]. Cold and newly
+    added items get T W: placed where warm items with similar text sit after propagation.
+    """
+    t = text_emb[warm].double()
+    e = item_emb[warm].double()
+    gram = t.T @ t + ridge * torch.eye(t.shape[1], dtype=t.dtype, device=t.device)
+    return torch.linalg.solve(gram, t.T @ e).float()
+
+
+class Trainer:
+    """Holds everything one training run needs on its device."""
+
+    def __init__(self, graph: GraphData, cfg: TrainConfig):
+        cfg.validate(graph.text_emb is not None)
+        self.cfg = cfg = cfg.resolve(graph)
+        self.graph = graph
+        self.device = resolve_device(cfg.device)
+        u, i = graph.train
+        r, rt = normalized_bipartite(u, i, graph.num_users, graph.num_items)
+        self.r, self.rt = r.to(self.device), rt.to(self.device)
+        self.degree = torch.as_tensor(graph.train_item_degree())
+        self.warm = self.degree > 0
+        text = torch.as_tensor(graph.text_emb) if graph.text_emb is not None else None
+        self.text_emb = text.to(self.device) if text is not None else None
+        init_gen = torch.Generator().manual_seed(cfg.seed)
+        self.model = TextLightGCN(
+            graph.num_users, graph.num_items, cfg.dim, cfg.layers,
+            text_emb=text if cfg.item_init != "id" else None, item_init=cfg.item_init,
+            generator=init_gen,
+        ).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), graph.num_items,
+                                  cfg.negatives, cfg.neg_alpha, device=self.device)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        self.head = head_item_mask(graph.train_item_degree())
+        self.history: list[dict] = []
+        self.epoch = 0
+        self.best: tuple[float, int, dict] | None = None  # (metric, epoch, state dict)
+        self.bad_evals = 0
+
+    # -- one epoch -------------------------------------------------------------------------
+    def train_epoch(self, progress: Callable | None = None) -> dict:
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        bpr_total = torch.zeros((), device=self.device)
+        steps = 0
+        t0 = time.perf_counter()
+        for users, pos, neg in self.sampler.epoch(self.cfg.batch_size, self.generator):
+            self.optimizer.zero_grad(set_to_none=True)
+            eu, ei, xu0, xi0 = self.model(self.r, self.rt)
+            loss, bpr = bpr_loss(eu, ei, xu0, xi0, users, pos, neg, self.cfg.reg)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach()
+            bpr_total += bpr
+            steps += 1
+            if progress is not None:
+                progress(1)
+        self.epoch += 1
+        # One host sync per epoch, not per step.
+        return {"epoch": self.epoch, "loss": round(total.item() / steps, 6),
+                "bpr": round(bpr_total.item() / steps, 6),
+                "train_seconds": round(time.perf_counter() - t0, 3)}
+
+    # -- embeddings and evaluation ---------------------------------------------------------
+    @torch.inference_mode()
+    def embeddings(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Final user [U, d] and item [I, d] embeddings on the device, with items that have
+        no training interaction placed from their text (zero without text), and the map."""
+        self.model.eval()
+        eu, ei, _, _ = self.model(self.r, self.rt)
+        warm = self.warm.to(self.device)
+        ei = ei.clone()
+        text_map = None
+        if self.text_emb is not None and warm.any():
+            text_map = fit_text_map(self.text_emb, ei, warm, self.cfg.ridge)
+            cold = ~warm
+            if cold.any():
+                ei[cold] = self.text_emb[cold] @ text_map
+        else:
+            # An item without edges and without text has nothing to say; score it 0.
+            ei[~warm] = 0.0
+        return eu, ei, text_map
+
+    def evaluate(self, target_fold: int, ks: tuple[int, ...] | None = None) -> dict:
+        """Full-ranking metrics on VALID (seen = train) or TEST (seen = train + valid)."""
+        eu, ei, _ = self.embeddings()
+        seen = self.graph.csr(TRAIN) if target_fold == VALID else self.graph.csr(TRAIN, VALID)
+        return evaluate_ranking(
+            lambda users: eu[users] @ ei.T, seen, self.graph.csr(target_fold),
+            self.graph.num_items, ks or self.cfg.ks, head_items=self.head,
+            cold_items=self.graph.cold_items if self.graph.cold_items.any() else None,
+            device=self.device,
+        )
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "config": asdict(self.cfg), "epoch": self.epoch, "history": self.history,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(), "bad_evals": self.bad_evals,
+            "best": None if self.best is None else
+            {"metric": self.best[0], "epoch": self.best[1], "model": self.best[2]},
+        }
+
+    def load_state(self, state: dict) -> None:
+        saved = TrainConfig(**{**state["config"], "ks": tuple(state["config"]["ks"])})
+        # Settings that may change between an interrupted run and its resumption.
+        free = {"epochs", "eval_every", "patience", "device"}
+        diff = [f.name for f in fields(TrainConfig)
+                if f.name not in free and getattr(saved, f.name) != getattr(self.cfg, f.name)]
+        if diff:
+            raise ConfigError(
+                f"--resume: the checkpoint was trained with different {', '.join(diff)} "
+                f"({', '.join(f'{d}={getattr(saved, d)!r}' for d in diff)}); "
+                "drop --resume to start over"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.epoch, self.history, self.bad_evals = state["epoch"], state["history"], state["bad_evals"]
+        b = state["best"]
+        self.best = None if b is None else (b["metric"], b["epoch"], b["model"])
+
+    def save_checkpoint(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # torch raises many types for a damaged file
+            raise ArtifactError(f"--resume: checkpoint {path} is unreadable ({exc})") from None
+        self.load_state(state)
+
+    # -- the run ---------------------------------------------------------------------------
+    def fit(self, checkpoint: Path | None = None, resume: bool = False,
+            progress_factory: Callable | None = None) -> TrainResult:
+        cfg = self.cfg
+        if resume:
+            if checkpoint is None or not checkpoint.exists():
+                raise ArtifactError(f"--resume: no checkpoint at {checkpoint}")
+            self.load_checkpoint(checkpoint)
+            log.info("resumed from %s at epoch %d", checkpoint, self.epoch)
+        validate = cfg.eval_every > 0 and self.graph.has_valid()
+        t_start = time.perf_counter()
+        eval_seconds = 0.0
+        stopped = False
+        while self.epoch < cfg.epochs and not stopped:
+            bar = progress_factory(self.sampler.num_batches(cfg.batch_size), self.epoch + 1) \
+                if progress_factory else None
+            try:
+                row = self.train_epoch(bar.update if bar is not None else None)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if validate and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
+                t0 = time.perf_counter()
+                metrics = self.evaluate(VALID)
+                eval_seconds += time.perf_counter() - t0
+                row["valid"] = {k: round(v, 6) for k, v in metrics.items()}
+                score = metrics[cfg.monitor]
+                if self.best is None or score > self.best[0]:
+                    self.best = (score, self.epoch, copy.deepcopy(
+                        {k: v.detach().cpu() for k, v in self.model.state_dict().items()}))
+                    self.bad_evals = 0
+                else:
+                    self.bad_evals += 1
+                    stopped = self.bad_evals >= cfg.patience
+            self.history.append(row)
+            log.info("epoch=%d loss=%.5f train_seconds=%.2f%s", row["epoch"], row["loss"],
+                     row["train_seconds"],
+                     "".join(f" {k}={v:.4f}" for k, v in row.get("valid", {}).items()
+                             if "@" in k and k.split("@")[0] in ("recall", "ndcg")))
+            if checkpoint is not None:
+                self.save_checkpoint(checkpoint)
+        if stopped:
+            log.info("early stop at epoch %d: no %s gain in %d validations", self.epoch,
+                     cfg.monitor, cfg.patience)
+        best_epoch = None
+        if self.best is not None:
+            self.model.load_state_dict(self.best[2])
+            best_epoch = self.best[1]
+            log.info("restored the best epoch %d (%s=%.4f)", best_epoch, cfg.monitor, self.best[0])
+        train_seconds = time.perf_counter() - t_start
+        test = {}
+        if self.graph.has_test():
+            t0 = time.perf_counter()
+            test = self.evaluate(TEST)
+            eval_seconds += time.perf_counter() - t0
+        eu, ei, text_map = self.embeddings()
+        return TrainResult(
+            model=self.model, config=cfg, user_emb=eu.float().cpu(), item_emb=ei.float().cpu(),
+            text_map=None if text_map is None else text_map.cpu(), history=self.history,
+            test=test, best_epoch=best_epoch,
+            timings={"total_seconds": round(train_seconds, 3),
+                     "eval_seconds": round(eval_seconds, 3),
+                     "device": str(self.device)},
+        )
