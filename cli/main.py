@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from graphrec.errors import GraphrecError
+from graphrec.errors import ConfigError, GraphrecError
 
 DEFAULT_WORKDIR = "graphrec-run"
 
@@ -145,6 +147,23 @@ def build_graph_cmd(obj: Context, **opts) -> None:
     click.echo(f"wrote {obj.graph_dir} in {m['build_seconds']:.1f} s")
 
 
+@contextlib.contextmanager
+def _atomic_output(output: Path, option: str) -> Iterator[Path]:
+    """Yield a temporary sibling of ``output`` that replaces it on success; a path that
+    cannot be written is one error line naming ``option``, not a traceback."""
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise ConfigError(f"{option} {output}: cannot write there ({exc.strerror or exc})") \
+            from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
 @main.command("export-graph")
 @click.option("--format", "fmt", type=click.Choice(["graphml", "gexf"]), default="graphml",
               show_default=True)
@@ -163,12 +182,8 @@ def export_graph_cmd(obj: Context, fmt: str, output: Path | None) -> None:
     graph = load_graph(obj.graph_dir)
     g = to_networkx(graph.csr(TRAIN), graph.user_ids, graph.item_ids, graph.item_titles)
     output = output or obj.workdir / f"graph.{fmt}"
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
+    with _atomic_output(output, "--output") as tmp:
         (nx.write_graphml if fmt == "graphml" else nx.write_gexf)(g, tmp)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     click.echo(f"wrote {output}: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges")
 
 
@@ -177,14 +192,20 @@ def echo_json(obj: object) -> None:
 
 
 def _parse_ks(value: str) -> tuple[int, ...]:
+    # ConfigError, not click.BadParameter: bad input gets one line, not a usage screen.
     try:
         ks = tuple(int(k) for k in value.split(",") if k.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated integers like 10,20,50",
-                                 param_hint="--k") from None
+        raise ConfigError(
+            f"--k {value!r}: expected comma-separated integers like 10,20,50") from None
     if not ks or any(k <= 0 for k in ks):
-        raise click.BadParameter(f"{value!r}: expected positive integers", param_hint="--k")
+        raise ConfigError(f"--k {value!r}: expected positive integers")
     return ks
+
+
+def _check_k(k: int) -> None:
+    if k <= 0:
+        raise ConfigError(f"-k {k}: expected a positive number of items")
 
 
 def _progress_factory(total: int, epoch: int):
@@ -305,22 +326,16 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
     """Top-K items for a user (--user), a new user (--history) or everyone (--all-users)."""
     if sum(x is not None and x is not False for x in (user, history, all_users or None)) != 1:
         raise click.UsageError("give exactly one of --user, --history or --all-users")
-    if k <= 0:
-        raise click.BadParameter(f"{k}: expected a positive number of items", param_hint="-k")
+    _check_k(k)
     rec = _load_recommender(obj)
     if all_users:
         if output is None:
             raise click.UsageError("--all-users needs --output FILE")
-        tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
         n = 0
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                for u, items, scores in rec.recommend_all(k, include_seen=include_seen):
-                    f.write(json.dumps({"user": u, "items": items, "scores": scores}) + "\n")
-                    n += 1
-            os.replace(tmp, output)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with _atomic_output(output, "--output") as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for u, items, scores in rec.recommend_all(k, include_seen=include_seen):
+                f.write(json.dumps({"user": u, "items": items, "scores": scores}) + "\n")
+                n += 1
         if as_json:
             echo_json({"users": n, "k": k, "output": str(output)})
         else:
@@ -344,8 +359,7 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
 @handle_errors
 def similar_cmd(obj: Context, item: str, k: int, as_json: bool) -> None:
     """Items nearest to --item (cold items included, through their text)."""
-    if k <= 0:
-        raise click.BadParameter(f"{k}: expected a positive number of items", param_hint="-k")
+    _check_k(k)
     recs = _load_recommender(obj).similar_items(item, k)
     _print_recs(recs, as_json, {"item": item, "k": k})
 

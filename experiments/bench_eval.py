@@ -5,7 +5,7 @@ synthetic data of the same size; scores are ``user_emb[u] @ item_emb.T`` with ra
 embeddings, so only the speed means anything, not the metric values.
 
     python experiments/bench_eval.py                       # evaluation time, default batch
-    python experiments/bench_eval.py --batch-users 256 1024 4096 --repeat 3
+    python experiments/bench_eval.py --batch-users auto 1024 4096 --repeat 3
     python experiments/bench_eval.py --compare-pyg          # + PyG LinkPred* on the same top-K
     python experiments/bench_eval.py --baselines            # + MostPopular and ItemKNN
 """
@@ -21,7 +21,7 @@ import torch
 
 from graphrec.baselines import ItemKNN, MostPopular
 from graphrec.data import Csr
-from graphrec.metrics import evaluate_ranking, head_item_mask, topk_rows
+from graphrec.metrics import default_batch_users, evaluate_ranking, head_item_mask, topk_rows
 
 GOWALLA = Path("/work/shared/datasets/gowalla")
 
@@ -104,7 +104,9 @@ def compare_pyg(user_emb: torch.Tensor, item_emb: torch.Tensor, train: Csr, test
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-users", type=int, nargs="+", default=[1024])
+    parser.add_argument(
+        "--batch-users", nargs="+", default=[None], type=lambda v: None if v == "auto" else int(v)
+    )
     parser.add_argument("--k", type=int, nargs="+", default=[20])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -128,6 +130,7 @@ def main() -> None:
         return user_emb[u] @ item_emb.T
 
     for batch in args.batch_users:
+        batch = batch or default_batch_users(num_items)
         for _ in range(args.repeat):
             t = time.perf_counter()
             out = evaluate_ranking(

@@ -19,7 +19,14 @@ import torch
 import graphrec
 from graphrec.data import TEST, TRAIN, VALID, Csr
 from graphrec.errors import ArtifactError
-from graphrec.store import GraphData, atomic_directory, read_json, read_lines, write_json, write_lines
+from graphrec.store import (
+    GraphData,
+    atomic_directory,
+    read_json,
+    read_lines,
+    write_json,
+    write_lines,
+)
 from graphrec.train import TrainResult
 
 MODEL_FORMAT_VERSION = 1

@@ -54,8 +54,8 @@ def _sparse_csr(
 
 
 def _rows_to_dense(product: torch.Tensor) -> torch.Tensor:
-    """Dense copy of a sparse CSR matrix. ``Tensor.to_dense`` on CSR is several times slower
-    on CPU than this scatter (about 3 s against well under 1 s for 6M entries)."""
+    """Dense copy of a sparse CSR matrix. ``Tensor.to_dense`` on CSR is far slower on CPU than
+    this scatter (measured: 3 s against 0.02 s for 2.7M entries into [818, 41k])."""
     crow = product.crow_indices()
     rows = torch.repeat_interleave(
         torch.arange(product.shape[0], device=crow.device), crow[1:] - crow[:-1]
@@ -76,6 +76,105 @@ class MostPopular:
         self.item_degree = torch.from_numpy(
             np.bincount(items, minlength=num_items).astype(np.float32)
         )  # [I] float32
+
+    def score(self, user_idx: torch.Tensor) -> torch.Tensor:
+        """``user_idx`` [b] int64 -> [b, I] float32, a fresh tensor (callers mask it in place)."""
+        degree = self.item_degree.to(user_idx.device)
+        return degree.unsqueeze(0).repeat(user_idx.numel(), 1)
+
+
+class ItemKNN:
+    """Item-based k-nearest-neighbours on the binary training matrix (Sarwar et al., 2001).
+
+    With ``X`` the binary [U, I] matrix, ``c_ij = (X^T X)_ij`` the number of users with both
+    items and ``n_i = c_ii`` the item degree::
+
+        sim(i, j) = c_ij / (sqrt(n_i) * sqrt(n_j) + shrink)     for i != j,  sim(i, i) = 0
+
+    Each row of ``sim`` keeps its ``neighbors`` largest positive entries (ties broken
+    arbitrarily), stored as an [I, I] torch sparse CSR matrix ``S``. Then
+    ``score(u, i) = sum_{j in train_u} S[j, i]``, i.e. ``X[u] @ S``.
+
+    ``X^T X`` is computed a block of ``chunk_items`` rows at a time as a sparse product, so
+    memory stays at one dense [chunk_items, I] block plus the kept neighbours; the full I x I
+    matrix is never built.
+    """
+
+    def __init__(
+        self,
+        train: Csr,
+        num_items: int,
+        neighbors: int = 100,
+        shrink: float = 0.0,
+        device: torch.device | str = "cpu",
+        chunk_items: int | None = None,
+    ):
+        if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 1:
+            raise ConfigError(f"--neighbors {neighbors!r}: expected a positive integer")
+        if not shrink >= 0.0:
+            raise ConfigError(f"--shrink {shrink!r}: expected a non-negative number")
+        self.num_items = num_items
+        self.neighbors = neighbors
+        self.shrink = float(shrink)
+        self.device = torch.device(device)
+        users, items = _binary_pairs(train, num_items)
+        shape = (train.num_rows, num_items)
+        ones = np.ones(users.size, dtype=np.float32)
+        self.user_items = _csr_from_sorted(users, items, ones, shape, self.device)  # X [U, I]
+        order = np.lexsort((users, items))
+        item_users = _csr_from_sorted(
+            items[order], users[order], ones, (num_items, shape[0]), self.device
+        )  # X^T [I, U]
+        degree = np.bincount(items, minlength=num_items).astype(np.float32)
+        self.similarity = self._fit(item_users, torch.from_numpy(np.sqrt(degree)), chunk_items)
+
+    def _fit(
+        self, item_users: torch.Tensor, norm: torch.Tensor, chunk_items: int | None
+    ) -> torch.Tensor:
+        num_items, device = self.num_items, self.device
+        norm = norm.to(device)
+        keep = min(self.neighbors, num_items)
+        if chunk_items is None:  # a dense block of about 2^25 floats (128 MiB)
+            chunk_items = max(1, (1 << 25) // max(num_items, 1))
+        chunk_items = min(chunk_items, num_items)
+        crow, col, val = item_users.crow_indices(), item_users.col_indices(), item_users.values()
+        # One dense block, reused: only the entries written are reset after each chunk, so
+        # there is no fresh allocation (and page faulting) or full zeroing per chunk.
+        dense = torch.zeros(chunk_items, num_items, device=device)
+        kept_rows, kept_cols, kept_vals = [], [], []
+        for start in range(0, num_items, chunk_items):
+            stop = min(start + chunk_items, num_items)
+            lo, hi = int(crow[start]), int(crow[stop])
+            block = _sparse_csr(
+                crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], (stop - start, col.numel())
+            )
+            counts = block @ self.user_items  # sparse [c, I] co-occurrence c_ij, i in chunk
+            ccrow = counts.crow_indices()
+            local = torch.repeat_interleave(
+                torch.arange(stop - start, device=device), ccrow[1:] - ccrow[:-1]
+            )
+            j = counts.col_indices()
+            # Only co-occurring pairs are stored, so both degrees are >= 1: no 0 / 0 here.
+            sim = counts.values() / (norm[local + start] * norm[j] + self.shrink)
+            sim = sim.masked_fill(j == local + start, 0.0)  # an item is not its own neighbour
+            block_dense = dense[: stop - start]
+            block_dense.index_put_((local, j), sim, accumulate=True)
+            values, neighbours = block_dense.topk(keep, dim=1)
+            block_dense.index_put_((local, j), torch.zeros_like(sim))
+            positive = values > 0
+            rows = torch.arange(start, stop, device=device).unsqueeze(1).expand_as(neighbours)
+            kept_rows.append(rows[positive])
+            kept_cols.append(neighbours[positive])
+            kept_vals.append(values[positive])
+        similarity = torch.sparse_coo_tensor(
+            torch.stack([torch.cat(kept_rows), torch.cat(kept_cols)]),
+            torch.cat(kept_vals),
+            (num_items, num_items),
+            check_invariants=False,
+        ).coalesce()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return similarity.to_sparse_csr()  # S [I, I] float32, <= neighbors per row
 
     def score(self, user_idx: torch.Tensor) -> torch.Tensor:
         """``user_idx`` [b] int64 -> [b, I] float32, a fresh tensor (callers mask it in place)."""

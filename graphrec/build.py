@@ -144,6 +144,11 @@ def build_graph(cfg: BuildConfig, out_dir: str | Path) -> GraphData:
     cfg.validate()
     t0 = time.perf_counter()
     raw, item_text, sources = _read_inputs(cfg)
+    if cfg.split == "temporal" and raw.timestamps is None:
+        raise ConfigError(
+            f"--split temporal: {raw.source} has no timestamp column; expected one (name it "
+            "with --time-col) or another --split"
+        )
     fixed_split = raw.fold is not None
     valid_ratio = cfg.valid_ratio if cfg.valid_ratio is not None else (0.0 if fixed_split else 0.1)
 
@@ -267,7 +272,11 @@ def _split(inter: Interactions, num_items: int, cfg: BuildConfig,
         extra_rows = cold_rows & (folds == TRAIN)
         if inter.fold is not None:
             # Given split: cold items' training rows move to validation/test as whole items.
+            # An item with rows in the test file stays wholly in test, or it would be
+            # validated on and scored again at test.
             cf = cold_item_folds(inter.items, cold, 1.0, valid_ratio, cfg.seed)
+            in_test = np.bincount(inter.items[inter.fold == TEST], minlength=num_items) > 0
+            cf[in_test[inter.items]] = TEST
             folds[extra_rows] = cf[extra_rows]
         else:
             cf = cold_item_folds(inter.items, cold, cfg.test_ratio, valid_ratio, cfg.seed)
@@ -286,10 +295,7 @@ def _align_text(item_map: IdMap, item_text: io.ItemText | None) -> tuple[list[st
         k = lookup.get(rid)
         texts.append(item_text.texts[k] if k is not None else "")
         titles.append(item_text.titles[k] if k is not None else "")
-    missing = sum(1 for t in texts if not t.strip())
-    if missing:
-        log.warning("%d of %d items have no text; their text embedding is zero", missing, n)
-    return texts, titles, missing
+    return texts, titles, sum(1 for t in texts if not t.strip())
 
 
 def _embed(texts: list[str], cfg: BuildConfig) -> tuple[np.ndarray, dict]:
@@ -305,4 +311,8 @@ def _embed(texts: list[str], cfg: BuildConfig) -> tuple[np.ndarray, dict]:
     )
     full = np.zeros((len(texts), stats["dim"]), dtype=np.float32)
     full[has_text] = emb
+    if not has_text.all():
+        # Warned once the encoder has worked: a build that fails prints its one error line.
+        log.warning("%d of %d items have no text; their text embedding is zero",
+                    len(texts) - int(has_text.sum()), len(texts))
     return full, stats

@@ -57,12 +57,13 @@ def _unique_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         uniq, inverse = np.unique(values, return_inverse=True)
         return uniq.astype(str), inverse.astype(np.int64)
     # Integer ids keep numeric order, so LightGCN files keep index == raw id.
-    uniq, inverse = np.unique(as_int, return_inverse=True)
+    uniq, first, inverse = np.unique(as_int, return_index=True, return_inverse=True)
     if len(uniq) != len(np.unique(values)):
         # "01" and "1" are different ids in the input; do not merge them.
         uniq, inverse = np.unique(values, return_inverse=True)
         return uniq.astype(str), inverse.astype(np.int64)
-    return uniq.astype(str), inverse.astype(np.int64)
+    # The ids as spelled in the input ("007" stays "007"), in numeric order.
+    return values[first].astype(str), inverse.astype(np.int64)
 
 
 @dataclass
@@ -155,10 +156,12 @@ TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_STRATEGIES = ("random", "temporal", "leave-one-out")
 
 
-def _rank_within_user(users: np.ndarray, sort_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each row: its 0-based rank among the user's rows by ``sort_key`` (descending,
-    so rank 0 is the row that goes to test first) and the user's row count."""
-    order = np.lexsort((-sort_key, users))
+def _rank_within_user(users: np.ndarray, sort_key: np.ndarray,
+                      tie_break: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row: its 0-based rank among the user's rows by ``sort_key``, then
+    ``tie_break`` (both descending, so rank 0 is the row that goes to test first) and the
+    user's row count."""
+    order = np.lexsort((-tie_break, -sort_key, users))
     counts = np.bincount(users)
     starts = np.cumsum(counts) - counts
     rank = np.empty(len(users), dtype=np.int64)
@@ -192,11 +195,12 @@ def assign_folds(
                 raise ValueError("temporal split needs timestamps")
             key = noise
         else:
-            # Latest first; random tie-break among equal timestamps.
-            key = inter.timestamps + noise * 1e-3
+            # Latest first; the noise only breaks ties (as a second sort key: added to the
+            # time it would reorder timestamps closer together than the noise).
+            key = inter.timestamps
     else:
         raise ValueError(f"unknown split strategy {strategy!r}")
-    rank, count = _rank_within_user(inter.users, key)
+    rank, count = _rank_within_user(inter.users, key, noise)
     if strategy == "leave-one-out":
         n_test = np.where(count >= 2, 1, 0)
         n_valid = np.where((count >= 3) & (valid_ratio > 0), 1, 0)

@@ -6,6 +6,7 @@ place that applies the offset.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import networkx as nx
@@ -50,10 +51,14 @@ def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
     order = np.lexsort((cols, rows))
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(indptr), torch.from_numpy(cols[order].copy()),
-        torch.from_numpy(vals[order].astype(np.float32)), size=(n_rows, n_cols),
-    )
+    with warnings.catch_warnings():
+        # torch flags sparse CSR as beta on every construction; the layout is what we want.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(indptr), torch.from_numpy(cols[order].copy()),
+            torch.from_numpy(vals[order].astype(np.float32)), size=(n_rows, n_cols),
+            check_invariants=False,
+        )
 
 
 def normalized_adjacency(users: np.ndarray, items: np.ndarray, num_users: int,

@@ -101,15 +101,16 @@ def _pick_column(header: list[str], wanted: str | None, candidates: tuple[str, .
 def _read_table(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a delimited file; rows with the wrong field count are errors."""
     path = _check_file(path, what)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        first = f.readline()
-        f.seek(0)
-        reader = csv.reader(f, delimiter=_delimiter(path, first))
-        try:
+    try:
+        # Decoding happens in chunks, so even the first readline can meet a bad byte.
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            first = f.readline()
+            f.seek(0)
+            reader = csv.reader(f, delimiter=_delimiter(path, first))
             header = next(reader)
             rows = list(reader)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DataError(f"{what} {path}: cannot parse as delimited text ({exc})") from exc
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} {path}: cannot parse as delimited text ({exc})") from exc
     header = [h.strip() for h in header]
     if not any(header):
         raise DataError(f"{what} {path}: line 1 is empty, expected a header row")
@@ -176,6 +177,24 @@ def read_interactions_csv(
                            source=str(path))
 
 
+def _is_int64(token: str) -> bool:
+    try:
+        value = int(token)
+    except ValueError:
+        return False
+    return -(2**63) <= value < 2**63
+
+
+def _lines(f, option: str, path: Path):
+    """Lines of an open text file; bytes that are not UTF-8 are a DataError."""
+    try:
+        yield from f
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{option} {path}: not UTF-8 text ({exc}), expected lines 'user item item ...'"
+        ) from None
+
+
 def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -> RawInteractions:
     """Read the LightGCN/NGCF text format: one line per user, ``user item item ...``.
 
@@ -183,20 +202,21 @@ def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -
     the split (``fold``). A user line without items is allowed.
     """
     users, items, folds = [], [], []
-    for option, path, fold in (("--train", train_path, FOLD_TRAIN), ("--test", test_path, FOLD_TEST)):
+    for option, path, fold in (("--train", train_path, FOLD_TRAIN),
+                               ("--test", test_path, FOLD_TEST)):
         if path is None:
             continue
         path = _check_file(Path(path), option)
         before = sum(len(x) for x in items)
         with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
+            for lineno, line in enumerate(_lines(f, option, path), start=1):
                 parts = line.split()
                 if not parts:
                     continue
                 try:
                     ids = np.asarray(parts, dtype=np.int64)
-                except ValueError:
-                    bad = next(p for p in parts if not p.lstrip("-").isdigit())
+                except (ValueError, OverflowError):
+                    bad = next((p for p in parts if not _is_int64(p)), line.strip())
                     raise DataError(
                         f"{option} {path} line {lineno}: {bad!r} is not an integer id, "
                         "expected 'user item item ...' with integer ids"
@@ -210,9 +230,11 @@ def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -
                 items.append(ids[1:])
                 folds.append(np.full(len(ids) - 1, fold, dtype=np.int8))
         if fold == FOLD_TRAIN and sum(len(x) for x in items) == before:
-            raise DataError(f"{option} {path}: no interactions, expected lines 'user item item ...'")
+            raise DataError(
+                f"{option} {path}: no interactions, expected lines 'user item item ...'")
     if not users:
-        raise DataError(f"--train {train_path}: no interactions, expected lines 'user item item ...'")
+        raise DataError(
+            f"--train {train_path}: no interactions, expected lines 'user item item ...'")
     u = np.concatenate(users)
     i = np.concatenate(items)
     return RawInteractions(u.astype(str), i.astype(str), fold=np.concatenate(folds),
@@ -268,7 +290,8 @@ def read_movielens(folder: str | Path) -> tuple[RawInteractions, ItemText]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"MovieLens folder {folder}: not a directory")
-    inter = read_interactions_csv(folder / "ratings.csv", "userId", "movieId", "rating", "timestamp")
+    inter = read_interactions_csv(folder / "ratings.csv", "userId", "movieId", "rating",
+                                  "timestamp")
     header, rows = _read_table(folder / "movies.csv", "movies")
     id_k, title_k, genre_k = (header.index(c) for c in ("movieId", "title", "genres"))
     tags: dict[str, list[str]] = defaultdict(list)

@@ -27,6 +27,7 @@ from graphrec.data import Csr
 from graphrec.errors import ConfigError, DataError
 
 __all__ = [
+    "default_batch_users",
     "evaluate_ranking",
     "evaluate_scores",
     "gather_rows",
@@ -56,6 +57,20 @@ def head_item_mask(train_item_degree: np.ndarray, head_share: float = 0.2) -> np
     mask = np.zeros(degree.shape[0], dtype=bool)
     mask[order[:num_head]] = True
     return mask
+
+
+def default_batch_users(num_items: int, device: torch.device | str = "cpu") -> int:
+    """Users per evaluation chunk: a [b, num_items] float32 score block of at most 32 MiB on
+    CPU, 1 GiB on CUDA.
+
+    On CPU the block must stay under glibc's largest dynamic mmap threshold (32 MiB): a bigger
+    one is mmap-ed fresh for every chunk and its page faults cost as much as half the matrix
+    product (Gowalla, 2 cores: about 4 s of system time at 1024 users per chunk, none at 204;
+    ``experiments/bench_eval.py``). A small block also stays in the L3 cache for the masking
+    and top-K passes. CUDA's caching allocator has no such cost, so there bigger is better.
+    """
+    budget = 1 << 28 if torch.device(device).type == "cuda" else 1 << 23  # float32 entries
+    return max(1, budget // max(num_items, 1))
 
 
 def gather_rows(
@@ -321,7 +336,7 @@ def evaluate_ranking(
     ks: Sequence[int] = (20,),
     head_items: np.ndarray | None = None,
     cold_items: np.ndarray | None = None,
-    batch_users: int = 1024,
+    batch_users: int | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Full-ranking top-K metrics over every user with at least one target item.
@@ -351,8 +366,13 @@ def evaluate_ranking(
 
     Tail keys appear when ``head_items`` is given, cold keys when ``cold_items`` has a True.
     Also ``num_users`` and, with them, ``num_tail_users`` and ``num_cold_users``.
+
+    ``batch_users``: users scored per chunk; ``None`` picks :func:`default_batch_users`.
     """
     ks = _check_ks(ks)
+    device = torch.device(device)
+    if batch_users is None:
+        batch_users = default_batch_users(num_items, device)
     if isinstance(batch_users, bool) or not isinstance(batch_users, int) or batch_users < 1:
         raise ConfigError(f"batch_users {batch_users!r}: expected a positive integer")
     if num_items < 1:
@@ -366,7 +386,6 @@ def evaluate_ranking(
         )
     head = _check_item_mask(head_items, "head_items", num_items)
     cold = _check_item_mask(cold_items, "cold_items", num_items)
-    device = torch.device(device)
     num_users = target.num_rows
 
     rows, cols = _canonical_pairs(target, num_items)
@@ -436,7 +455,7 @@ def evaluate_scores(
     ks: Sequence[int] = (20,),
     head_items: np.ndarray | None = None,
     cold_items: np.ndarray | None = None,
-    batch_users: int = 1024,
+    batch_users: int | None = None,
 ) -> dict[str, float]:
     """:func:`evaluate_ranking` on a precomputed score matrix ``scores`` [U, I] float
     (not modified). Handy for small data and hand-worked tests."""

@@ -158,5 +158,6 @@ class Recommender:
             values, idx = torch.topk(scores, k, dim=1)
             for row, u in enumerate(users.tolist()):
                 finite = torch.isfinite(values[row])
-                yield (str(self.user_ids[u]), [str(self.item_ids[i]) for i in idx[row][finite].tolist()],
+                yield (str(self.user_ids[u]),
+                       [str(self.item_ids[i]) for i in idx[row][finite].tolist()],
                        [round(v, 6) for v in values[row][finite].tolist()])

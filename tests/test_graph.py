@@ -1,0 +1,139 @@
+"""graphrec.graph: normalised adjacency against a dense reference, statistics, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from graphrec.data import Csr
+from graphrec.graph import (
+    edge_index,
+    graph_statistics,
+    item_node,
+    normalized_adjacency,
+    normalized_bipartite,
+    to_networkx,
+)
+
+
+def random_bipartite(seed: int, num_users: int = 12, num_items: int = 9, n: int = 30):
+    """Distinct (user, item) pairs; the last user and the last item have no edges."""
+    rng = np.random.default_rng(seed)
+    keys = rng.choice((num_users - 1) * (num_items - 1), size=n, replace=False)
+    return keys // (num_items - 1), keys % (num_items - 1), num_users, num_items
+
+
+def dense_reference(users, items, num_users, num_items) -> np.ndarray:
+    """D^-1/2 A D^-1/2 of the bipartite graph, users first; 0 rows for isolated nodes."""
+    n = num_users + num_items
+    a = np.zeros((n, n))
+    a[users, num_users + items] = 1.0
+    a[num_users + items, users] = 1.0
+    deg = a.sum(1)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
+    return inv[:, None] * a * inv[None, :]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_normalized_adjacency_matches_dense(seed: int) -> None:
+    users, items, nu, ni = random_bipartite(seed)
+    adj = normalized_adjacency(users, items, nu, ni)
+    assert adj.layout == torch.sparse_csr and adj.dtype == torch.float32
+    assert adj.shape == (nu + ni, nu + ni)
+    ref = dense_reference(users, items, nu, ni)
+    np.testing.assert_allclose(adj.to_dense().numpy(), ref, atol=1e-6)
+    crow = adj.crow_indices().numpy()
+    assert crow[nu] == crow[nu - 1]  # the isolated user's row is empty
+    assert crow[-1] == crow[-2]  # ...and the isolated item's
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_normalized_bipartite_blocks_match_dense(seed: int) -> None:
+    users, items, nu, ni = random_bipartite(seed)
+    r, rt = normalized_bipartite(users, items, nu, ni)
+    assert r.layout == rt.layout == torch.sparse_csr
+    assert r.shape == (nu, ni) and rt.shape == (ni, nu)
+    ref = dense_reference(users, items, nu, ni)
+    np.testing.assert_allclose(r.to_dense().numpy(), ref[:nu, nu:], atol=1e-6)
+    np.testing.assert_allclose(rt.to_dense().numpy(), ref[nu:, :nu], atol=1e-6)
+    assert r.crow_indices()[-1] == r.crow_indices()[-2]  # isolated user: empty row
+    assert rt.crow_indices()[-1] == rt.crow_indices()[-2]  # isolated item: empty row
+    # Column indices sorted within each row (what the CSR kernels expect).
+    for m in (r, rt):
+        crow, col = m.crow_indices().numpy(), m.col_indices().numpy()
+        for k in range(len(crow) - 1):
+            row = col[crow[k]:crow[k + 1]]
+            assert (np.diff(row) > 0).all()
+
+
+def test_known_answer_small_graph() -> None:
+    # user 0 - items 0, 1; user 1 - item 0. Degrees: u0 2, u1 1, i0 2, i1 1.
+    r, _ = normalized_bipartite(np.array([0, 0, 1]), np.array([0, 1, 0]), 2, 2)
+    expected = [[1 / 2, 1 / np.sqrt(2)], [1 / np.sqrt(2), 0.0]]
+    np.testing.assert_allclose(r.to_dense().numpy(), expected, atol=1e-7)
+
+
+def test_edge_index_and_item_node() -> None:
+    assert item_node(3, 10) == 13
+    ei = edge_index(np.array([0, 2]), np.array([1, 0]), num_users=3)
+    assert ei.dtype == torch.long
+    assert ei.tolist() == [[0, 2, 4, 3], [4, 3, 0, 2]]
+
+
+def test_graph_statistics_hand_made() -> None:
+    # Users 0-3, items 0-4. One component {u0, u1, u2, i0, i1, i2}; u3, i3, i4 isolated.
+    # Item degrees: i0 3, i1 1, i2 1 -> the head (20% of 5 items = 1 item) holds 3 of 5.
+    users, items = np.array([0, 0, 1, 2, 2]), np.array([0, 1, 0, 2, 0])
+    stats = graph_statistics(users, items, num_users=4, num_items=5)
+    assert stats["num_edges"] == 5
+    assert stats["density"] == pytest.approx(5 / 20)
+    assert stats["components"] == 4
+    assert stats["largest_component_nodes"] == 6
+    assert stats["largest_component_share"] == pytest.approx(6 / 9)
+    assert stats["head_items"] == 1
+    assert stats["head_interaction_share"] == pytest.approx(3 / 5)
+    assert stats["users_without_train"] == 1 and stats["items_without_train"] == 2
+    assert stats["user_degree"]["p100"] == 2 and stats["user_degree"]["p0"] == 0
+    assert stats["item_degree"]["p50"] == 1
+
+
+def test_graph_statistics_two_components() -> None:
+    stats = graph_statistics(np.array([0, 1]), np.array([0, 1]), 2, 2)
+    assert stats["components"] == 2 and stats["largest_component_nodes"] == 2
+    assert stats["head_interaction_share"] == pytest.approx(0.5)
+
+
+def small_csr():
+    # u:a - i:x, i:y; u:b - i:y; item z has no edge.
+    train = Csr.from_pairs(np.array([0, 0, 1]), np.array([0, 1, 1]), 2)
+    return train, np.array(["a", "b"]), np.array(["x", "y", "z"]), ["X", "Y & <Z>", ""]
+
+
+def test_to_networkx() -> None:
+    train, users, items, titles = small_csr()
+    g = to_networkx(train, users, items, titles)
+    assert g.number_of_nodes() == 5 and g.number_of_edges() == 3
+    assert {frozenset(e) for e in g.edges()} == {
+        frozenset(e) for e in (("u:a", "i:x"), ("u:a", "i:y"), ("u:b", "i:y"))}
+    assert g.nodes["u:a"] == {"kind": "user", "raw_id": "a"}
+    assert g.nodes["i:y"] == {"kind": "item", "raw_id": "y", "title": "Y & <Z>"}
+    assert g.degree("i:z") == 0
+
+
+@pytest.mark.parametrize("fmt", ["graphml", "gexf"])
+def test_export_round_trip(tmp_path: Path, fmt: str) -> None:
+    train, users, items, titles = small_csr()
+    g = to_networkx(train, users, items, titles)
+    path = tmp_path / f"g.{fmt}"
+    (nx.write_graphml if fmt == "graphml" else nx.write_gexf)(g, path)
+    back = nx.read_graphml(path) if fmt == "graphml" else nx.read_gexf(path)
+    assert set(back.nodes) == set(g.nodes)
+    assert {frozenset(e) for e in back.edges} == {frozenset(e) for e in g.edges}
+    for node, attrs in g.nodes(data=True):
+        for key in ("kind", "raw_id", "title"):
+            if key in attrs:
+                assert back.nodes[node][key] == attrs[key]
