@@ -211,8 +211,8 @@ def main() -> None:
     if not results:
         sys.exit(1)
     any_r = next(iter(results.values()))
-    print(f"\nGowalla, dim {args.dim}, {args.layers} layers, batch {args.batch_size}, lr {args.lr}, "
-          f"device {any_r['device']}, torch threads {any_r['threads']}")
+    print(f"\nGowalla, dim {args.dim}, {args.layers} layers, batch {args.batch_size}, "
+          f"lr {args.lr}, device {any_r['device']}, torch threads {any_r['threads']}")
     print("| variant | s / epoch | eval s | peak RSS MB | recall@20 after the timed steps |")
     print("|---|---|---|---|---|")
     for v, r in results.items():

@@ -146,7 +146,7 @@ class ItemKNN:
             stop = min(start + chunk_items, num_items)
             lo, hi = int(crow[start]), int(crow[stop])
             block = _sparse_csr(
-                crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], (stop - start, col.numel())
+                crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], (stop - start, item_users.shape[1])
             )
             counts = block @ self.user_items  # sparse [c, I] co-occurrence c_ij, i in chunk
             ccrow = counts.crow_indices()
@@ -168,99 +168,6 @@ class ItemKNN:
             kept_vals.append(values[positive])
         similarity = torch.sparse_coo_tensor(
             torch.stack([torch.cat(kept_rows), torch.cat(kept_cols)]),
-            torch.cat(kept_vals),
-            (num_items, num_items),
-            check_invariants=False,
-        ).coalesce()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            return similarity.to_sparse_csr()  # S [I, I] float32, <= neighbors per row
-
-    def score(self, user_idx: torch.Tensor) -> torch.Tensor:
-        """``user_idx`` [b] int64 -> [b, I] float32, a fresh tensor (callers mask it in place)."""
-        degree = self.item_degree.to(user_idx.device)
-        return degree.unsqueeze(0).repeat(user_idx.numel(), 1)
-
-
-class ItemKNN:
-    """Item-based k-nearest-neighbours on the binary training matrix (Sarwar et al., 2001).
-
-    With ``X`` the binary [U, I] matrix, ``c_ij = (X^T X)_ij`` the number of users with both
-    items and ``n_i = c_ii`` the item degree::
-
-        sim(i, j) = c_ij / (sqrt(n_i) * sqrt(n_j) + shrink)     for i != j,  sim(i, i) = 0
-
-    Each row of ``sim`` keeps its ``neighbors`` largest positive entries (ties broken
-    arbitrarily), stored as an [I, I] torch sparse CSR matrix ``S``. Then
-    ``score(u, i) = sum_{j in train_u} S[j, i]``, i.e. ``X[u] @ S``.
-
-    ``X^T X`` is computed a block of ``chunk_items`` rows at a time as a sparse product, so
-    memory stays at one dense [chunk_items, I] block plus the kept neighbours; the full I x I
-    matrix is never built.
-    """
-
-    def __init__(
-        self,
-        train: Csr,
-        num_items: int,
-        neighbors: int = 100,
-        shrink: float = 0.0,
-        device: torch.device | str = "cpu",
-        chunk_items: int | None = None,
-    ):
-        if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 1:
-            raise ConfigError(f"--neighbors {neighbors!r}: expected a positive integer")
-        if not shrink >= 0.0:
-            raise ConfigError(f"--shrink {shrink!r}: expected a non-negative number")
-        self.num_items = num_items
-        self.neighbors = neighbors
-        self.shrink = float(shrink)
-        self.device = torch.device(device)
-        users, items = _binary_pairs(train, num_items)
-        shape = (train.num_rows, num_items)
-        ones = np.ones(users.size, dtype=np.float32)
-        self.user_items = _csr_from_sorted(users, items, ones, shape, self.device)  # X [U, I]
-        order = np.lexsort((users, items))
-        item_users = _csr_from_sorted(
-            items[order], users[order], ones, (num_items, shape[0]), self.device
-        )  # X^T [I, U]
-        degree = np.bincount(items, minlength=num_items).astype(np.float32)
-        self.similarity = self._fit(item_users, torch.from_numpy(np.sqrt(degree)), chunk_items)
-
-    def _fit(
-        self, item_users: torch.Tensor, norm: torch.Tensor, chunk_items: int | None
-    ) -> torch.Tensor:
-        num_items, device = self.num_items, self.device
-        norm = norm.to(device)
-        keep = min(self.neighbors, num_items)
-        if chunk_items is None:  # dense blocks of about 2^25 floats (128 MiB)
-            chunk_items = max(1, (1 << 25) // max(num_items, 1))
-        crow, col, val = (
-            item_users.crow_indices(),
-            item_users.col_indices(),
-            item_users.values(),
-        )
-        shape = item_users.shape
-        kept_rows, kept_cols, kept_vals = [], [], []
-        for start in range(0, num_items, chunk_items):
-            stop = min(start + chunk_items, num_items)
-            lo, hi = int(crow[start]), int(crow[stop])
-            block = _sparse_csr(
-                crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], (stop - start, shape[1])
-            )
-            counts = _rows_to_dense(block @ self.user_items)  # [c, I] co-occurrence c_ij
-            rows = torch.arange(start, stop, device=device)
-            sim = counts / (norm[rows].unsqueeze(1) * norm.unsqueeze(0) + self.shrink)
-            sim.nan_to_num_(0.0)  # 0 / 0 for items without training users
-            sim[rows - start, rows] = 0.0  # an item is not its own neighbour
-            values, neighbours = sim.topk(keep, dim=1)
-            positive = values > 0
-            kept_rows.append(rows.unsqueeze(1).expand_as(neighbours)[positive])
-            kept_cols.append(neighbours[positive])
-            kept_vals.append(values[positive])
-        rows = torch.cat(kept_rows)
-        similarity = torch.sparse_coo_tensor(
-            torch.stack([rows, torch.cat(kept_cols)]),
             torch.cat(kept_vals),
             (num_items, num_items),
             check_invariants=False,

@@ -1,4 +1,5 @@
-"""Device policy, in one place: explicit argument, then GRAPHREC_DEVICE, then CUDA if present, else CPU."""
+"""Device policy, in one place: explicit argument, then GRAPHREC_DEVICE, then CUDA if present,
+else CPU."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ def resolve_device(name: str | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError) as exc:
-        raise DeviceError(f"--device {name!r}: not a device name (expected auto, cpu or cuda)") from exc
+        raise DeviceError(
+            f"--device {name!r}: not a device name (expected auto, cpu or cuda)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"--device {name!r}: CUDA was requested but no GPU is available here")
     if device.type not in ("cpu", "cuda"):
-        raise DeviceError(f"--device {name!r}: unsupported device type (expected auto, cpu or cuda)")
+        raise DeviceError(
+            f"--device {name!r}: unsupported device type (expected auto, cpu or cuda)")
     return device

@@ -108,7 +108,8 @@ def graph_statistics(users: np.ndarray, items: np.ndarray, num_users: int, num_i
         "head_interaction_share": float(head_interactions / max(1, len(users))),
         "components": len(sizes),
         "largest_component_nodes": int(sizes[0]) if sizes else 0,
-        "largest_component_share": float(sizes[0] / max(1, num_users + num_items)) if sizes else 0.0,
+        "largest_component_share":
+            float(sizes[0] / max(1, num_users + num_items)) if sizes else 0.0,
     }
 
 

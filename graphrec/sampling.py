@@ -64,9 +64,25 @@ class BPRSampler:
         for _ in range(self.max_redraws):
             bad = torch.nonzero(self.is_positive(users, neg)).flatten()
             if len(bad) == 0:
-                break
+                return neg
             neg[bad] = self._draw(len(bad), generator)
+        bad = torch.nonzero(self.is_positive(users, neg)).flatten()
+        if len(bad):
+            # Only users who hold almost every item get here: draw from their complement.
+            for row in bad.tolist():
+                neg[row] = self._draw_outside(int(users[row]), generator)
         return neg
+
+    def _draw_outside(self, user: int, generator: torch.Generator) -> int:
+        lo = torch.searchsorted(self.keys, torch.tensor(user * self.num_items, device=self.device))
+        hi = torch.searchsorted(self.keys, torch.tensor((user + 1) * self.num_items,
+                                                        device=self.device))
+        own = self.keys[lo:hi] - user * self.num_items
+        probs = self.probs.clone()
+        probs[own] = 0.0
+        if probs.sum() <= 0:
+            raise ValueError(f"user index {user} interacted with every item: no negative exists")
+        return int(torch.multinomial(probs, 1, generator=generator))
 
     def epoch(self, batch_size: int, generator: torch.Generator):
         """Yield (users, pos, neg) batches covering every training interaction once, in a

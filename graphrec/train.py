@@ -79,9 +79,11 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"{name} {value}: expected {expected}")
         if self.negatives not in NEGATIVE_SAMPLERS:
-            raise ConfigError(f"--negatives {self.negatives!r}: expected one of {NEGATIVE_SAMPLERS}")
+            raise ConfigError(
+                f"--negatives {self.negatives!r}: expected one of {NEGATIVE_SAMPLERS}")
         if self.item_init not in ITEM_INITS + ("auto",):
-            raise ConfigError(f"--item-init {self.item_init!r}: expected auto or one of {ITEM_INITS}")
+            raise ConfigError(
+                f"--item-init {self.item_init!r}: expected auto or one of {ITEM_INITS}")
         if self.item_init in ("text", "text+id") and not has_text:
             raise ConfigError(
                 f"--item-init {self.item_init}: the graph was built with --no-text; use id"
@@ -231,7 +233,8 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict:
         return {
-            "config": asdict(self.cfg), "epoch": self.epoch, "history": self.history,
+            "config": asdict(self.cfg), "graph": self.graph.meta.get("fingerprint"),
+            "epoch": self.epoch, "history": self.history,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(), "bad_evals": self.bad_evals,
             "best": None if self.best is None else
@@ -239,6 +242,12 @@ class Trainer:
         }
 
     def load_state(self, state: dict) -> None:
+        if state.get("graph") != self.graph.meta.get("fingerprint"):
+            raise ConfigError(
+                f"--resume: the checkpoint was trained on another graph (fingerprint "
+                f"{state.get('graph')}, this graph {self.graph.meta.get('fingerprint')}); "
+                "drop --resume to start over"
+            )
         saved = TrainConfig(**{**state["config"], "ks": tuple(state["config"]["ks"])})
         # Settings that may change between an interrupted run and its resumption.
         free = {"epochs", "eval_every", "patience", "device"}
@@ -253,7 +262,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.epoch, self.history, self.bad_evals = state["epoch"], state["history"], state["bad_evals"]
+        self.epoch, self.history = state["epoch"], state["history"]
+        self.bad_evals = state["bad_evals"]
         b = state["best"]
         self.best = None if b is None else (b["metric"], b["epoch"], b["model"])
 

@@ -650,9 +650,6 @@ def test_bad_train_options(tmp_path: Path, lightgcn_files, args: list[str], need
     assert not (work / "model").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="train.py: a checkpoint does not record its graph, so "
-                   "--resume on a rebuilt graph fails with a size-mismatch traceback (or, with "
-                   "equal sizes, silently resumes on another split)")
 def test_resume_from_another_graph_is_refused(tmp_path: Path, lightgcn_files, planted,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "w"

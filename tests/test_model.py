@@ -170,8 +170,6 @@ def test_negatives_are_never_positives_and_always_warm(negatives: str, seed: int
     assert not sampler.is_positive(u, n).any()
 
 
-@pytest.mark.xfail(strict=True, reason="sampling.py: after max_redraws the remaining "
-                   "collisions are returned as negatives although they are positives")
 def test_dense_user_never_gets_a_positive_negative() -> None:
     # User 0 holds 45 of the 50 warm items: 51 draws all colliding is likely over 20k rows.
     users = torch.tensor([0] * 45 + [1] * 50)
