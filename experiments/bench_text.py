@@ -49,16 +49,17 @@ def movielens_texts(folder: Path) -> list[str]:
 def bench(texts: list[str], model: str, device: str, batch_size: int, progress: bool) -> None:
     """One cold run into a fresh cache, then the same texts again (all cache hits)."""
     with tempfile.TemporaryDirectory(prefix="bench-text-") as cache_dir:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         cold, stats = embed_texts(texts, model, cache_dir, device, batch_size, progress)
-        cold_s = time.perf_counter() - t0
+        cold_s, cold_cpu = time.perf_counter() - t0, time.process_time() - c0
         t0 = time.perf_counter()
         warm, hits = embed_texts(texts, model, cache_dir, device, batch_size, progress)
         warm_s = time.perf_counter() - t0
     same = np.array_equal(cold, warm)
     print(
         f"batch_size={batch_size:<4d} cold: {cold_s:6.2f} s, {len(texts) / cold_s:5.0f} items/s "
-        f"(model load included, encoded={stats['encoded']}) | cached: {warm_s:.3f} s "
+        f"(model load included, encoded={stats['encoded']}, cpu={cold_cpu:.0f} s, "
+        f"loadavg={os.getloadavg()[0]:.1f}) | cached: {warm_s:.3f} s "
         f"(encoded={hits['encoded']}, cached={hits['cached']}, identical={same})",
         flush=True,
     )

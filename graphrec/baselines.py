@@ -53,18 +53,6 @@ def _sparse_csr(
         return torch.sparse_csr_tensor(indptr, indices, values, shape, check_invariants=False)
 
 
-def _rows_to_dense(product: torch.Tensor) -> torch.Tensor:
-    """Dense copy of a sparse CSR matrix. ``Tensor.to_dense`` on CSR is far slower on CPU than
-    this scatter (measured: 3 s against 0.02 s for 2.7M entries into [818, 41k])."""
-    crow = product.crow_indices()
-    rows = torch.repeat_interleave(
-        torch.arange(product.shape[0], device=crow.device), crow[1:] - crow[:-1]
-    )
-    dense = torch.zeros(product.shape, dtype=product.dtype, device=crow.device)
-    dense.index_put_((rows, product.col_indices()), product.values(), accumulate=True)
-    return dense
-
-
 class MostPopular:
     """Score every item by its training degree, the same for every user.
 
@@ -138,6 +126,7 @@ class ItemKNN:
             chunk_items = max(1, (1 << 25) // max(num_items, 1))
         chunk_items = min(chunk_items, num_items)
         crow, col, val = item_users.crow_indices(), item_users.col_indices(), item_users.values()
+        num_users = item_users.shape[1]
         # One dense block, reused: only the entries written are reset after each chunk, so
         # there is no fresh allocation (and page faulting) or full zeroing per chunk.
         dense = torch.zeros(chunk_items, num_items, device=device)
@@ -146,7 +135,7 @@ class ItemKNN:
             stop = min(start + chunk_items, num_items)
             lo, hi = int(crow[start]), int(crow[stop])
             block = _sparse_csr(
-                crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], (stop - start, item_users.shape[1])
+                crow[start : stop + 1] - lo, col[lo:hi], val[lo:hi], (stop - start, num_users)
             )
             counts = block @ self.user_items  # sparse [c, I] co-occurrence c_ij, i in chunk
             ccrow = counts.crow_indices()
@@ -190,4 +179,4 @@ class ItemKNN:
             torch.ones(items.numel(), dtype=torch.float32, device=self.device),
             (users.numel(), self.num_items),
         )
-        return _rows_to_dense(rows @ self.similarity).to(user_idx.device)
+        return (rows @ self.similarity).to_dense().to(user_idx.device)

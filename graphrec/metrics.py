@@ -63,11 +63,12 @@ def default_batch_users(num_items: int, device: torch.device | str = "cpu") -> i
     """Users per evaluation chunk: a [b, num_items] float32 score block of at most 32 MiB on
     CPU, 1 GiB on CUDA.
 
-    On CPU the block must stay under glibc's largest dynamic mmap threshold (32 MiB): a bigger
-    one is mmap-ed fresh for every chunk and its page faults cost as much as half the matrix
-    product (Gowalla, 2 cores: about 4 s of system time at 1024 users per chunk, none at 204;
-    ``experiments/bench_eval.py``). A small block also stays in the L3 cache for the masking
-    and top-K passes. CUDA's caching allocator has no such cost, so there bigger is better.
+    On CPU the block stays under glibc's largest dynamic mmap threshold (32 MiB): a bigger one
+    is mmap-ed afresh for every chunk and page-faulted in (Gowalla, 2 cores: 1.2M page faults,
+    about 4 s of system CPU time over the run at 1024 users per chunk, none at 204; the whole
+    evaluation was 3-10 % faster at 204 than at 1024 or 4096 in paired runs of
+    ``experiments/bench_eval.py``). A small block also mostly stays in the L3 cache for the
+    masking and top-K passes. CUDA's caching allocator has no such cost; bigger is better there.
     """
     budget = 1 << 28 if torch.device(device).type == "cuda" else 1 << 23  # float32 entries
     return max(1, budget // max(num_items, 1))
@@ -99,10 +100,11 @@ def topk_rows(scores: torch.Tensor, k: int, block: int = 64) -> tuple[torch.Tens
     Same contract as ``scores.topk(k, dim=1)``. On CPU with a wide row it first takes the
     maximum of each block of ``block`` columns and keeps only the k best blocks: every top-k
     entry lies in one of them, since a block holding the j-th best entry has a maximum at least
-    that large, and at most k blocks can have such a maximum. One streaming ``amax`` pass plus a
-    top-k over ``k * block`` candidates is several times faster than ``torch.topk`` on a
-    [4096, 41k] matrix on CPU (``experiments/bench_eval.py``); on CUDA ``torch.topk`` is used.
-    Tied scores may be returned in a different order than ``torch.topk`` would give.
+    that large, and at most k blocks can have such a maximum (with ties, the values returned
+    are still exactly the top-k values). One streaming ``amax`` pass plus a top-k over
+    ``k * block`` candidates takes about half the time of ``torch.topk`` for K=20 over 41k
+    items on CPU (``experiments/bench_eval.py --compare-topk``); on CUDA ``torch.topk`` is
+    used. Tied scores may come back with other indices than ``torch.topk`` would give.
     """
     num_cols = scores.shape[1]
     num_blocks = num_cols // block
@@ -231,7 +233,6 @@ class _Accumulator:
         self.covered = {k: torch.zeros(num_items, dtype=torch.bool, device=device) for k in ks}
         self.saw_nan = torch.zeros((), dtype=torch.bool, device=device)
         self.num_users = 0
-        self.num_tail_users = 0
         self.num_cold_users = 0
 
     def _add(self, name: str, value: torch.Tensor) -> None:
@@ -288,7 +289,7 @@ class _Accumulator:
                 self._add(f"tail_recall@{k}", tail_hits / num_tail_targets[has_tail])
         self.num_users += scores.shape[0]
         if num_tail_targets is not None:
-            self.num_tail_users += int((num_tail_targets > 0).sum())
+            self._add("num_tail_users", num_tail_targets > 0)  # a tensor: no device sync
 
     def update_cold(
         self, cold_scores: torch.Tensor, cold_keys: torch.Tensor, num_cold_targets: torch.Tensor
@@ -305,8 +306,12 @@ class _Accumulator:
         if bool(self.saw_nan):
             raise DataError("score_fn returned NaN scores; the model has probably diverged")
         out: dict[str, float] = {}
-        per_key_users = {"tail_recall": self.num_tail_users, "cold_recall": self.num_cold_users,
-                         "cold_ndcg": self.num_cold_users}
+        num_tail_users = int(self.sums["num_tail_users"]) if "num_tail_users" in self.sums else 0
+        per_key_users = {
+            "tail_recall": num_tail_users,
+            "cold_recall": self.num_cold_users,
+            "cold_ndcg": self.num_cold_users,
+        }
         names = ["recall", "ndcg", "precision", "hit", "coverage"]
         if self.tail is not None:
             names += ["tail_recall", "tail_share"]
@@ -322,7 +327,7 @@ class _Accumulator:
                 out[key] = float(self.sums[key]) / count if count and key in self.sums else 0.0
         out["num_users"] = self.num_users
         if self.tail is not None:
-            out["num_tail_users"] = self.num_tail_users
+            out["num_tail_users"] = num_tail_users
         if self.num_cold > 0:
             out["num_cold_users"] = self.num_cold_users
         return out
@@ -368,6 +373,7 @@ def evaluate_ranking(
     Also ``num_users`` and, with them, ``num_tail_users`` and ``num_cold_users``.
 
     ``batch_users``: users scored per chunk; ``None`` picks :func:`default_batch_users`.
+    Runs under ``torch.inference_mode()``; the caller puts the model in ``eval()`` mode.
     """
     ks = _check_ks(ks)
     device = torch.device(device)
@@ -427,7 +433,8 @@ def evaluate_ranking(
                 )
             if not scores.is_floating_point():
                 scores = scores.float()
-            elif scores._base is not None:  # never write -inf into the caller's tensor
+            scores = scores.to(device)  # a no-op when already there
+            if scores._base is not None:  # never write -inf into the caller's tensor
                 scores = scores.clone()
             scores[seen_rows.chunk(start, stop)] = _NEG_INF  # mask seen, or recall is inflated
             acc.update(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -315,13 +316,27 @@ def _from_pretrained(source: str, local_files_only: bool):
 
 
 def _configured_dim(source: str) -> int | None:
-    """hidden_size from the locally available config of ``source``, or None if unavailable."""
-    from transformers import AutoConfig
+    """``hidden_size`` from the local config.json of ``source``, or None if there is none.
 
-    try:
-        return int(AutoConfig.from_pretrained(source, local_files_only=True).hidden_size)
-    except Exception:  # no local config: the cache is trusted, as before any load
+    Reads the JSON directly: importing transformers for AutoConfig would cost seconds on a
+    call that is otherwise all cache hits.
+    """
+    config_file: str | Path | None = Path(source) / "config.json"
+    if not Path(source).is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            config_file = try_to_load_from_cache(source, "config.json")
+        except ValueError:  # not a valid hub name either
+            return None
+    if not isinstance(config_file, str | Path):  # None or "cached as absent"
         return None
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            hidden_size = json.load(f).get("hidden_size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return hidden_size if isinstance(hidden_size, int) else None
 
 
 def _hub_offline() -> bool:

@@ -111,3 +111,15 @@ def test_item_knn_bad_arguments():
         ItemKNN(as_csr(X), 6, shrink=-1.0)
     with pytest.raises(DataError, match="item indices"):
         ItemKNN(as_csr(X), 4)
+
+
+def test_item_knn_through_the_shared_evaluation():
+    train = as_csr(X)
+    target = Csr.from_pairs(np.array([0, 2, 3, 5]), np.array([0, 4, 2, 3]), 6)
+    model = ItemKNN(train, 6, neighbors=2)
+    dense_scores = torch.from_numpy(X @ model.similarity.to_dense().numpy().astype(np.float64))
+    from graphrec.metrics import evaluate_scores
+
+    expected = evaluate_scores(dense_scores.float(), train, target, ks=(1, 3))
+    got = evaluate_ranking(model.score, train, target, num_items=6, ks=(1, 3), batch_users=2)
+    assert got == pytest.approx(expected, abs=1e-6)

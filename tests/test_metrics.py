@@ -281,3 +281,18 @@ def test_gather_rows():
                               torch.tensor([3, 1, 2, 0]))
     assert local.tolist() == [0, 2, 2, 2, 3, 3]
     assert cols.tolist() == [3, 0, 4, 5, 1, 2]
+
+
+def test_default_batch_users_keeps_cpu_chunks_under_32_mib():
+    from graphrec.metrics import default_batch_users
+
+    assert default_batch_users(40_981) == 204  # 204 * 40981 * 4 bytes < 32 MiB
+    assert default_batch_users(40_981, "cuda") == 6550
+    assert default_batch_users(10**9) == 1
+
+
+def test_integer_scores_are_accepted():
+    out = evaluate_ranking(
+        lambda u: (SCORES[u] * 10).round().to(torch.int64), SEEN, TARGET, num_items=6, ks=(2,)
+    )
+    assert out["recall@2"] == pytest.approx(0.5, abs=1e-6)
