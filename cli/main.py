@@ -218,7 +218,7 @@ def _progress_factory(total: int, epoch: int):
 @main.command("train")
 @click.option("--epochs", type=int, default=200, show_default=True)
 @click.option("--batch-size", type=int, default=0, show_default=True,
-              help="BPR triples per step (0 = about 100 steps per epoch).")
+              help="BPR triples per step (0 = about 25 steps per epoch).")
 @click.option("--lr", type=float, default=0.0, show_default=True,
               help="Adam learning rate (0 = 5e-3 at batch 2048, scaled with sqrt(batch)).")
 @click.option("--dim", type=int, default=64, show_default=True)

@@ -87,6 +87,23 @@ def main() -> None:
           f"{best['epoch']} ({best['wall_seconds']:.0f} s); recall@20 >= 0.170 "
           + (f"at epoch {first_170['epoch']} ({first_170['wall_seconds']:.0f} s)"
              if first_170 else "not reached"))
+    # Serving: save the model, load it back and write top-20 for every user (JSON lines).
+    from graphrec.artifact import save_model
+    from graphrec.recommend import Recommender
+    from graphrec.train import TrainResult
+
+    eu, ei, text_map = trainer.embeddings()
+    save_model(TrainResult(trainer.model, c, eu.cpu(), ei.cpu(), text_map, trainer.history),
+               graph, work / "model")
+    t1 = time.perf_counter()
+    rec = Recommender.load(work / "model")
+    with open(work / "recs.jsonl", "w", encoding="utf-8") as f:
+        n_users = 0
+        for user, items, scores in rec.recommend_all(20):
+            f.write(json.dumps({"user": user, "items": items, "scores": scores}) + "\n")
+            n_users += 1
+    print(f"recommend --all-users -k 20: {n_users} users in {time.perf_counter() - t1:.1f} s "
+          "(load + score + write)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"gowalla_quality_{trainer.device.type}{args.tag}"
     (args.out / f"{name}.json").write_text(json.dumps(

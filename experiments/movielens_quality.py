@@ -60,7 +60,9 @@ def main() -> None:
             model_dir = work / f"model-{seed}-{len(rows.get(name, []))}-{hash(name) % 997}"
             save_model(result, graph, model_dir)
             ev = evaluate_model(graph, model_dir, "test", (20,), baselines=first)
+            valid = [r["valid"] for r in result.history if "valid" in r]
             m = {k: ev["model"][k] for k in KEYS} | {
+                "best_valid_ndcg@20": max(v["ndcg@20"] for v in valid) if valid else None,
                 "epochs": len(result.history), "best_epoch": result.best_epoch,
                 "seconds": round(seconds, 1)}
             rows.setdefault(f"graphrec: {name}", []).append(m)
@@ -68,7 +70,8 @@ def main() -> None:
                 for b, bm in ev["baselines"].items():
                     rows.setdefault(b, []).append({k: bm[k] for k in KEYS})
                 first = False
-            print(f"seed {seed} {name}: " + " ".join(f"{k}={m[k]:.4f}" for k in KEYS[:2]) +
+            print(f"seed {seed} {name}: valid ndcg@20={m['best_valid_ndcg@20']:.4f} test " +
+                  " ".join(f"{k}={m[k]:.4f}" for k in KEYS[:2]) +
                   f" tail_recall@20={m['tail_recall@20']:.4f} epochs={m['epochs']} "
                   f"({seconds:.0f} s)", flush=True)
     table = ["| model | " + " | ".join(KEYS) + " | epochs | seconds |",

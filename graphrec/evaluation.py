@@ -48,8 +48,8 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
            "model": evaluate_ranking(lambda u: user_emb[u] @ item_emb.T, **common)}
     out["seconds"] = round(time.perf_counter() - t0, 3)
     if baselines:
-        train = graph.csr(TRAIN)
-        pop = MostPopular(train, graph.num_items)
+        # Baselines see everything the model may not recommend: train (+ valid at test time).
+        pop = MostPopular(seen, graph.num_items)
         knn = ItemKNN(seen, graph.num_items, device=dev)
         out["baselines"] = {
             "most-popular": evaluate_ranking(pop.score, **common),
