@@ -22,8 +22,8 @@ from graphrec.errors import ArtifactError
 from graphrec.store import (
     GraphData,
     atomic_directory,
-    read_json,
     read_lines,
+    read_versioned,
     write_json,
     write_lines,
 )
@@ -81,16 +81,8 @@ def save_model(result: TrainResult, graph: GraphData, path: str | Path) -> None:
 
 def read_model_config(path: str | Path) -> dict:
     """config.json of a model directory, checked for format version."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"model directory {path}: not found (run `graphrec train` first)")
-    cfg = read_json(path / "config.json", "model directory")
-    if cfg.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ArtifactError(
-            f"model directory {path}: format version {cfg.get('format_version')}, expected "
-            f"{MODEL_FORMAT_VERSION}; retrain with `graphrec train`"
-        )
-    return cfg
+    return read_versioned(Path(path), "config.json", "model directory", MODEL_FORMAT_VERSION,
+                          "graphrec train")
 
 
 def check_compatible(model_cfg: dict, graph: GraphData, model_path: str | Path) -> None:

@@ -155,17 +155,25 @@ def save_graph(graph: GraphData, path: str | Path) -> None:
         write_json(tmp / "meta.json", graph.meta)
 
 
+def read_versioned(path: Path, name: str, what: str, version: int, command: str) -> dict:
+    """The JSON file ``name`` of the directory ``path``, whose ``format_version`` must be
+    ``version``; ``command`` is what makes a new one."""
+    if not path.is_dir():
+        raise ArtifactError(f"{what} {path}: not found (run `{command}` first)")
+    doc = read_json(path / name, what)
+    if doc.get("format_version") != version:
+        raise ArtifactError(
+            f"{what} {path}: format version {doc.get('format_version')}, expected "
+            f"{version}; make it again with `{command}`"
+        )
+    return doc
+
+
 def load_graph(path: str | Path) -> GraphData:
     """Read a graph directory written by :func:`save_graph`."""
     path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"graph directory {path}: not found (run `graphrec build-graph` first)")
-    meta = read_json(path / "meta.json", "graph directory")
-    if meta.get("format_version") != GRAPH_FORMAT_VERSION:
-        raise ArtifactError(
-            f"graph directory {path}: format version {meta.get('format_version')}, expected "
-            f"{GRAPH_FORMAT_VERSION}; rebuild it with `graphrec build-graph`"
-        )
+    meta = read_versioned(path, "meta.json", "graph directory", GRAPH_FORMAT_VERSION,
+                          "graphrec build-graph")
     try:
         with np.load(path / "interactions.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("users", "items", "folds", "cold_items")}
