@@ -80,17 +80,17 @@ def main(ctx: click.Context, workdir: Path, debug: bool, verbose: int, quiet: bo
     ctx.obj = Context(workdir, debug)
 
 
-def _existing_file(option: str):
-    return click.Path(exists=False, dir_okay=False, path_type=str)
+# Existence is checked by the readers, which name the option and the file in one line.
+INPUT_FILE = click.Path(dir_okay=False, path_type=str)
 
 
 @main.command("build-graph")
-@click.option("--interactions", type=_existing_file("--interactions"),
+@click.option("--interactions", type=INPUT_FILE,
               help="CSV/TSV log with a header: user, item[, rating][, timestamp].")
-@click.option("--items", type=_existing_file("--items"), help="Item file: id + text columns.")
-@click.option("--train", "train_file", type=_existing_file("--train"),
+@click.option("--items", type=INPUT_FILE, help="Item file: id + text columns.")
+@click.option("--train", "train_file", type=INPUT_FILE,
               help="LightGCN-format training file (user item item ...).")
-@click.option("--test", "test_file", type=_existing_file("--test"),
+@click.option("--test", "test_file", type=INPUT_FILE,
               help="LightGCN-format test file.")
 @click.option("--movielens", type=click.Path(file_okay=False, path_type=str),
               help="A MovieLens folder (ratings.csv, movies.csv, tags.csv).")
