@@ -1,0 +1,116 @@
+"""Training time against graph size: Gowalla subsampled to 25/50/100% of its training
+interactions, and a synthetic power-law graph of 10M interactions.
+
+    python experiments/bench_scaling.py                  # dim 64, 3 layers, batch 8192
+    python experiments/bench_scaling.py --synthetic 0    # Gowalla only
+
+Times a few training steps of graphrec's trainer per graph (after one warm-up step) and
+scales them to a full epoch; a linear trainer keeps the seconds per million interactions
+per epoch flat across sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from graphrec.data import TRAIN
+from graphrec.model import bpr_loss
+from graphrec.store import GraphData
+from graphrec.train import TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = Path(os.environ.get("GRAPHREC_GOWALLA", ROOT.parent / "shared/datasets/gowalla"))
+
+
+def in_memory_graph(users: np.ndarray, items: np.ndarray, num_users: int,
+                    num_items: int) -> GraphData:
+    n = len(users)
+    return GraphData(
+        user_ids=np.arange(num_users).astype(str), item_ids=np.arange(num_items).astype(str),
+        item_titles=[""] * num_items, item_texts=[""] * num_items,
+        users=users.astype(np.int64), items=items.astype(np.int64),
+        folds=np.full(n, TRAIN, dtype=np.int8), cold_items=np.zeros(num_items, dtype=bool),
+        text_emb=None, meta={"fingerprint": "bench"},
+    )
+
+
+def power_law_graph(n: int, num_users: int, num_items: int, seed: int) -> GraphData:
+    """n distinct (user, item) pairs with Zipf-like user and item popularity (exponent ~1)."""
+    rng = np.random.default_rng(seed)
+    pu = 1.0 / np.arange(1, num_users + 1) ** 0.8
+    pi = 1.0 / np.arange(1, num_items + 1) ** 0.9
+    u = rng.choice(num_users, size=int(n * 1.15), p=pu / pu.sum())
+    i = rng.choice(num_items, size=int(n * 1.15), p=pi / pi.sum())
+    key = np.unique(u.astype(np.int64) * num_items + i)
+    key = rng.permutation(key)[:n]
+    return in_memory_graph(key // num_items, key % num_items, num_users, num_items)
+
+
+def time_steps(graph: GraphData, args) -> dict:
+    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, dim=args.dim,
+                      layers=args.layers, negatives="uniform", item_init="id", eval_every=0)
+    t0 = time.perf_counter()
+    trainer = Trainer(graph, cfg)
+    setup = time.perf_counter() - t0
+    batches = trainer.sampler.epoch(args.batch_size, trainer.generator)
+    times = []
+    for _, (users, pos, neg) in zip(range(args.steps + 1), batches, strict=False):
+        t0 = time.perf_counter()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        eu, ei, xu0, xi0 = trainer.model(trainer.r, trainer.rt)
+        loss, _ = bpr_loss(eu, ei, xu0, xi0, users, pos, neg, cfg.reg)
+        loss.backward()
+        trainer.optimizer.step()
+        times.append(time.perf_counter() - t0)
+    step = float(np.median(times[1:]))
+    steps = trainer.sampler.num_batches(args.batch_size)
+    return {"setup_s": setup, "step_s": step, "epoch_s": step * steps, "steps": steps}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    p.add_argument("--synthetic", type=int, default=10_000_000)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    rows = []
+    if (args.data / "train.txt").exists():
+        from graphrec.build import BuildConfig, build_graph
+
+        work = Path(os.environ.get("TMPDIR", "/tmp")) / f"graphrec-scaling-{os.getpid()}"
+        full = build_graph(BuildConfig(train=str(args.data / "train.txt"),
+                                       test=str(args.data / "test.txt"), no_text=True),
+                           work / "graph")
+        u, i = full.fold_pairs(TRAIN)
+        rng = np.random.default_rng(args.seed)
+        for frac in args.fractions:
+            keep = rng.permutation(len(u))[: int(len(u) * frac)]
+            g = in_memory_graph(u[keep], i[keep], full.num_users, full.num_items)
+            rows.append((f"Gowalla {frac:.0%}", len(keep), time_steps(g, args)))
+            print(rows[-1], flush=True)
+    if args.synthetic:
+        g = power_law_graph(args.synthetic, 1_000_000, 500_000, args.seed)
+        rows.append((f"power-law {args.synthetic / 1e6:g}M", args.synthetic, time_steps(g, args)))
+        print(rows[-1], flush=True)
+    print(f"\ndim {args.dim}, {args.layers} layers, batch {args.batch_size}, median of "
+          f"{args.steps} steps after a warm-up step")
+    print("| graph | interactions | s / step | steps / epoch | s / epoch "
+          "| s / epoch / 1M interactions |")
+    print("|---|---|---|---|---|---|")
+    for name, n, r in rows:
+        print(f"| {name} | {n:,} | {r['step_s']:.3f} | {r['steps']} | {r['epoch_s']:.1f} | "
+              f"{r['epoch_s'] / (n / 1e6):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
