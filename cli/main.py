@@ -203,11 +203,6 @@ def _parse_ks(value: str) -> tuple[int, ...]:
     return ks
 
 
-def _check_k(k: int) -> None:
-    if k <= 0:
-        raise ConfigError(f"-k {k}: expected a positive number of items")
-
-
 def _progress_factory(total: int, epoch: int):
     from tqdm.auto import tqdm
 
@@ -326,7 +321,9 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
     """Top-K items for a user (--user), a new user (--history) or everyone (--all-users)."""
     if sum(x is not None and x is not False for x in (user, history, all_users or None)) != 1:
         raise click.UsageError("give exactly one of --user, --history or --all-users")
-    _check_k(k)
+    from graphrec.recommend import check_k
+
+    check_k(k)  # before loading the model: a bad -k costs nothing
     rec = _load_recommender(obj)
     if all_users:
         if output is None:
@@ -359,7 +356,6 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
 @handle_errors
 def similar_cmd(obj: Context, item: str, k: int, as_json: bool) -> None:
     """Items nearest to --item (cold items included, through their text)."""
-    _check_k(k)
     recs = _load_recommender(obj).similar_items(item, k)
     _print_recs(recs, as_json, {"item": item, "k": k})
 

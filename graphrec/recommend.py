@@ -16,6 +16,7 @@ from torch import Tensor
 from graphrec.artifact import load_arrays, read_model_config
 from graphrec.data import Csr
 from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
+from graphrec.metrics import gather_rows
 
 
 @dataclass(frozen=True)
@@ -30,23 +31,16 @@ class Recommendation:
         return {"item": self.item, "title": self.title, "score": round(self.score, 6)}
 
 
-def _check_k(k: int) -> None:
+def check_k(k: int) -> None:
+    """Raise ConfigError unless ``k`` is a positive list length."""
     if k <= 0:
         raise ConfigError(f"-k {k}: expected a positive number of items")
 
 
 def mask_known(scores: Tensor, users: Tensor, known: Csr) -> None:
     """Set scores [b, I] of each user's known items to -inf in place (flat index, no loop)."""
-    indptr = torch.as_tensor(known.indptr)
-    u = users.cpu()
-    starts, ends = indptr[u], indptr[u + 1]
-    lengths = ends - starts
-    if int(lengths.sum()) == 0:
-        return
-    rows = torch.repeat_interleave(torch.arange(len(u)), lengths)
-    offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
-        torch.cumsum(lengths, 0) - lengths, lengths)
-    cols = torch.as_tensor(known.indices)[starts[rows] + offsets]
+    rows, cols = gather_rows(torch.as_tensor(known.indptr), torch.as_tensor(known.indices),
+                             users.cpu())
     scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
 
 
@@ -112,7 +106,7 @@ class Recommender:
     def recommend(self, user: str, k: int = 10, include_seen: bool = False) -> list[Recommendation]:
         """Top-``k`` items for a known user (raw id); items they already have are excluded
         unless ``include_seen``."""
-        _check_k(k)
+        check_k(k)
         u = self.user_index(user)
         scores = (self.user_emb[u] @ self.item_emb.T).unsqueeze(0)
         if not include_seen:
@@ -126,7 +120,7 @@ class Recommender:
         The user's embedding is the mean of the history items' final embeddings: one
         LightGCN aggregation step from the new user's edges, without retraining.
         """
-        _check_k(k)
+        check_k(k)
         if not history:
             raise ConfigError("--history: expected at least one item id")
         idx = torch.tensor([self.item_index(h, "--history") for h in history])
@@ -138,7 +132,7 @@ class Recommender:
     def similar_items(self, item: str, k: int = 10) -> list[Recommendation]:
         """The ``k`` items closest to ``item`` by cosine of final embeddings (cold items
         included: their embeddings come from their text)."""
-        _check_k(k)
+        check_k(k)
         i = self.item_index(item)
         emb = torch.nn.functional.normalize(self.item_emb, dim=1)
         scores = emb @ emb[i]
@@ -148,7 +142,7 @@ class Recommender:
     def recommend_all(self, k: int = 10, batch_users: int = 2048,
                       include_seen: bool = False) -> Iterator[tuple[str, list[str], list[float]]]:
         """(user id, top-k item ids, scores) for every user, computed in user chunks."""
-        _check_k(k)
+        check_k(k)
         k = min(k, self.num_items)
         for start in range(0, self.num_users, batch_users):
             users = torch.arange(start, min(start + batch_users, self.num_users))

@@ -174,6 +174,9 @@ class Trainer:
                                   cfg.negatives, cfg.neg_alpha, device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self.head = head_item_mask(graph.train_item_degree())
+        # (seen, target) per evaluated fold, built once rather than at every evaluation.
+        self.eval_sets = {VALID: (graph.csr(TRAIN), graph.csr(VALID)),
+                          TEST: (graph.csr(TRAIN, VALID), graph.csr(TEST))}
         self.history: list[dict] = []
         self.epoch = 0
         self.best: tuple[float, int, dict] | None = None  # (metric, epoch, state dict)
@@ -226,9 +229,9 @@ class Trainer:
     def evaluate(self, target_fold: int, ks: tuple[int, ...] | None = None) -> dict:
         """Full-ranking metrics on VALID (seen = train) or TEST (seen = train + valid)."""
         eu, ei, _ = self.embeddings()
-        seen = self.graph.csr(TRAIN) if target_fold == VALID else self.graph.csr(TRAIN, VALID)
+        seen, target = self.eval_sets[target_fold]
         return evaluate_ranking(
-            lambda users: eu[users] @ ei.T, seen, self.graph.csr(target_fold),
+            lambda users: eu[users] @ ei.T, seen, target,
             self.graph.num_items, ks or self.cfg.ks, head_items=self.head,
             cold_items=self.graph.cold_items if self.graph.cold_items.any() else None,
             device=self.device,
