@@ -12,7 +12,7 @@ from graphrec.baselines import ItemKNN, MostPopular
 from graphrec.data import TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, DataError
-from graphrec.metrics import evaluate_ranking, head_item_mask
+from graphrec.metrics import evaluate_ranking, head_item_mask, self_information
 from graphrec.store import GraphData
 
 SPLITS = {"valid": VALID, "test": TEST}
@@ -42,7 +42,9 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     item_emb = torch.as_tensor(arrays["item_emb"]).to(dev)
     common = dict(seen=seen, target=target, num_items=graph.num_items, ks=ks,
                   head_items=head_item_mask(graph.train_item_degree()),
-                  cold_items=graph.cold_items if graph.cold_items.any() else None, device=dev)
+                  cold_items=graph.cold_items if graph.cold_items.any() else None, device=dev,
+                  item_information=self_information(graph.train_item_degree(), graph.num_users),
+                  item_vectors=graph.text_emb)
     t0 = time.perf_counter()
     out = {"split": split,
            "model": evaluate_ranking(lambda u: user_emb[u] @ item_emb.T, **common)}

@@ -31,7 +31,9 @@ __all__ = [
     "evaluate_ranking",
     "evaluate_scores",
     "gather_rows",
+    "gini",
     "head_item_mask",
+    "self_information",
     "topk_rows",
 ]
 
@@ -57,6 +59,24 @@ def head_item_mask(train_item_degree: np.ndarray, head_share: float = 0.2) -> np
     mask = np.zeros(degree.shape[0], dtype=bool)
     mask[order[:num_head]] = True
     return mask
+
+
+def gini(counts: torch.Tensor) -> float:
+    """Gini index of how often each item is recommended: 0 when every item is recommended
+    equally often, -> 1 when a few items take every slot. ``counts``: [I] >= 0."""
+    x = counts.to(torch.float64).sort().values
+    n, total = x.numel(), float(x.sum())
+    if n == 0 or total == 0:
+        return 0.0
+    rank = torch.arange(1, n + 1, dtype=torch.float64, device=x.device)
+    return float(((2 * rank - n - 1) * x).sum()) / (n * total)
+
+
+def self_information(train_item_degree: np.ndarray, num_users: int) -> np.ndarray:
+    """[I] float64 ``-log2 p_i`` with ``p_i = (degree_i + 1) / (num_users + 1)``: the novelty
+    of recommending item i (rarely seen items are more novel; +1 keeps unseen items finite)."""
+    degree = np.asarray(train_item_degree, dtype=np.float64)
+    return -np.log2((degree + 1.0) / (num_users + 1.0))
 
 
 def default_batch_users(num_items: int, device: torch.device | str = "cpu") -> int:
@@ -220,17 +240,22 @@ class _Accumulator:
         device: torch.device,
         tail: torch.Tensor | None,
         num_cold: int,
+        self_information: torch.Tensor | None = None,
+        item_vectors: torch.Tensor | None = None,
     ):
         self.ks = ks
         self.num_items = num_items
         self.tail = tail
         self.num_cold = num_cold
+        self.self_information = self_information
+        self.item_vectors = item_vectors
         kmax = min(max(ks), num_items)
         positions = torch.arange(kmax, device=device, dtype=torch.float64)
         self.discount = 1.0 / torch.log2(positions + 2.0)  # [kmax]: 1 / log2(rank + 2)
         self.ideal_dcg = torch.cumsum(self.discount, 0)  # [kmax]: IDCG with j + 1 hits
         self.sums: dict[str, torch.Tensor] = {}
-        self.covered = {k: torch.zeros(num_items, dtype=torch.bool, device=device) for k in ks}
+        # How often each item is recommended, per K: coverage and the Gini index.
+        self.counts = {k: torch.zeros(num_items, dtype=torch.int64, device=device) for k in ks}
         self.saw_nan = torch.zeros((), dtype=torch.bool, device=device)
         self.num_users = 0
         self.num_cold_users = 0
@@ -280,7 +305,14 @@ class _Accumulator:
             num_hits = self._recall_ndcg("", k, h, num_targets)
             self._add(f"precision@{k}", num_hits / kk)
             self._add(f"hit@{k}", num_hits > 0)
-            self.covered[k][items[:, :kk][valid[:, :kk]]] = True
+            self.counts[k].index_add_(0, items[:, :kk][valid[:, :kk]],
+                                      torch.ones((), dtype=torch.int64, device=items.device)
+                                      .expand(int(valid[:, :kk].sum())))
+            if self.self_information is not None:
+                info = (self.self_information[items[:, :kk]] * valid[:, :kk]).sum(dim=1)
+                self._add(f"novelty@{k}", info / valid[:, :kk].sum(dim=1).clamp(min=1))
+            if self.item_vectors is not None:
+                self._add(f"ild@{k}", self._ild(items[:, :kk], valid[:, :kk]))
             if is_tail is not None and num_tail_targets is not None:
                 list_len = valid[:, :kk].sum(dim=1).clamp(min=1)
                 self._add(f"tail_share@{k}", is_tail[:, :kk].sum(dim=1) / list_len)
@@ -290,6 +322,15 @@ class _Accumulator:
         self.num_users += scores.shape[0]
         if num_tail_targets is not None:
             self._add("num_tail_users", num_tail_targets > 0)  # a tensor: no device sync
+
+    def _ild(self, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """[b] mean pairwise cosine distance within each list (0 for lists shorter than 2)."""
+        v = self.item_vectors[items] * valid.unsqueeze(2)  # [b, k, t], unit rows, 0 if invalid
+        sim = torch.bmm(v, v.transpose(1, 2))  # [b, k, k]
+        n = valid.sum(dim=1).to(sim.dtype)
+        pairs = n * (n - 1)
+        off_diagonal = sim.sum(dim=(1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(dim=1)
+        return torch.where(pairs > 0, 1.0 - off_diagonal / pairs.clamp(min=1), 0.0)
 
     def update_cold(
         self, cold_scores: torch.Tensor, cold_keys: torch.Tensor, num_cold_targets: torch.Tensor
@@ -312,7 +353,11 @@ class _Accumulator:
             "cold_recall": self.num_cold_users,
             "cold_ndcg": self.num_cold_users,
         }
-        names = ["recall", "ndcg", "precision", "hit", "coverage"]
+        names = ["recall", "ndcg", "precision", "hit", "coverage", "gini"]
+        if self.self_information is not None:
+            names.append("novelty")
+        if self.item_vectors is not None:
+            names.append("ild")
         if self.tail is not None:
             names += ["tail_recall", "tail_share"]
         if self.num_cold > 0:
@@ -321,7 +366,10 @@ class _Accumulator:
             for name in names:
                 key = f"{name}@{k}"
                 if name == "coverage":
-                    out[key] = float(self.covered[k].sum()) / self.num_items
+                    out[key] = float((self.counts[k] > 0).sum()) / self.num_items
+                    continue
+                if name == "gini":
+                    out[key] = gini(self.counts[k])
                     continue
                 count = per_key_users.get(name, self.num_users)
                 out[key] = float(self.sums[key]) / count if count and key in self.sums else 0.0
@@ -343,6 +391,8 @@ def evaluate_ranking(
     cold_items: np.ndarray | None = None,
     batch_users: int | None = None,
     device: torch.device | str = "cpu",
+    item_information: np.ndarray | None = None,
+    item_vectors: np.ndarray | torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Full-ranking top-K metrics over every user with at least one target item.
 
@@ -365,11 +415,19 @@ def evaluate_ranking(
     - ``tail_share@K`` = mean_u |L_u ∩ tail| / |L_u|   (tail = ~head_items)
     - ``tail_recall@K`` = mean over users with T_u ∩ tail non-empty of
       |L_u ∩ T_u ∩ tail| / |T_u ∩ tail|
+    - ``gini@K``: Gini index of how many lists each item appears in (0 = every item equally
+      often; near 1 = a few items fill every list)
+    - ``novelty@K`` = mean_u mean_{i in L_u} item_information[i], with ``item_information``
+      [I] the items' self-information (:func:`self_information`: -log2 of training popularity)
+    - ``ild@K``: intra-list diversity, mean_u of the mean pairwise cosine distance
+      1 - cos(v_i, v_j) over pairs i != j in L_u, with ``item_vectors`` [I, t] (item text
+      embeddings)
     - ``cold_recall@K``, ``cold_ndcg@K``: recall and ndcg of the ranking among cold items only
       (every non-cold score set to -inf), against ``T_u ∩ cold``, over users for whom that is
       non-empty
 
-    Tail keys appear when ``head_items`` is given, cold keys when ``cold_items`` has a True.
+    Tail keys appear when ``head_items`` is given, cold keys when ``cold_items`` has a True,
+    novelty with ``item_information`` and ild with ``item_vectors``.
     Also ``num_users`` and, with them, ``num_tail_users`` and ``num_cold_users``.
 
     ``batch_users``: users scored per chunk; ``None`` picks :func:`default_batch_users`.
@@ -421,7 +479,17 @@ def evaluate_ranking(
             cold_indptr, cold_position[cols[in_cold]], evaluated[cold_users], device
         )
 
-    acc = _Accumulator(ks, num_items, device, tail_dev, num_cold)
+    info = vectors = None
+    if item_information is not None:
+        info = torch.as_tensor(np.asarray(item_information, dtype=np.float64), device=device)
+        if info.shape != (num_items,):
+            raise DataError(f"item_information: expected [{num_items}], got {tuple(info.shape)}")
+    if item_vectors is not None:
+        vectors = torch.as_tensor(item_vectors, device=device, dtype=torch.float32)
+        if vectors.dim() != 2 or vectors.shape[0] != num_items:
+            raise DataError(f"item_vectors: expected [{num_items}, t], got {tuple(vectors.shape)}")
+        vectors = torch.nn.functional.normalize(vectors, dim=1)
+    acc = _Accumulator(ks, num_items, device, tail_dev, num_cold, info, vectors)
     with torch.inference_mode():
         for start in range(0, evaluated.size, batch_users):
             stop = min(start + batch_users, evaluated.size)
@@ -463,6 +531,8 @@ def evaluate_scores(
     head_items: np.ndarray | None = None,
     cold_items: np.ndarray | None = None,
     batch_users: int | None = None,
+    item_information: np.ndarray | None = None,
+    item_vectors: np.ndarray | torch.Tensor | None = None,
 ) -> dict[str, float]:
     """:func:`evaluate_ranking` on a precomputed score matrix ``scores`` [U, I] float
     (not modified). Handy for small data and hand-worked tests."""
@@ -478,4 +548,6 @@ def evaluate_scores(
         cold_items=cold_items,
         batch_users=batch_users,
         device=scores.device,
+        item_information=item_information,
+        item_vectors=item_vectors,
     )

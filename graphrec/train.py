@@ -18,7 +18,7 @@ from graphrec.data import TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ArtifactError, ConfigError
 from graphrec.graph import normalized_bipartite
-from graphrec.metrics import evaluate_ranking, head_item_mask
+from graphrec.metrics import evaluate_ranking, head_item_mask, self_information
 from graphrec.model import ITEM_INITS, TextLightGCN, bpr_loss
 from graphrec.sampling import NEGATIVE_SAMPLERS, BPRSampler
 from graphrec.store import GraphData
@@ -174,6 +174,7 @@ class Trainer:
                                   cfg.negatives, cfg.neg_alpha, device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self.head = head_item_mask(graph.train_item_degree())
+        self.information = self_information(graph.train_item_degree(), graph.num_users)
         # (seen, target) per evaluated fold, built once rather than at every evaluation.
         self.eval_sets = {VALID: (graph.csr(TRAIN), graph.csr(VALID)),
                           TEST: (graph.csr(TRAIN, VALID), graph.csr(TEST))}
@@ -234,7 +235,7 @@ class Trainer:
             lambda users: eu[users] @ ei.T, seen, target,
             self.graph.num_items, ks or self.cfg.ks, head_items=self.head,
             cold_items=self.graph.cold_items if self.graph.cold_items.any() else None,
-            device=self.device,
+            device=self.device, item_information=self.information, item_vectors=self.text_emb,
         )
 
     # -- checkpoints -----------------------------------------------------------------------

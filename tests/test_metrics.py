@@ -296,3 +296,44 @@ def test_integer_scores_are_accepted():
         lambda u: (SCORES[u] * 10).round().to(torch.int64), SEEN, TARGET, num_items=6, ks=(2,)
     )
     assert out["recall@2"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_gini_novelty_and_ild_hand_worked():
+    # K=2 lists (masked as in test_hand_worked_recall_ndcg_precision_hit): u0 [1, 2], u2 [2, 4].
+    # Counts over six items: item 2 twice, items 1 and 4 once, items 0, 3, 5 never:
+    # sorted x = [0, 0, 0, 1, 1, 2], sum 4, n 6; Gini = sum_r (2r - n - 1) x_r / (n * sum)
+    # with r = 1..6: (8-7)*1 + (10-7)*1 + (12-7)*2 = 14 -> 14 / 24.
+    info = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 2.0], [1.0, 0.0]])
+    out = evaluate_scores(SCORES, SEEN, TARGET, ks=(2,), item_information=info,
+                          item_vectors=vectors)
+    assert out["gini@2"] == pytest.approx(14 / 24, abs=1e-9)
+    # novelty: u0 mean(1, 2) = 1.5, u2 mean(2, 4) = 3 -> 2.25
+    assert out["novelty@2"] == pytest.approx(2.25, abs=1e-6)
+    # ild: u0 items 1 (x axis) and 2 (y axis) are orthogonal -> distance 1;
+    # u2 items 2 and 4 point the same way (norms differ) -> distance 0. Mean 0.5.
+    assert out["ild@2"] == pytest.approx(0.5, abs=1e-6)
+    assert out["coverage@2"] == pytest.approx(3 / 6, abs=1e-9)
+
+
+def test_gini_extremes():
+    from graphrec.metrics import gini
+
+    assert gini(torch.tensor([3, 3, 3, 3])) == pytest.approx(0.0)
+    assert gini(torch.tensor([0, 0, 0, 8])) == pytest.approx(3 / 4)  # (n - 1) / n
+    assert gini(torch.zeros(5, dtype=torch.int64)) == 0.0
+
+
+def test_self_information_orders_rare_items_first():
+    from graphrec.metrics import self_information
+
+    info = self_information(np.array([0, 9, 99]), num_users=99)
+    assert info[0] > info[1] > info[2] == pytest.approx(0.0)
+    assert info[1] == pytest.approx(-math.log2(10 / 100))
+
+
+def test_ild_and_novelty_reject_wrong_shapes():
+    with pytest.raises(DataError, match="item_vectors"):
+        evaluate_scores(SCORES, SEEN, TARGET, ks=(2,), item_vectors=np.ones((5, 2)))
+    with pytest.raises(DataError, match="item_information"):
+        evaluate_scores(SCORES, SEEN, TARGET, ks=(2,), item_information=np.ones(4))
