@@ -78,11 +78,14 @@ class TextLightGCN(nn.Module):
         text_emb: [I, t] float32 item text embeddings, or None (then ``item_init`` must be "id").
         item_init: "text" (projection of text), "id" (free embedding, plain LightGCN) or
             "text+id" (their sum).
+        text_head_dim: when > 0, also a linear head text [t] -> [dim] that places items
+            from text alone (trained by the caller; see ``Trainer`` cold_start=bpr).
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int = 64, num_layers: int = 3,
                  text_emb: Tensor | None = None, item_init: str = "text+id",
-                 init_std: float = 0.1, generator: torch.Generator | None = None):
+                 init_std: float = 0.1, generator: torch.Generator | None = None,
+                 text_head_dim: int = 0):
         super().__init__()
         if item_init not in ITEM_INITS:
             raise ValueError(f"item_init {item_init!r}: expected one of {ITEM_INITS}")
@@ -104,6 +107,10 @@ class TextLightGCN(nn.Module):
             nn.init.normal_(self.text_proj.weight, std=init_std, generator=generator)
         else:
             self.text_emb = None
+        self.text_head: nn.Linear | None = None
+        if text_head_dim > 0:
+            self.text_head = nn.Linear(text_head_dim, dim, bias=False)
+            nn.init.normal_(self.text_head.weight, std=init_std, generator=generator)
 
     def item_layer0(self) -> Tensor:
         """[I, d] item embeddings before propagation."""

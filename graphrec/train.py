@@ -25,6 +25,8 @@ from graphrec.store import GraphData
 
 log = logging.getLogger(__name__)
 
+COLD_STARTS = ("ridge", "bpr", "layer0")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -61,7 +63,12 @@ class TrainConfig:
     ks: tuple[int, ...] = (20,)
     """Cut-offs reported."""
     ridge: float = 1.0
-    """Ridge penalty of the text -> embedding map that places cold items."""
+    """Ridge penalty of the text -> embedding map that places cold items (cold_start=ridge)."""
+    cold_start: str = "ridge"
+    """How items without training edges are placed from their text: ridge (a ridge map
+    text -> final embedding fit on warm items after training), bpr (a linear text head
+    trained jointly with the BPR loss against the users' final embeddings) or layer0
+    (the item's own text projection, rescaled; item_init text only)."""
 
     def validate(self, has_text: bool) -> None:
         checks = [
@@ -88,6 +95,9 @@ class TrainConfig:
             raise ConfigError(
                 f"--item-init {self.item_init}: the graph was built with --no-text; use id"
             )
+        if self.cold_start not in COLD_STARTS:
+            raise ConfigError(
+                f"--cold-start {self.cold_start!r}: expected one of {COLD_STARTS}")
         if any(k <= 0 for k in self.ks):
             raise ConfigError(f"--k {','.join(map(str, self.ks))}: expected positive integers")
 
@@ -101,6 +111,8 @@ class TrainConfig:
             # Best on MovieLens validation and test (experiments/RESULTS.md): the projection
             # of text regularises items far better than a free ID embedding per item.
             init = "text" if graph.text_emb is not None else "id"
+        if self.cold_start == "layer0" and init != "text":
+            raise ConfigError(f"--cold-start layer0 needs --item-init text (resolved: {init})")
         return replace(self, batch_size=batch, lr=lr, item_init=init, ks=tuple(self.ks))
 
 
@@ -168,7 +180,11 @@ class Trainer:
             graph.num_users, graph.num_items, cfg.dim, cfg.layers,
             text_emb=text if cfg.item_init != "id" else None, item_init=cfg.item_init,
             generator=init_gen,
+            text_head_dim=text.shape[1] if cfg.cold_start == "bpr" and text is not None else 0,
         ).to(self.device)
+        # cold_start "bpr": the model's text head is scored against the (fixed) user embeddings
+        # in a second BPR term, so the text path learns to rank rather than to regress.
+        self.text_head = self.model.text_head
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), graph.num_items,
                                   cfg.negatives, cfg.neg_alpha, device=self.device)
@@ -194,6 +210,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             eu, ei, xu0, xi0 = self.model(self.r, self.rt)
             loss, bpr = bpr_loss(eu, ei, xu0, xi0, users, pos, neg, self.cfg.reg)
+            if self.text_head is not None:
+                loss = loss + self._text_head_loss(eu, users, pos, neg)
             loss.backward()
             self.optimizer.step()
             total += loss.detach()
@@ -207,6 +225,16 @@ class Trainer:
                 "bpr": round(bpr_total.item() / steps, 6),
                 "train_seconds": round(time.perf_counter() - t0, 3)}
 
+    def _text_head_loss(self, eu: Tensor, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        """BPR of text-placed items against the users' final embeddings (detached: the
+        warm model is trained exactly as without the head)."""
+        u = eu[users].detach()
+        hp = self.text_head(self.text_emb[pos])
+        hn = self.text_head(self.text_emb[neg])
+        bpr = torch.nn.functional.softplus((u * (hn - hp)).sum(-1)).mean()
+        l2 = hp.square().sum() + hn.square().sum()
+        return bpr + self.cfg.reg * l2 / (2 * len(users))
+
     # -- embeddings and evaluation ---------------------------------------------------------
     @torch.inference_mode()
     def embeddings(self) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -218,7 +246,7 @@ class Trainer:
         ei = ei.clone()
         text_map = None
         if self.text_emb is not None and warm.any():
-            text_map = fit_text_map(self.text_emb, ei, warm, self.cfg.ridge)
+            text_map = self._text_map(ei, warm)
             cold = ~warm
             if cold.any():
                 ei[cold] = self.text_emb[cold] @ text_map
@@ -226,6 +254,18 @@ class Trainer:
             # An item without edges and without text has nothing to say; score it 0.
             ei[~warm] = 0.0
         return eu, ei, text_map
+
+    def _text_map(self, ei: Tensor, warm: Tensor) -> Tensor:
+        """[t, d] linear map placing an item from its text alone, per ``cold_start``."""
+        if self.text_head is not None:
+            return self.text_head.weight.T.detach()
+        if self.cfg.cold_start == "layer0":
+            # An isolated node's LightGCN output is its layer 0 / (L + 1); rescale so that
+            # text-placed items have the mean norm of warm items' final embeddings.
+            w = self.model.text_proj.weight.T.detach()
+            placed = (self.text_emb[warm] @ w).norm(dim=1).mean()
+            return w * (ei[warm].norm(dim=1).mean() / placed.clamp(min=1e-12))
+        return fit_text_map(self.text_emb, ei, warm, self.cfg.ridge)
 
     def evaluate(self, target_fold: int, ks: tuple[int, ...] | None = None) -> dict:
         """Full-ranking metrics on VALID (seen = train) or TEST (seen = train + valid)."""

@@ -14,6 +14,7 @@ from torch_geometric.nn.models import LightGCN
 
 from graphrec.build import BuildConfig, build_graph
 from graphrec.data import TRAIN
+from graphrec.errors import ConfigError
 from graphrec.graph import edge_index, normalized_bipartite
 from graphrec.model import TextLightGCN, bpr_loss, lightgcn_propagate
 from graphrec.sampling import BPRSampler
@@ -250,6 +251,15 @@ def planted_graph(planted, tmp_path_factory: pytest.TempPathFactory):
     return build_graph(cfg, tmp_path_factory.mktemp("planted-graph") / "graph")
 
 
+@pytest.fixture(scope="module")
+def planted_graph_text(planted, tiny_bert: str, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("planted-graph-text")
+    cfg = BuildConfig(interactions=str(planted.interactions), items=str(planted.items),
+                      text_model=tiny_bert, cold_items=0.2, test_ratio=0.2, valid_ratio=0.1,
+                      seed=0, cache_dir=str(folder / "cache"))
+    return build_graph(cfg, folder / "graph")
+
+
 def community_share(graph, planted, user_emb: torch.Tensor, item_emb: torch.Tensor,
                     k: int = 3) -> float:
     """Share of each user's top-k unseen items that belong to the user's community."""
@@ -287,15 +297,21 @@ def test_trainer_is_deterministic(planted_graph) -> None:
     assert not torch.allclose(a.user_emb, c.user_emb)
 
 
-def test_text_model_places_cold_items_by_text(planted, tiny_bert: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cold_start", ["ridge", "bpr", "layer0"])
+def test_text_model_places_cold_items_by_text(planted, tiny_bert: str, tmp_path: Path,
+                                              cold_start: str) -> None:
     cfg = BuildConfig(interactions=str(planted.interactions), items=str(planted.items),
                       text_model=tiny_bert, cold_items=0.2, test_ratio=0.2, valid_ratio=0.1,
                       seed=0, cache_dir=str(tmp_path / "cache"))
     graph = build_graph(cfg, tmp_path / "graph")
     assert graph.text_emb.shape == (graph.num_items, 32)
     result = Trainer(graph, TrainConfig(epochs=10, batch_size=64, lr=0.05, dim=16, layers=2,
-                                        device="cpu", eval_every=2, seed=0)).fit()
-    assert result.config.item_init in ("text", "text+id") and result.text_map is not None
+                                        device="cpu", eval_every=2, seed=0, item_init="text",
+                                        cold_start=cold_start)).fit()
+    assert result.text_map is not None and result.text_map.shape == (32, 16)
+    np.testing.assert_allclose(result.item_emb[graph.cold_items],
+                               torch.as_tensor(graph.text_emb[graph.cold_items]) @ result.text_map,
+                               atol=1e-5)
     assert result.best_epoch is not None and "valid" in result.history[1]
     assert "cold_recall@20" in result.test
     item_comm = np.array([planted.item_community[i] for i in graph.item_ids])
@@ -307,3 +323,22 @@ def test_text_model_places_cold_items_by_text(planted, tiny_bert: str, tmp_path:
     top = torch.topk(sims[cold], 3, dim=1).indices.numpy()
     # A cold item's neighbours share its community: its embedding came from its text.
     assert (item_comm[top] == item_comm[cold, None]).mean() >= 0.6
+
+
+def test_text_head_leaves_the_warm_model_unchanged(planted_graph_text) -> None:
+    """cold_start=bpr trains its head on detached user embeddings: same warm embeddings."""
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, dim=16, layers=2, device="cpu",
+                      eval_every=0, seed=0, item_init="text")
+    ridge = Trainer(planted_graph_text, cfg).fit()
+    bpr = Trainer(planted_graph_text, TrainConfig(**{**cfg.__dict__, "cold_start": "bpr"})).fit()
+    warm = ~planted_graph_text.cold_items
+    torch.testing.assert_close(bpr.user_emb, ridge.user_emb, atol=1e-6, rtol=0)
+    torch.testing.assert_close(bpr.item_emb[warm], ridge.item_emb[warm], atol=1e-6, rtol=0)
+    assert not torch.allclose(bpr.text_map, ridge.text_map)
+
+
+def test_layer0_cold_start_needs_text_items(planted_graph_text) -> None:
+    with pytest.raises(ConfigError, match="--cold-start layer0 needs --item-init text"):
+        Trainer(planted_graph_text, TrainConfig(item_init="text+id", cold_start="layer0"))
+    with pytest.raises(ConfigError, match="--cold-start 'x'"):
+        Trainer(planted_graph_text, TrainConfig(cold_start="x"))
