@@ -160,6 +160,29 @@ def fit_text_map(text_emb: Tensor, item_emb: Tensor, warm: Tensor, ridge: float)
     return torch.linalg.solve(gram, t.T @ e).float()
 
 
+def text_map_for(design: str, model: TextLightGCN, text_emb: Tensor, item_emb: Tensor,
+                 warm: Tensor, ridge: float = 1.0) -> Tensor:
+    """[t, d] linear map that places an item from its text alone (``cold_start`` designs).
+
+    ridge: ridge regression text -> final embedding over warm items (fit_text_map).
+    bpr: the model's text head, trained jointly by a BPR term (needs ``model.text_head``).
+    layer0: the item's own text projection; an isolated node's LightGCN output is its
+    layer 0 / (L + 1), so it is rescaled to give text-placed items the mean norm of warm
+    items' final embeddings.
+    """
+    if design == "bpr":
+        if model.text_head is None:
+            raise ConfigError("cold_start bpr: the model was trained without a text head")
+        return model.text_head.weight.T.detach()
+    if design == "layer0":
+        if model.text_proj is None:
+            raise ConfigError("cold_start layer0: the model has no text projection")
+        w = model.text_proj.weight.T.detach()
+        placed = (text_emb[warm] @ w).norm(dim=1).mean()
+        return w * (item_emb[warm].norm(dim=1).mean() / placed.clamp(min=1e-12))
+    return fit_text_map(text_emb, item_emb, warm, ridge)
+
+
 class Trainer:
     """Holds everything one training run needs on its device."""
 
@@ -256,16 +279,8 @@ class Trainer:
         return eu, ei, text_map
 
     def _text_map(self, ei: Tensor, warm: Tensor) -> Tensor:
-        """[t, d] linear map placing an item from its text alone, per ``cold_start``."""
-        if self.text_head is not None:
-            return self.text_head.weight.T.detach()
-        if self.cfg.cold_start == "layer0":
-            # An isolated node's LightGCN output is its layer 0 / (L + 1); rescale so that
-            # text-placed items have the mean norm of warm items' final embeddings.
-            w = self.model.text_proj.weight.T.detach()
-            placed = (self.text_emb[warm] @ w).norm(dim=1).mean()
-            return w * (ei[warm].norm(dim=1).mean() / placed.clamp(min=1e-12))
-        return fit_text_map(self.text_emb, ei, warm, self.cfg.ridge)
+        return text_map_for(self.cfg.cold_start, self.model, self.text_emb, ei, warm,
+                            self.cfg.ridge)
 
     def evaluate(self, target_fold: int, ks: tuple[int, ...] | None = None) -> dict:
         """Full-ranking metrics on VALID (seen = train) or TEST (seen = train + valid)."""
