@@ -225,6 +225,9 @@ def _progress_factory(total: int, epoch: int):
               help="Popularity sampler exponent: p(i) ~ (degree + 1)^alpha.")
 @click.option("--item-init", type=click.Choice(["auto", "text", "id", "text+id"]),
               default="auto", show_default=True)
+@click.option("--cold-start", type=click.Choice(["ridge", "bpr", "layer0"]), default="ridge",
+              show_default=True,
+              help="How items without training interactions are placed from their text.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-every", type=int, default=5, show_default=True,
@@ -313,24 +316,30 @@ def _print_recs(recs, as_json: bool, header: dict) -> None:
               help="Output file for --all-users (JSON lines).")
 @click.option("-k", "--k", "k", type=int, default=10, show_default=True)
 @click.option("--include-seen", is_flag=True, help="Do not exclude the user's known items.")
+@click.option("--diversity", type=float, default=0.0, show_default=True,
+              help="MMR re-ranking weight in [0, 1]: 0 = pure relevance, higher = less similar "
+                   "items in the list (text-embedding cosine)")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_obj
 @handle_errors
 def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users: bool,
-                  output: Path | None, k: int, include_seen: bool, as_json: bool) -> None:
+                  output: Path | None, k: int, include_seen: bool, diversity: float,
+                  as_json: bool) -> None:
     """Top-K items for a user (--user), a new user (--history) or everyone (--all-users)."""
     if sum(x is not None and x is not False for x in (user, history, all_users or None)) != 1:
         raise click.UsageError("give exactly one of --user, --history or --all-users")
-    from graphrec.recommend import check_k
+    from graphrec.recommend import check_diversity, check_k
 
-    check_k(k)  # before loading the model: a bad -k costs nothing
+    check_k(k)  # before loading the model: a bad -k or --diversity costs nothing
+    check_diversity(diversity)
     rec = _load_recommender(obj)
     if all_users:
         if output is None:
             raise click.UsageError("--all-users needs --output FILE")
         n = 0
         with _atomic_output(output, "--output") as tmp, open(tmp, "w", encoding="utf-8") as f:
-            for u, items, scores in rec.recommend_all(k, include_seen=include_seen):
+            for u, items, scores in rec.recommend_all(k, include_seen=include_seen,
+                                                        diversity=diversity):
                 f.write(json.dumps({"user": u, "items": items, "scores": scores}) + "\n")
                 n += 1
         if as_json:
@@ -339,11 +348,11 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
             click.echo(f"wrote top-{k} for {n} users to {output}")
         return
     if user is not None:
-        recs = rec.recommend(user, k, include_seen)
+        recs = rec.recommend(user, k, include_seen, diversity)
         header = {"user": user, "k": k}
     else:
         items = [h.strip() for h in history.split(",") if h.strip()]
-        recs = rec.recommend_new_user(items, k, include_seen)
+        recs = rec.recommend_new_user(items, k, include_seen, diversity)
         header = {"history": items, "k": k}
     _print_recs(recs, as_json, header)
 
@@ -358,6 +367,32 @@ def similar_cmd(obj: Context, item: str, k: int, as_json: bool) -> None:
     """Items nearest to --item (cold items included, through their text)."""
     recs = _load_recommender(obj).similar_items(item, k)
     _print_recs(recs, as_json, {"item": item, "k": k})
+
+
+@main.command("add-items")
+@click.option("--items", "items_file", type=INPUT_FILE, required=True,
+              help="Item file of new items: id + text columns.")
+@click.option("--item-id-col", help="Id column of --items.")
+@click.option("--text-cols", help="Comma-separated text columns of --items.")
+@click.option("--model-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Model directory [default: WORKDIR/model].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.pass_obj
+@handle_errors
+def add_items_cmd(obj: Context, items_file: str, item_id_col: str | None,
+                  text_cols: str | None, model_dir: Path | None, device: str) -> None:
+    """Add new items to a trained model from their text alone (no retraining).
+
+    Evaluate still scores only the graph's items; train rewrites the model without them.
+    """
+    from graphrec.additems import add_items_from_file
+
+    model_dir = model_dir or obj.model_dir
+    cols = tuple(c.strip() for c in text_cols.split(",")) if text_cols else ()
+    added = add_items_from_file(model_dir, items_file, item_id_col, cols,
+                                cache_dir=obj.workdir / "cache" / "text", device=device,
+                                progress=True)
+    click.echo(f"added {added.added} items to {model_dir} ({added.num_items} items now)")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
 
     Seen items (masked) are the training items, plus validation items when scoring test.
     With ``baselines``, most-popular and item-kNN are scored by the same code on the same
-    split. Returns {"split", "model": metrics, "baselines": {name: metrics}, "seconds"}.
+    split. Items appended after training (``graphrec add-items``) are not ranked: the
+    metrics are those of the model as trained. Returns {"split", "model": metrics,
+    "baselines": {name: metrics}, "seconds"}.
     """
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected valid or test")
@@ -39,7 +41,9 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     dev = resolve_device(device)
     arrays = load_arrays(model_path)
     user_emb = torch.as_tensor(arrays["user_emb"]).to(dev)
-    item_emb = torch.as_tensor(arrays["item_emb"]).to(dev)
+    # Only the graph's items: rows past them were appended by add-items, have no interactions
+    # in this split and would only push real test items down the ranking.
+    item_emb = torch.as_tensor(arrays["item_emb"][:graph.num_items]).to(dev)
     common = dict(seen=seen, target=target, num_items=graph.num_items, ks=ks,
                   head_items=head_item_mask(graph.train_item_degree()),
                   cold_items=graph.cold_items if graph.cold_items.any() else None, device=dev,

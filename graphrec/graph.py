@@ -46,6 +46,40 @@ def normalized_bipartite(users: np.ndarray, items: np.ndarray, num_users: int,
     return r, rt
 
 
+def csr_row_positions(indptr: torch.Tensor,
+                      rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the entries of several CSR rows sit, without a Python loop per row.
+
+    ``indptr``: [R + 1] int64; ``rows``: [b] int64. Returns ``(local_row, position)``, both
+    [n] int64: entry j of the selection is ``indices[position[j]]`` of row ``rows[local_row[j]]``,
+    in row-then-CSR order.
+    """
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    local_row = torch.repeat_interleave(
+        torch.arange(rows.numel(), device=rows.device), lengths, output_size=total
+    )
+    first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry in the output
+    offset = torch.arange(total, device=rows.device) - first[local_row]
+    return local_row, starts[local_row] + offset
+
+
+def csr_rows(m: torch.Tensor,
+             rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``rows`` [b] of the CSR matrix ``m`` [R, C] as a [b, C] CSR matrix, plus each of
+    its entries' local row and column ([nnz_b] int64, for scatter-style transposed products)."""
+    local_row, position = csr_row_positions(m.crow_indices(), rows)
+    cols = m.col_indices()[position]
+    crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
+    crow[1:] = torch.cumsum(torch.bincount(local_row, minlength=rows.numel()), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sub = torch.sparse_csr_tensor(crow, cols, m.values()[position],
+                                      size=(rows.numel(), m.shape[1]), check_invariants=False)
+    return sub, local_row, cols
+
+
 def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
          n_cols: int) -> torch.Tensor:
     order = np.lexsort((cols, rows))

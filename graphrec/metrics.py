@@ -25,6 +25,7 @@ import torch
 
 from graphrec.data import Csr
 from graphrec.errors import ConfigError, DataError
+from graphrec.graph import csr_row_positions
 
 __all__ = [
     "default_batch_users",
@@ -103,15 +104,8 @@ def gather_rows(
     Returns ``(local_row, cols)``, both [n] int64: ``local_row[j]`` is the position in ``rows``
     of the row entry ``j`` came from, and entries keep their row-then-CSR order.
     """
-    starts = indptr[rows]
-    lengths = indptr[rows + 1] - starts
-    total = int(lengths.sum())
-    local_row = torch.repeat_interleave(
-        torch.arange(rows.numel(), device=rows.device), lengths, output_size=total
-    )
-    first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry in the output
-    offset = torch.arange(total, device=rows.device) - first[local_row]
-    return local_row, indices[starts[local_row] + offset]
+    local_row, position = csr_row_positions(indptr, rows)
+    return local_row, indices[position]
 
 
 def topk_rows(scores: torch.Tensor, k: int, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

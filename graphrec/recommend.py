@@ -37,6 +37,54 @@ def check_k(k: int) -> None:
         raise ConfigError(f"-k {k}: expected a positive number of items")
 
 
+def check_diversity(diversity: float) -> None:
+    """Raise ConfigError unless ``diversity`` (the MMR weight λ) is in [0, 1]."""
+    if not 0.0 <= diversity <= 1.0:  # written this way round so NaN fails too
+        raise ConfigError(f"--diversity {diversity:g}: expected a number in [0, 1]")
+
+
+def mmr_pool_size(k: int) -> int:
+    """How many of the most relevant items MMR re-ranks for a list of ``k``."""
+    return max(5 * k, 50)
+
+
+def mmr_rerank(scores: Tensor, candidates: Tensor, item_vecs: Tensor, k: int,
+               diversity: float) -> Tensor:
+    """Greedy maximal marginal relevance (Carbonell & Goldstein, SIGIR 1998).
+
+    Picks ``min(k, C)`` of the candidates one at a time, each maximising
+
+        (1 - λ) · rel(i) - λ · max_{j already picked} cos(v_i, v_j)
+
+    with λ = ``diversity``. rel is the score min-max normalised over the candidates, so λ
+    means the same whatever the score scale. The first pick is the most relevant candidate,
+    ties go to the more relevant one, and λ = 0 gives the plain relevance order.
+
+    scores: [I] float, relevance of every item; candidates: [C] int64 item_idx (finite
+    scores, any order); item_vecs: [I, d] float, normalised here (a zero row is dissimilar
+    to everything). Returns [min(k, C)] int64 item_idx in pick order.
+    """
+    check_diversity(diversity)
+    k = min(k, len(candidates))
+    rel = scores[candidates].float()
+    order = torch.sort(rel, descending=True, stable=True).indices
+    candidates, rel = candidates[order], rel[order]
+    if diversity == 0.0 or k == 0:
+        return candidates[:k]
+    gain = (1.0 - diversity) * (rel - rel[-1]) / (rel[0] - rel[-1]).clamp_min(1e-12)
+    vecs = torch.nn.functional.normalize(item_vecs[candidates].float(), dim=1)
+    max_sim = vecs @ vecs[0]  # [C], similarity to the closest item picked so far
+    taken = torch.zeros(len(candidates), dtype=torch.bool, device=candidates.device)
+    taken[0] = True
+    picked = [0]
+    for _ in range(k - 1):  # k greedy steps, each vectorised over all candidates
+        i = int(torch.argmax((gain - diversity * max_sim).masked_fill(taken, float("-inf"))))
+        picked.append(i)
+        taken[i] = True
+        max_sim = torch.maximum(max_sim, vecs @ vecs[i])
+    return candidates[torch.tensor(picked, device=candidates.device)]
+
+
 def mask_known(scores: Tensor, users: Tensor, known: Csr) -> None:
     """Set scores [b, I] of each user's known items to -inf in place (flat index, no loop)."""
     rows, cols = gather_rows(torch.as_tensor(known.indptr), torch.as_tensor(known.indices),
@@ -97,37 +145,58 @@ class Recommender:
             )
         return k
 
-    def _top(self, scores: Tensor, k: int) -> list[Recommendation]:
-        k = min(k, int(torch.isfinite(scores).sum()))
-        values, idx = torch.topk(scores, k)
+    @property
+    def diversity_vectors(self) -> Tensor:
+        """[I, d] item vectors whose cosine MMR penalises: the text embeddings, or the final
+        item embeddings when the model has no text."""
+        return self.text_emb if self.text_emb is not None else self.item_emb
+
+    def _ranked(self, scores: Tensor, k: int, diversity: float) -> tuple[Tensor, Tensor]:
+        """(scores, item_idx) of the top-``k`` finite entries of scores [I], re-ranked by MMR
+        over the ``mmr_pool_size(k)`` most relevant when ``diversity`` > 0."""
+        finite = int(torch.isfinite(scores).sum())
+        if diversity == 0.0:
+            values, idx = torch.topk(scores, min(k, finite))
+            return values, idx
+        candidates = torch.topk(scores, min(mmr_pool_size(k), finite)).indices
+        idx = mmr_rerank(scores, candidates, self.diversity_vectors, k, diversity)
+        return scores[idx], idx
+
+    def _top(self, scores: Tensor, k: int, diversity: float = 0.0) -> list[Recommendation]:
+        values, idx = self._ranked(scores, k, diversity)
         return [Recommendation(str(self.item_ids[i]), self.item_titles[i], float(v))
                 for v, i in zip(values.tolist(), idx.tolist(), strict=True)]
 
-    def recommend(self, user: str, k: int = 10, include_seen: bool = False) -> list[Recommendation]:
+    def recommend(self, user: str, k: int = 10, include_seen: bool = False,
+                  diversity: float = 0.0) -> list[Recommendation]:
         """Top-``k`` items for a known user (raw id); items they already have are excluded
-        unless ``include_seen``."""
+        unless ``include_seen``. ``diversity`` > 0 re-ranks by MMR (see ``mmr_rerank``)."""
         check_k(k)
+        check_diversity(diversity)
         u = self.user_index(user)
         scores = (self.user_emb[u] @ self.item_emb.T).unsqueeze(0)
         if not include_seen:
             mask_known(scores, torch.tensor([u]), self.known)
-        return self._top(scores[0], k)
+        return self._top(scores[0], k, diversity)
 
     def recommend_new_user(self, history: Sequence[str], k: int = 10,
-                           include_seen: bool = False) -> list[Recommendation]:
+                           include_seen: bool = False,
+                           diversity: float = 0.0) -> list[Recommendation]:
         """Top-``k`` for a user not seen in training, from the raw ids of items they liked.
 
         The user's embedding is the mean of the history items' final embeddings: one
         LightGCN aggregation step from the new user's edges, without retraining.
+        ``diversity`` > 0 re-ranks by MMR (see ``mmr_rerank``).
         """
         check_k(k)
+        check_diversity(diversity)
         if not history:
             raise ConfigError("--history: expected at least one item id")
         idx = torch.tensor([self.item_index(h, "--history") for h in history])
         scores = self.item_emb[idx].mean(0) @ self.item_emb.T
         if not include_seen:
             scores[idx] = float("-inf")
-        return self._top(scores, k)
+        return self._top(scores, k, diversity)
 
     def similar_items(self, item: str, k: int = 10) -> list[Recommendation]:
         """The ``k`` items closest to ``item`` by cosine of final embeddings (cold items
@@ -139,19 +208,24 @@ class Recommender:
         scores[i] = float("-inf")
         return self._top(scores, k)
 
-    def recommend_all(self, k: int = 10, batch_users: int = 2048,
-                      include_seen: bool = False) -> Iterator[tuple[str, list[str], list[float]]]:
-        """(user id, top-k item ids, scores) for every user, computed in user chunks."""
+    def recommend_all(self, k: int = 10, batch_users: int = 2048, include_seen: bool = False,
+                      diversity: float = 0.0) -> Iterator[tuple[str, list[str], list[float]]]:
+        """(user id, top-k item ids, scores) for every user, computed in user chunks;
+        ``diversity`` > 0 re-ranks each list by MMR (see ``mmr_rerank``)."""
         check_k(k)
+        check_diversity(diversity)
         k = min(k, self.num_items)
         for start in range(0, self.num_users, batch_users):
             users = torch.arange(start, min(start + batch_users, self.num_users))
             scores = self.user_emb[users] @ self.item_emb.T
             if not include_seen:
                 mask_known(scores, users, self.known)
-            values, idx = torch.topk(scores, k, dim=1)
-            for row, u in enumerate(users.tolist()):
-                finite = torch.isfinite(values[row])
+            if diversity == 0.0:
+                ranked = zip(*torch.topk(scores, k, dim=1), strict=True)
+            else:  # MMR's greedy steps are per list; the scoring above stays batched
+                ranked = (self._ranked(row, k, diversity) for row in scores)
+            for u, (values, idx) in zip(users.tolist(), ranked, strict=True):
+                finite = torch.isfinite(values)
                 yield (str(self.user_ids[u]),
-                       [str(self.item_ids[i]) for i in idx[row][finite].tolist()],
-                       [round(v, 6) for v in values[row][finite].tolist()])
+                       [str(self.item_ids[i]) for i in idx[finite].tolist()],
+                       [round(v, 6) for v in values[finite].tolist()])

@@ -231,10 +231,15 @@ class Trainer:
         t0 = time.perf_counter()
         for users, pos, neg in self.sampler.epoch(self.cfg.batch_size, self.generator):
             self.optimizer.zero_grad(set_to_none=True)
-            eu, ei, xu0, xi0 = self.model(self.r, self.rt)
-            loss, bpr = bpr_loss(eu, ei, xu0, xi0, users, pos, neg, self.cfg.reg)
+            # Final embeddings of the batch's rows only (model.forward_batch): the last
+            # layer and the first backward product touch just these rows.
+            bu, u_local = torch.unique(users, return_inverse=True)
+            bi, i_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+            p_local, n_local = i_local[: len(pos)], i_local[len(pos):]
+            eu, ei, xu0, xi0 = self.model.forward_batch(self.r, self.rt, bu, bi)
+            loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
             if self.text_head is not None:
-                loss = loss + self._text_head_loss(eu, users, pos, neg)
+                loss = loss + self._text_head_loss(eu[u_local], pos, neg)
             loss.backward()
             self.optimizer.step()
             total += loss.detach()
@@ -248,15 +253,15 @@ class Trainer:
                 "bpr": round(bpr_total.item() / steps, 6),
                 "train_seconds": round(time.perf_counter() - t0, 3)}
 
-    def _text_head_loss(self, eu: Tensor, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
-        """BPR of text-placed items against the users' final embeddings (detached: the
-        warm model is trained exactly as without the head)."""
-        u = eu[users].detach()
+    def _text_head_loss(self, eu: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        """BPR of text-placed items against the batch users' final embeddings ``eu`` [B, d]
+        (detached: the warm model is trained exactly as without the head)."""
+        u = eu.detach()
         hp = self.text_head(self.text_emb[pos])
         hn = self.text_head(self.text_emb[neg])
         bpr = torch.nn.functional.softplus((u * (hn - hp)).sum(-1)).mean()
         l2 = hp.square().sum() + hn.square().sum()
-        return bpr + self.cfg.reg * l2 / (2 * len(users))
+        return bpr + self.cfg.reg * l2 / (2 * len(pos))
 
     # -- embeddings and evaluation ---------------------------------------------------------
     @torch.inference_mode()

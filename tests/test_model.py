@@ -16,7 +16,7 @@ from graphrec.build import BuildConfig, build_graph
 from graphrec.data import TRAIN
 from graphrec.errors import ConfigError
 from graphrec.graph import edge_index, normalized_bipartite
-from graphrec.model import TextLightGCN, bpr_loss, lightgcn_propagate
+from graphrec.model import TextLightGCN, bpr_loss, lightgcn_batch, lightgcn_propagate
 from graphrec.sampling import BPRSampler
 from graphrec.train import TrainConfig, Trainer
 
@@ -91,6 +91,39 @@ def test_propagation_gradients_match_dense_autograd(seed: int, layers: int) -> N
     (ref * torch.cat([wu, wi]).double()).sum().backward()
 
     torch.testing.assert_close(torch.cat([eu, ei]).double(), ref.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("seed", "layers"), [(0, 1), (1, 2), (2, 3), (3, 5)])
+def test_batch_propagation_matches_dense_autograd(seed: int, layers: int) -> None:
+    """The training step's batch-rows propagation: same rows and same gradients as the
+    straightforward dense autograd version, for a batch with and without repeated rows."""
+    users, items, nu, ni = random_graph(seed, n=40 + 5 * seed)
+    gen = torch.Generator().manual_seed(seed)
+    xu = torch.randn(nu, 6, generator=gen, requires_grad=True)
+    xi = torch.randn(ni, 6, generator=gen, requires_grad=True)
+    bu = torch.randperm(nu, generator=gen)[: max(1, nu // 3)]
+    bi = torch.randint(ni, (max(1, ni // 2),), generator=gen)  # repeats allowed
+    wu, wi = torch.randn(len(bu), 6, generator=gen), torch.randn(len(bi), 6, generator=gen)
+    r, rt = normalized_bipartite(users, items, nu, ni)
+    eu, ei = lightgcn_batch(xu, xi, r, rt, bu, bi, layers)
+    ((eu * wu).sum() + (ei * wi).sum()).backward()
+
+    xu_ref = xu.detach().double().requires_grad_()
+    xi_ref = xi.detach().double().requires_grad_()
+    a = dense_adjacency(users, items, nu, ni)
+    x = torch.cat([xu_ref, xi_ref])
+    layer, total = x, x
+    for _ in range(layers):
+        layer = a @ layer
+        total = total + layer
+    ref = total / (layers + 1)
+    ref_u, ref_i = ref[:nu][bu], ref[nu:][bi]
+    ((ref_u * wu.double()).sum() + (ref_i * wi.double()).sum()).backward()
+
+    torch.testing.assert_close(eu.double(), ref_u.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ei.double(), ref_i.detach(), atol=1e-5, rtol=0)
     torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
     torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
 
