@@ -270,18 +270,22 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
 @click.option("--k", "ks", default="20", show_default=True, help="Cut-offs, e.g. 10,20,50.")
 @click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True)
 @click.option("--baselines", is_flag=True, help="Also score most-popular and item-kNN.")
+@click.option("--tail-boost", type=float, default=0.0, show_default=True,
+              help="Lift long-tail items (all but the 20% most-interacted) by this many "
+                   "score standard deviations; 0 = rank by the model alone.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--device", default="auto", show_default=True)
 @click.pass_obj
 @handle_errors
-def evaluate_cmd(obj: Context, ks: str, split: str, baselines: bool, as_json: bool,
-                 device: str) -> None:
+def evaluate_cmd(obj: Context, ks: str, split: str, baselines: bool, tail_boost: float,
+                 as_json: bool, device: str) -> None:
     """Full-ranking metrics of WORKDIR/model on the graph's test (or validation) split."""
     from graphrec.evaluation import evaluate_model
     from graphrec.store import load_graph
 
     graph = load_graph(obj.graph_dir)
-    result = evaluate_model(graph, obj.model_dir, split, _parse_ks(ks), baselines, device)
+    result = evaluate_model(graph, obj.model_dir, split, _parse_ks(ks), baselines, device,
+                            tail_boost)
     if as_json:
         echo_json(result)
         return
@@ -319,20 +323,26 @@ def _print_recs(recs, as_json: bool, header: dict) -> None:
 @click.option("--diversity", type=float, default=0.0, show_default=True,
               help="MMR re-ranking weight in [0, 1]: 0 = pure relevance, higher = less similar "
                    "items in the list (text-embedding cosine)")
+@click.option("--tail-boost", type=float, default=0.0, show_default=True,
+              help="Lift long-tail items (all but the 20% most-interacted) by this many "
+                   "score standard deviations; 0 = rank by the model alone.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_obj
 @handle_errors
 def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users: bool,
                   output: Path | None, k: int, include_seen: bool, diversity: float,
-                  as_json: bool) -> None:
+                  tail_boost: float, as_json: bool) -> None:
     """Top-K items for a user (--user), a new user (--history) or everyone (--all-users)."""
     if sum(x is not None and x is not False for x in (user, history, all_users or None)) != 1:
         raise click.UsageError("give exactly one of --user, --history or --all-users")
+    from graphrec.metrics import check_tail_boost
     from graphrec.recommend import check_diversity, check_k
 
-    check_k(k)  # before loading the model: a bad -k or --diversity costs nothing
+    check_k(k)  # before loading the model: a bad -k, --diversity or --tail-boost costs nothing
     check_diversity(diversity)
+    check_tail_boost(tail_boost)
     rec = _load_recommender(obj)
+    rec.tail_boost = tail_boost
     if all_users:
         if output is None:
             raise click.UsageError("--all-users needs --output FILE")

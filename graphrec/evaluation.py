@@ -12,7 +12,13 @@ from graphrec.baselines import ItemKNN, MostPopular
 from graphrec.data import TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, DataError
-from graphrec.metrics import evaluate_ranking, head_item_mask, self_information
+from graphrec.metrics import (
+    boost_tail,
+    check_tail_boost,
+    evaluate_ranking,
+    head_item_mask,
+    self_information,
+)
 from graphrec.store import GraphData
 
 SPLITS = {"valid": VALID, "test": TEST}
@@ -20,8 +26,11 @@ SPLITS = {"valid": VALID, "test": TEST}
 
 def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test",
                    ks: tuple[int, ...] = (20,), baselines: bool = False,
-                   device: str | None = None) -> dict:
+                   device: str | None = None, tail_boost: float = 0.0) -> dict:
     """Full-ranking metrics of the model in ``model_path`` on ``graph``'s ``split``.
+
+    ``tail_boost`` scores the model as served with that boost (``recommend.boost_tail``);
+    the baselines are never boosted.
 
     Seen items (masked) are the training items, plus validation items when scoring test.
     With ``baselines``, most-popular and item-kNN are scored by the same code on the same
@@ -29,6 +38,7 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     metrics are those of the model as trained. Returns {"split", "model": metrics,
     "baselines": {name: metrics}, "seconds"}.
     """
+    check_tail_boost(tail_boost)
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected valid or test")
     cfg = read_model_config(model_path)
@@ -44,14 +54,16 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     # Only the graph's items: rows past them were appended by add-items, have no interactions
     # in this split and would only push real test items down the ranking.
     item_emb = torch.as_tensor(arrays["item_emb"][:graph.num_items]).to(dev)
-    common = dict(seen=seen, target=target, num_items=graph.num_items, ks=ks,
-                  head_items=head_item_mask(graph.train_item_degree()),
+    head = head_item_mask(graph.train_item_degree())
+    tail = torch.as_tensor(~head).to(dev)
+    common = dict(seen=seen, target=target, num_items=graph.num_items, ks=ks, head_items=head,
                   cold_items=graph.cold_items if graph.cold_items.any() else None, device=dev,
                   item_information=self_information(graph.train_item_degree(), graph.num_users),
                   item_vectors=graph.text_emb)
     t0 = time.perf_counter()
     out = {"split": split,
-           "model": evaluate_ranking(lambda u: user_emb[u] @ item_emb.T, **common)}
+           "model": evaluate_ranking(
+               lambda u: boost_tail(user_emb[u] @ item_emb.T, tail, tail_boost), **common)}
     out["seconds"] = round(time.perf_counter() - t0, 3)
     if baselines:
         # Baselines see everything the model may not recommend: train (+ valid at test time).

@@ -28,6 +28,8 @@ from graphrec.errors import ConfigError, DataError
 from graphrec.graph import csr_row_positions
 
 __all__ = [
+    "boost_tail",
+    "check_tail_boost",
     "default_batch_users",
     "evaluate_ranking",
     "evaluate_scores",
@@ -60,6 +62,23 @@ def head_item_mask(train_item_degree: np.ndarray, head_share: float = 0.2) -> np
     mask = np.zeros(degree.shape[0], dtype=bool)
     mask[order[:num_head]] = True
     return mask
+
+
+def check_tail_boost(boost: float) -> None:
+    if not 0.0 <= boost <= 10.0:  # this way round so NaN fails too
+        raise ConfigError(f"--tail-boost {boost:g}: expected a number in [0, 10]")
+
+
+def boost_tail(scores: torch.Tensor, tail: torch.Tensor, boost: float) -> torch.Tensor:
+    """``scores`` [b, I] (unmasked) plus ``boost`` times each row's standard deviation on the
+    tail items (``tail`` [I] bool): a tail item moves up by ``boost`` score spreads.
+
+    A serving-time lever on the long tail, scale-free across users; on MovieLens 1.0 trades
+    about 5% of recall@20 for 8x tail_recall@20 (experiments/RESULTS.md).
+    """
+    if boost == 0.0:
+        return scores
+    return scores + boost * scores.std(dim=1, keepdim=True) * tail.to(scores.dtype)
 
 
 def gini(counts: torch.Tensor) -> float:

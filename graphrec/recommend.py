@@ -16,7 +16,7 @@ from torch import Tensor
 from graphrec.artifact import load_arrays, read_model_config
 from graphrec.data import Csr
 from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
-from graphrec.metrics import gather_rows
+from graphrec.metrics import boost_tail, check_tail_boost, gather_rows, head_item_mask
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,11 @@ class Recommender:
     >>> rec.recommend("1", k=10)
     """
 
-    def __init__(self, arrays: dict, config: dict, path: Path):
+    def __init__(self, arrays: dict, config: dict, path: Path, tail_boost: float = 0.0):
+        check_tail_boost(tail_boost)
         self.path = path
+        self.tail_boost = tail_boost
+        """Serving-time tail boost (see :func:`boost_tail`); 0 ranks by the model alone."""
         self.config = config
         self.user_ids: np.ndarray = arrays["user_ids"]
         self.item_ids: np.ndarray = arrays["item_ids"]
@@ -111,14 +114,20 @@ class Recommender:
         self.text_emb = None if arrays["text_emb"] is None else torch.as_tensor(arrays["text_emb"])
         self.text_map = torch.as_tensor(arrays["text_map"]) if "text_map" in arrays else None
         self.item_degree = arrays["item_degree"]
+        # Tail = all but the 20% most-interacted items (added items have degree 0: tail).
+        self.tail = torch.as_tensor(~head_item_mask(self.item_degree))
         self._user_index = {u: k for k, u in enumerate(self.user_ids)}
         self._item_index = {i: k for k, i in enumerate(self.item_ids)}
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
+    def load(cls, path: str | Path, tail_boost: float = 0.0) -> Recommender:
         path = Path(path)
         config = read_model_config(path)
-        return cls(load_arrays(path), config, path)
+        return cls(load_arrays(path), config, path, tail_boost)
+
+    def scores(self, user_vecs: Tensor) -> Tensor:
+        """[b, I] scores of user embeddings [b, d] against every item, tail boost applied."""
+        return boost_tail(user_vecs @ self.item_emb.T, self.tail, self.tail_boost)
 
     @property
     def num_users(self) -> int:
@@ -174,7 +183,7 @@ class Recommender:
         check_k(k)
         check_diversity(diversity)
         u = self.user_index(user)
-        scores = (self.user_emb[u] @ self.item_emb.T).unsqueeze(0)
+        scores = self.scores(self.user_emb[u].unsqueeze(0))
         if not include_seen:
             mask_known(scores, torch.tensor([u]), self.known)
         return self._top(scores[0], k, diversity)
@@ -193,7 +202,7 @@ class Recommender:
         if not history:
             raise ConfigError("--history: expected at least one item id")
         idx = torch.tensor([self.item_index(h, "--history") for h in history])
-        scores = self.item_emb[idx].mean(0) @ self.item_emb.T
+        scores = self.scores(self.item_emb[idx].mean(0, keepdim=True))[0]
         if not include_seen:
             scores[idx] = float("-inf")
         return self._top(scores, k, diversity)
@@ -217,7 +226,7 @@ class Recommender:
         k = min(k, self.num_items)
         for start in range(0, self.num_users, batch_users):
             users = torch.arange(start, min(start + batch_users, self.num_users))
-            scores = self.user_emb[users] @ self.item_emb.T
+            scores = self.scores(self.user_emb[users])
             if not include_seen:
                 mask_known(scores, users, self.known)
             if diversity == 0.0:

@@ -18,7 +18,7 @@ from graphrec.data import TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ArtifactError, ConfigError
 from graphrec.graph import normalized_bipartite
-from graphrec.metrics import evaluate_ranking, head_item_mask, self_information
+from graphrec.metrics import boost_tail, evaluate_ranking, head_item_mask, self_information
 from graphrec.model import ITEM_INITS, TextLightGCN, bpr_loss
 from graphrec.sampling import NEGATIVE_SAMPLERS, BPRSampler
 from graphrec.store import GraphData
@@ -287,12 +287,15 @@ class Trainer:
         return text_map_for(self.cfg.cold_start, self.model, self.text_emb, ei, warm,
                             self.cfg.ridge)
 
-    def evaluate(self, target_fold: int, ks: tuple[int, ...] | None = None) -> dict:
-        """Full-ranking metrics on VALID (seen = train) or TEST (seen = train + valid)."""
+    def evaluate(self, target_fold: int, ks: tuple[int, ...] | None = None,
+                 tail_boost: float = 0.0) -> dict:
+        """Full-ranking metrics on VALID (seen = train) or TEST (seen = train + valid), with
+        the serving-time ``tail_boost`` (``recommend.boost_tail``) when it is not 0."""
         eu, ei, _ = self.embeddings()
         seen, target = self.eval_sets[target_fold]
+        tail = torch.as_tensor(~self.head, device=self.device)
         return evaluate_ranking(
-            lambda users: eu[users] @ ei.T, seen, target,
+            lambda users: boost_tail(eu[users] @ ei.T, tail, tail_boost), seen, target,
             self.graph.num_items, ks or self.cfg.ks, head_items=self.head,
             cold_items=self.graph.cold_items if self.graph.cold_items.any() else None,
             device=self.device, item_information=self.information, item_vectors=self.text_emb,
