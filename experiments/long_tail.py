@@ -71,8 +71,16 @@ def run_one(job: dict) -> dict:
                       item_init=job["items"], seed=job["seed"], eval_every=job["eval_every"],
                       patience=job["patience"])
     t0 = time.perf_counter()
-    result = Trainer(graph, cfg).fit()
+    trainer = Trainer(graph, cfg)
+    result = trainer.fit()
     row = {k: result.test.get(k) for k in KEYS}
+    if job.get("boosts"):
+        from graphrec.data import TEST
+
+        row["boost"] = {}
+        for b in job["boosts"]:
+            m = trainer.evaluate(TEST, tail_boost=b)
+            row["boost"][f"{b:g}"] = {k: m.get(k) for k in KEYS}
     row |= {"items": job["items"], "alpha": alpha, "seed": job["seed"],
             "epochs": len(result.history), "best_epoch": result.best_epoch,
             "batch_size": result.config.batch_size, "lr": result.config.lr,
@@ -103,8 +111,31 @@ def summarise(rows: list[dict], items_kinds: list[str], alphas: list[float]) -> 
     return "\n".join(table), means
 
 
+def summarise_boosts(rows: list[dict], items_kinds: list[str],
+                     alpha: float) -> tuple[str, dict]:
+    """Table of metrics against the tail boost, mean ± std over seeds."""
+    table = ["| items | tail boost | " + " | ".join(KEYS) + " | seeds |",
+             "|---|---|" + "---|" * (len(KEYS) + 1)]
+    means: dict = {}
+    for items in items_kinds:
+        rs = [r for r in rows if r["items"] == items and r["alpha"] == alpha]
+        if not rs:
+            continue
+        for b in rs[0]["boost"]:
+            cells = []
+            for k in KEYS:
+                v = np.array([r["boost"][b][k] for r in rs if r["boost"][b].get(k) is not None])
+                if v.size == 0:
+                    cells.append("–")
+                    continue
+                means[(items, float(b), k)] = (float(v.mean()), float(v.std()))
+                cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size > 1 else f"{v[0]:.4f}")
+            table.append(f"| {items} | {b} | " + " | ".join(cells) + f" | {len(rs)} |")
+    return "\n".join(table), means
+
+
 def plot(means: dict, items_kinds: list[str], alphas: list[float], path: Path,
-         title: str) -> None:
+         title: str, boost_means: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,6 +154,17 @@ def plot(means: dict, items_kinds: list[str], alphas: list[float], path: Path,
         for a, xi, yi in zip([p[0] for p in pts], x, y, strict=True):
             ax.annotate(f"α={a:g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)
+    for items in items_kinds:
+        pts = sorted((b, m) for (it, b, k), m in (boost_means or {}).items()
+                     if it == items and k == "recall@20")
+        if not pts:
+            continue
+        x = [m[0] for _, m in pts]
+        y = [boost_means[(items, b, "tail_recall@20")][0] for b, _ in pts]
+        ax.plot(x, y, linestyle="--", marker="x", label=f"{items} items, tail boost")
+        for (b, _), xi, yi in zip(pts, x, y, strict=True):
+            ax.annotate(f"b={b:g}", (xi, yi), textcoords="offset points", xytext=(4, -10),
+                        fontsize=7)
     ax.set_xlabel("recall@20 (all test items)")
     ax.set_ylabel("tail_recall@20 (tail = 80% least-interacted items)")
     ax.set_title(title, fontsize=10)
@@ -146,6 +188,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--boosts", type=float, nargs="*", default=[0, 0.25, 0.5, 0.75, 1.0, 1.5],
+                   help="serving-time tail boosts (--tail-boost) scored on the default alpha's "
+                        "models (--boost-alpha), trained again with the same seed")
+    p.add_argument("--boost-alpha", type=float, default=0.5)
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker "
                    "(0 = cores / jobs)")
@@ -172,6 +218,14 @@ def main() -> None:
                              "epochs": args.epochs, "batch_size": args.batch_size,
                              "lr": args.lr, "eval_every": args.eval_every,
                              "patience": args.patience, "threads": threads, "out": str(name)})
+        for items in args.items if args.boosts else []:
+            name = out / "runs" / f"{items}-a{args.boost_alpha:g}-s{seed}-boost.json"
+            if not name.exists():
+                jobs.append({"graph": str(graph), "items": items, "alpha": args.boost_alpha,
+                             "seed": seed, "epochs": args.epochs,
+                             "batch_size": args.batch_size, "lr": args.lr,
+                             "eval_every": args.eval_every, "patience": args.patience,
+                             "threads": threads, "out": str(name), "boosts": args.boosts})
     print(f"{len(jobs)} runs to do ({args.jobs} workers x {threads} threads)", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         for row in pool.map(run_one, jobs):
@@ -179,16 +233,21 @@ def main() -> None:
                   " ".join(f"{k}={row[k]:.4f}" for k in KEYS[:3] if row[k] is not None) +
                   f" epochs={row['epochs']} ({row['seconds']:.0f} s)", flush=True)
 
-    rows = [json.loads(f.read_text()) for f in sorted((out / "runs").glob("*.json"))]
-    rows = [r for r in rows if r["seed"] in args.seeds]
+    every = [json.loads(f.read_text()) for f in sorted((out / "runs").glob("*.json"))]
+    every = [r for r in every if r["seed"] in args.seeds]
+    rows = [r for r in every if "boost" not in r]
+    boosted = [r for r in every if "boost" in r]
     table, means = summarise(rows, args.items, args.alphas)
+    boost_table, boost_means = summarise_boosts(boosted, args.items, args.boost_alpha)
     head = (f"{args.dataset}, seeds {args.seeds}, batch {args.batch_size}, lr {args.lr}, "
             "test split; mean ± std over seeds")
-    print(f"\n{head}\n{table}")
-    (out / "table.md").write_text(f"{head}\n\n{table}\n")
-    (out / "runs.json").write_text(json.dumps(rows, indent=1) + "\n")
+    boost_head = (f"serving-time tail boost on the alpha={args.boost_alpha:g} models "
+                  "(recommend/evaluate --tail-boost)")
+    print(f"\n{head}\n{table}\n\n{boost_head}\n{boost_table}")
+    (out / "table.md").write_text(f"{head}\n\n{table}\n\n{boost_head}\n\n{boost_table}\n")
+    (out / "runs.json").write_text(json.dumps(every, indent=1) + "\n")
     plot(means, args.items, args.alphas, out / "frontier.png",
-         f"{args.dataset}: tail vs overall recall as alpha grows")
+         f"{args.dataset}: tail vs overall recall (alpha sweep, tail boost)", boost_means)
     print(f"wrote {out}/table.md, runs.json, frontier.png")
 
 
