@@ -112,7 +112,6 @@ def run_peer(graph, args, use_csr: bool, device: torch.device) -> dict:
 
 def run_graphrec(graph, args, device: torch.device) -> dict:
     from graphrec.data import TEST
-    from graphrec.model import bpr_loss
     from graphrec.train import TrainConfig, Trainer
 
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
@@ -130,11 +129,7 @@ def run_graphrec(graph, args, device: torch.device) -> dict:
         done = 0
         t.model.train()
         for users, pos, neg in t.sampler.epoch(args.batch_size, t.generator):
-            t.optimizer.zero_grad(set_to_none=True)
-            eu, ei, xu0, xi0 = t.model(t.r, t.rt)
-            loss, _ = bpr_loss(eu, ei, xu0, xi0, users, pos, neg, cfg.reg)
-            loss.backward()
-            t.optimizer.step()
+            t.train_step(users, pos, neg)
             done += 1
             if done >= n_steps:
                 break

@@ -222,6 +222,22 @@ class Trainer:
         self.best: tuple[float, int, dict] | None = None  # (metric, epoch, state dict)
         self.bad_evals = 0
 
+    def train_step(self, users: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+        """One Adam step on a batch of BPR triples [B] each; returns (loss, BPR part)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        # Final embeddings of the batch's rows only (model.forward_batch): the last
+        # layer and the first backward product touch just these rows.
+        bu, u_local = torch.unique(users, return_inverse=True)
+        bi, i_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+        p_local, n_local = i_local[: len(pos)], i_local[len(pos):]
+        eu, ei, xu0, xi0 = self.model.forward_batch(self.r, self.rt, bu, bi)
+        loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
+        if self.text_head is not None:
+            loss = loss + self._text_head_loss(eu[u_local], pos, neg)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), bpr
+
     # -- one epoch -------------------------------------------------------------------------
     def train_epoch(self, progress: Callable | None = None) -> dict:
         self.model.train()
@@ -230,19 +246,8 @@ class Trainer:
         steps = 0
         t0 = time.perf_counter()
         for users, pos, neg in self.sampler.epoch(self.cfg.batch_size, self.generator):
-            self.optimizer.zero_grad(set_to_none=True)
-            # Final embeddings of the batch's rows only (model.forward_batch): the last
-            # layer and the first backward product touch just these rows.
-            bu, u_local = torch.unique(users, return_inverse=True)
-            bi, i_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
-            p_local, n_local = i_local[: len(pos)], i_local[len(pos):]
-            eu, ei, xu0, xi0 = self.model.forward_batch(self.r, self.rt, bu, bi)
-            loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
-            if self.text_head is not None:
-                loss = loss + self._text_head_loss(eu[u_local], pos, neg)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach()
+            loss, bpr = self.train_step(users, pos, neg)
+            total += loss
             bpr_total += bpr
             steps += 1
             if progress is not None:
