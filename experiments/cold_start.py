@@ -176,7 +176,8 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="graphrec-cold-"))
     out = args.out / "cold_start"
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = (int(os.environ.get("OMP_NUM_THREADS", 0))
+               or max(1, (os.cpu_count() or 1) // args.jobs))
     jobs = []
     for seed in args.seeds:
         paths = graphs(seed, work)

@@ -49,8 +49,8 @@ def build(dataset: str, seed: int, work: Path, gowalla: Path) -> Path:
                           cache_dir=str(work / "text-cache"))
     else:
         # The fixed LightGCN split; 10% of each user's training items validate (early stop).
-        cfg = BuildConfig(train_file=str(gowalla / "train.txt"),
-                          test_file=str(gowalla / "test.txt"), no_text=True, valid_ratio=0.1,
+        cfg = BuildConfig(train=str(gowalla / "train.txt"),
+                          test=str(gowalla / "test.txt"), no_text=True, valid_ratio=0.1,
                           seed=0)
     build_graph(cfg, out)
     return out
@@ -204,7 +204,8 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="graphrec-longtail-"))
     out = args.out / f"long_tail_{args.dataset}"
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = (args.threads or int(os.environ.get("OMP_NUM_THREADS", 0))
+               or max(1, (os.cpu_count() or 1) // args.jobs))
 
     jobs = []
     for seed in args.seeds:
