@@ -160,7 +160,7 @@ class Recommender:
         item embeddings when the model has no text."""
         return self.text_emb if self.text_emb is not None else self.item_emb
 
-    def _ranked(self, scores: Tensor, k: int, diversity: float) -> tuple[Tensor, Tensor]:
+    def rank(self, scores: Tensor, k: int, diversity: float = 0.0) -> tuple[Tensor, Tensor]:
         """(scores, item_idx) of the top-``k`` finite entries of scores [I], re-ranked by MMR
         over the ``mmr_pool_size(k)`` most relevant when ``diversity`` > 0."""
         finite = int(torch.isfinite(scores).sum())
@@ -172,7 +172,7 @@ class Recommender:
         return scores[idx], idx
 
     def _top(self, scores: Tensor, k: int, diversity: float = 0.0) -> list[Recommendation]:
-        values, idx = self._ranked(scores, k, diversity)
+        values, idx = self.rank(scores, k, diversity)
         return [Recommendation(str(self.item_ids[i]), self.item_titles[i], float(v))
                 for v, i in zip(values.tolist(), idx.tolist(), strict=True)]
 
@@ -232,7 +232,7 @@ class Recommender:
             if diversity == 0.0:
                 ranked = zip(*torch.topk(scores, k, dim=1), strict=True)
             else:  # MMR's greedy steps are per list; the scoring above stays batched
-                ranked = (self._ranked(row, k, diversity) for row in scores)
+                ranked = (self.rank(row, k, diversity) for row in scores)
             for u, (values, idx) in zip(users.tolist(), ranked, strict=True):
                 finite = torch.isfinite(values)
                 yield (str(self.user_ids[u]),
