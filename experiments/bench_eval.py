@@ -4,8 +4,9 @@ Reads the LightGCN Gowalla split (``user item item ...`` lines) when present, el
 synthetic data of the same size; scores are ``user_emb[u] @ item_emb.T`` with random dim-64
 embeddings, so only the speed means anything, not the metric values.
 
-    python experiments/bench_eval.py                       # evaluation time, default batch
+    python experiments/bench_eval.py                       # score_fn vs factors, default batch
     python experiments/bench_eval.py --batch-users auto 1024 4096 --repeat 3
+    python experiments/bench_eval.py --item-tile 1024 2048 4096   # factor-path GEMM tile widths
     python experiments/bench_eval.py --compare-pyg          # + PyG LinkPred* on the same top-K
     python experiments/bench_eval.py --baselines            # + MostPopular and ItemKNN
 """
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument(
         "--batch-users", nargs="+", default=[None], type=lambda v: None if v == "auto" else int(v)
     )
+    parser.add_argument(
+        "--item-tile", nargs="+", default=[None], type=lambda v: None if v == "auto" else int(v)
+    )
     parser.add_argument("--k", type=int, nargs="+", default=[20])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -141,18 +145,31 @@ def main() -> None:
         score_time[0] += time.perf_counter() - t
         return scores
 
+    # The same ranking two ways, alternated so that load drifts hit both: score_fn (a fresh
+    # [b, I] matrix per chunk) and factors= (tiled GEMMs into one reused buffer).
     for batch in args.batch_users:
-        batch = batch or default_batch_users(num_items)
         for _ in range(args.repeat):
             score_time[0] = 0.0
             t = time.perf_counter()
             out = evaluate_ranking(
-                score_fn, train, test, num_items, ks=args.k, head_items=head, batch_users=batch
+                score_fn, train, test, num_items, ks=args.k, head_items=head,
+                batch_users=batch or default_batch_users(num_items),
             )
             dt = time.perf_counter() - t
-            print(f"evaluate_ranking batch_users={batch}: {dt:.2f}s (score_fn {score_time[0]:.2f}s,"
-                  f" the rest {dt - score_time[0]:.2f}s)  recall@{args.k[0]}="
+            print(f"score_fn path batch_users={batch or 'auto'}: {dt:.2f}s (score_fn "
+                  f"{score_time[0]:.2f}s, the rest {dt - score_time[0]:.2f}s)  recall@{args.k[0]}="
                   f"{out[f'recall@{args.k[0]}']:.5f} num_users={out['num_users']}")
+            for tile in args.item_tile:
+                t = time.perf_counter()
+                fac = evaluate_ranking(
+                    None, train, test, num_items, ks=args.k, head_items=head, batch_users=batch,
+                    factors=(user_emb, item_emb), item_tile=tile,
+                )
+                df = time.perf_counter() - t
+                same = all(abs(fac[key] - out[key]) <= 1e-6 for key in out)
+                print(f"factors path  batch_users={batch or 'auto'} item_tile={tile or 'auto'}: "
+                      f"{df:.2f}s  score_fn/factors = {dt / df:.2f}x  "
+                      f"metrics {'agree' if same else 'DIFFER'} (1e-6)")
 
     if args.compare_topk:
         with torch.inference_mode():

@@ -69,8 +69,11 @@ def graphs(seed: int, work: Path) -> dict[str, Path]:
     return paths
 
 
-def score_table(graph, score_fn, device="cpu") -> dict:
-    """Cold-only, warm-only and hybrid metrics of ``score_fn`` on ``graph``'s test split."""
+def score_table(graph, score_fn, cold_split=None) -> dict:
+    """Cold-only, warm-only and hybrid metrics of ``score_fn`` on ``graph``'s test split.
+
+    ``cold_split``: the cold items' mask of the cold split, to tell warm from cold on the
+    all-items twin (whose own mask is empty); default ``graph.cold_items``."""
     import torch
 
     from graphrec.data import TEST, TRAIN, VALID, Csr
@@ -96,6 +99,8 @@ def score_table(graph, score_fn, device="cpu") -> dict:
             shares.append(cold_t[top].float().mean(1))
         out["cold_share@20"] = float(torch.cat(shares).mean())
     # Warm only: cold columns never ranked, cold targets dropped.
+    if cold_split is not None:
+        cold = cold_split
     u, i = graph.fold_pairs(TEST)
     keep = ~cold[i]
     warm_target = Csr.from_pairs(u[keep], i[keep], graph.num_users)
@@ -108,7 +113,7 @@ def score_table(graph, score_fn, device="cpu") -> dict:
 
     m = evaluate_ranking(warm_fn, seen, warm_target, graph.num_items, (20,))
     out["warm_recall@20"], out["warm_ndcg@20"] = m["recall@20"], m["ndcg@20"]
-    if not cold.any():
+    if not graph.cold_items.any():
         m = evaluate_ranking(score_fn, seen, target, graph.num_items, (20,))
         out["recall@20"], out["ndcg@20"] = m["recall@20"], m["ndcg@20"]
     return out
@@ -158,7 +163,9 @@ def run_one(job: dict) -> dict:
                         graph, lambda users, placed=placed: eu[users] @ placed.T)
         else:
             ue, ie = result.user_emb, result.item_emb
-            rows[f"graphrec, {kind}"] = score_table(graph, lambda users: ue[users] @ ie.T)
+            cold_split = load_graph(Path(job["cold_graph"])).cold_items
+            rows[f"graphrec, {kind}"] = score_table(graph, lambda users: ue[users] @ ie.T,
+                                                    cold_split)
     for r in rows.values():
         r["seconds"] = round(time.perf_counter() - t0, 1)
     Path(job["out"]).write_text(json.dumps({"seed": seed, "rows": rows}, indent=1) + "\n")
@@ -186,7 +193,8 @@ def main() -> None:
             name = out / "runs" / f"{kind.replace(' ', '-')}-s{seed}.json"
             if not name.exists():
                 jobs.append({"kind": kind, "seed": seed, "graph": str(paths[g]),
-                             "threads": threads, "out": str(name)})
+                             "cold_graph": str(paths["cold"]), "threads": threads,
+                             "out": str(name)})
     print(f"{len(jobs)} runs to do", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         for res in pool.map(run_one, jobs):

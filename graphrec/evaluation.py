@@ -13,7 +13,6 @@ from graphrec.data import TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, DataError
 from graphrec.metrics import (
-    boost_tail,
     check_tail_boost,
     evaluate_ranking,
     head_item_mask,
@@ -55,15 +54,14 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     # in this split and would only push real test items down the ranking.
     item_emb = torch.as_tensor(arrays["item_emb"][:graph.num_items]).to(dev)
     head = head_item_mask(graph.train_item_degree())
-    tail = torch.as_tensor(~head).to(dev)
     common = dict(seen=seen, target=target, num_items=graph.num_items, ks=ks, head_items=head,
                   cold_items=graph.cold_items if graph.cold_items.any() else None, device=dev,
                   item_information=self_information(graph.train_item_degree(), graph.num_users),
                   item_vectors=graph.text_emb)
     t0 = time.perf_counter()
     out = {"split": split,
-           "model": evaluate_ranking(
-               lambda u: boost_tail(user_emb[u] @ item_emb.T, tail, tail_boost), **common)}
+           "model": evaluate_ranking(None, factors=(user_emb, item_emb), tail_boost=tail_boost,
+                                     **common)}
     out["seconds"] = round(time.perf_counter() - t0, 3)
     if baselines:
         # Baselines see everything the model may not recommend: train (+ valid at test time).

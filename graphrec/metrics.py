@@ -18,6 +18,7 @@ with PyG's classes where both apply, and ``experiments/bench_eval.py --compare-p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -262,7 +263,7 @@ class _Accumulator:
         self.num_cold = num_cold
         self.self_information = self_information
         self.item_vectors = item_vectors
-        kmax = min(max(ks), num_items)
+        self.kmax = kmax = min(max(ks), num_items)  # K is clipped to the catalog
         positions = torch.arange(kmax, device=device, dtype=torch.float64)
         self.discount = 1.0 / torch.log2(positions + 2.0)  # [kmax]: 1 / log2(rank + 2)
         self.ideal_dcg = torch.cumsum(self.discount, 0)  # [kmax]: IDCG with j + 1 hits
@@ -277,18 +278,17 @@ class _Accumulator:
         value = value.to(torch.float64).sum()
         self.sums[name] = self.sums[name] + value if name in self.sums else value
 
-    def _ranked(
-        self, scores: torch.Tensor, keys: torch.Tensor, kmax: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Top-kmax of each row, which slots hold a real (not masked) item, which are hits."""
-        values, items = topk_rows(scores, kmax)
+    def _hits(
+        self, values: torch.Tensor, items: torch.Tensor, keys: torch.Tensor, num_cols: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which top-K slots hold a real (not masked) item, and which of those are hits."""
         self.saw_nan |= torch.isnan(values).any()
         # A user with fewer than kmax unseen items gets -inf fillers; they are not
         # recommendations, so they neither hit nor count towards coverage or tail share.
         valid = values > _NEG_INF
-        rows = torch.arange(scores.shape[0], device=scores.device).unsqueeze(1)
-        hits = _isin_sorted(keys, rows * scores.shape[1] + items) & valid
-        return items, valid, hits
+        rows = torch.arange(values.shape[0], device=values.device).unsqueeze(1)
+        hits = _isin_sorted(keys, rows * num_cols + items) & valid
+        return valid, hits
 
     def _recall_ndcg(self, prefix: str, k: int, hits: torch.Tensor, num_targets: torch.Tensor):
         kk = hits.shape[1]
@@ -299,18 +299,20 @@ class _Accumulator:
         self._add(f"{prefix}ndcg@{k}", dcg / idcg)
         return num_hits
 
-    def update(
+    def update_ranked(
         self,
-        scores: torch.Tensor,
+        values: torch.Tensor,
+        items: torch.Tensor,
         target_keys: torch.Tensor,
         num_targets: torch.Tensor,
         num_tail_targets: torch.Tensor | None,
     ) -> None:
-        """Add one chunk: ``scores`` [b, I] with seen items already at -inf;
-        ``target_keys`` ascending ``local_row * I + item``; ``num_targets`` [b] int64 >= 1;
-        ``num_tail_targets`` [b] int64 (or None without head/tail split)."""
-        kmax = min(max(self.ks), self.num_items)
-        items, valid, hits = self._ranked(scores, target_keys, kmax)
+        """Add one chunk, already ranked: ``values`` [b, kmax] descending scores (-inf for a
+        filler slot), ``items`` [b, kmax] int64 in [0, I); ``target_keys`` ascending
+        ``local_row * I + item``; ``num_targets`` [b] int64 >= 1; ``num_tail_targets`` [b]
+        int64 (or None without head/tail split)."""
+        kmax = self.kmax
+        valid, hits = self._hits(values, items, target_keys, self.num_items)
         is_tail = self.tail[items] & valid if self.tail is not None else None
         for k in self.ks:
             kk = min(k, kmax)
@@ -332,7 +334,7 @@ class _Accumulator:
                 has_tail = num_tail_targets > 0
                 tail_hits = (h & is_tail[:, :kk]).sum(dim=1)[has_tail]
                 self._add(f"tail_recall@{k}", tail_hits / num_tail_targets[has_tail])
-        self.num_users += scores.shape[0]
+        self.num_users += values.shape[0]
         if num_tail_targets is not None:
             self._add("num_tail_users", num_tail_targets > 0)  # a tensor: no device sync
 
@@ -351,14 +353,15 @@ class _Accumulator:
         """Add the cold-only ranking of users with a cold target: ``cold_scores`` [bc, C]
         (columns = cold items, seen at -inf), keys ``local_row * C + cold_position``."""
         kmax = min(max(self.ks), self.num_cold)
-        _, _, hits = self._ranked(cold_scores, cold_keys, kmax)
+        values, items = topk_rows(cold_scores, kmax)
+        _, hits = self._hits(values, items, cold_keys, cold_scores.shape[1])
         for k in self.ks:
             self._recall_ndcg("cold_", k, hits[:, : min(k, kmax)], num_cold_targets)
         self.num_cold_users += cold_scores.shape[0]
 
     def result(self) -> dict[str, float]:
         if bool(self.saw_nan):
-            raise DataError("score_fn returned NaN scores; the model has probably diverged")
+            raise DataError("the scores contain NaN; the model has probably diverged")
         out: dict[str, float] = {}
         num_tail_users = int(self.sums["num_tail_users"]) if "num_tail_users" in self.sums else 0
         per_key_users = {
@@ -394,8 +397,139 @@ class _Accumulator:
         return out
 
 
+class _ScoreFnRanker:
+    """Ranks a chunk from ``score_fn``'s [b, I] scores (masked in place) with :func:`topk_rows`."""
+
+    def __init__(self, score_fn: Callable[[torch.Tensor], torch.Tensor], num_items: int,
+                 device: torch.device):
+        self.score_fn, self.num_items, self.device = score_fn, num_items, device
+        self.scores = torch.empty(0)
+
+    def rank(self, users: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor],
+             kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.score_fn(users)
+        if scores.shape != (users.shape[0], self.num_items):
+            raise DataError(
+                f"score_fn returned shape {tuple(scores.shape)}, "
+                f"expected ({users.shape[0]}, {self.num_items}) = (users, num_items)"
+            )
+        if not scores.is_floating_point():
+            scores = scores.float()
+        scores = scores.to(self.device)  # a no-op when already there
+        if scores._base is not None:  # never write -inf into the caller's tensor
+            scores = scores.clone()
+        scores[seen] = _NEG_INF  # mask seen, or recall is inflated
+        self.scores = scores
+        return topk_rows(scores, kmax)
+
+    def scores_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Masked scores of the last ranked chunk at (local row, item), broadcast."""
+        return self.scores[rows, cols]
+
+
+# Factor path on CPU: users per chunk and items per GEMM tile. Measured with one MKL thread on
+# a 2-core AMD EPYC with Gowalla-sized dim-64 factors: a [b, 64] x [64, w] product writing a
+# contiguous [b, w] tile ran at about 50 GFLOP/s for b in 256..1024 and w in 1024..2048, about
+# 20 for one [204, 40981] product, and slower still into a strided slice of a row-major
+# [b, I] matrix; w = 4096 was 5-20 % slower than 2048, 8192 slower again.
+_CPU_FACTOR_USERS = 512
+_CPU_FACTOR_TILE = 2048
+_CPU_FACTOR_BUFFER = 1 << 25  # float entries (128 MiB float32): caps users for huge catalogs
+_FACTOR_BLOCK = 64  # items per block for the block-maximum pruning, as in topk_rows
+
+
+class _FactorRanker:
+    """Exact top-K of ``user_emb[users] @ item_emb.T`` (+ tail boost), seen items masked.
+
+    All scores of a chunk are kept in one reused buffer laid out tile-major: the [b, w] tile
+    of items ``[i0, i0 + w)`` is the contiguous run ``buffer[b * i0 : b * (i0 + w)]``, so each
+    GEMM writes a contiguous output (fast; see ``_CPU_FACTOR_TILE``) and nothing is allocated
+    per chunk. Items are padded with -inf columns to a multiple of the block size, so every
+    ``block`` consecutive items of a row are one contiguous run of the buffer. The top-K then
+    follows :func:`topk_rows`: the maximum of every block, the ``K`` best blocks of each row
+    (every top-K item lies in one), and a top-K over their items. A per-tile ``torch.topk``
+    with a merge across tiles was measured and cost as much as the GEMM itself.
+
+    With ``tail_boost`` b, a tail item's score is ``u.v + b * std_u``, ``std_u`` the unbiased
+    standard deviation of the user's raw scores over all items (:func:`boost_tail`), which is
+    ``sqrt(u^T C u)`` with ``C`` the unbiased covariance of the item factors: computed once,
+    and the boost rides in the GEMM as an extra factor (``b * std_u`` against ``[tail]``).
+    """
+
+    def __init__(self, user_emb: torch.Tensor, item_emb: torch.Tensor, tail: torch.Tensor | None,
+                 tail_boost: float, batch_users: int, item_tile: int, device: torch.device):
+        dtype = torch.promote_types(user_emb.dtype, item_emb.dtype)
+        if not dtype.is_floating_point:
+            dtype = torch.float32
+        self.user_emb = user_emb.to(device, dtype)
+        items = item_emb.to(device, dtype)
+        self.num_items = items.shape[0]
+        # The block must divide the tile, so that no block straddles two tiles; one tile is
+        # just padded to whole blocks.
+        one_tile = item_tile >= self.num_items
+        self.block = _FACTOR_BLOCK if one_tile else math.gcd(item_tile, _FACTOR_BLOCK)
+        self.padded = -(-self.num_items // self.block) * self.block
+        self.tile = self.padded if one_tile else item_tile
+        self.cov = None
+        if tail_boost != 0.0:
+            self.boost = tail_boost
+            self.cov = torch.cov(items.T.to(torch.float64))  # [d, d], unbiased like torch.std
+            items = torch.cat([items, tail.to(dtype).unsqueeze(1)], dim=1)
+        self.items = torch.zeros(self.padded, items.shape[1], dtype=dtype, device=device)
+        self.items[: self.num_items] = items
+        self.buffer = torch.empty(batch_users * self.padded, dtype=dtype, device=device)
+        self.rows = 0  # users in the chunk now in the buffer
+
+    def _offset(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Buffer positions of (local row, item) pairs, broadcast; int64."""
+        start = cols - cols % self.tile
+        width = (self.padded - start).clamp(max=self.tile)
+        return self.rows * start + rows * width + (cols - start)
+
+    def rank(self, users: torch.Tensor, seen: tuple[torch.Tensor, torch.Tensor],
+             kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+        u = self.user_emb[users]
+        if self.cov is not None:
+            u64 = u.to(torch.float64)
+            std = ((u64 @ self.cov) * u64).sum(dim=1).clamp(min=0).sqrt()
+            u = torch.cat([u, (self.boost * std).to(u.dtype).unsqueeze(1)], dim=1)
+        b = self.rows = u.shape[0]
+        flat = self.buffer[: b * self.padded]
+        for start in range(0, self.padded, self.tile):
+            width = min(self.tile, self.padded - start)
+            out = flat[b * start : b * (start + width)].view(b, width)
+            torch.mm(u, self.items[start : start + width].T, out=out)
+        if self.padded > self.num_items:  # padding items are never recommended
+            last = self.padded - 1 - (self.padded - 1) % self.tile
+            flat[b * last :].view(b, self.padded - last)[:, self.num_items - last :] = _NEG_INF
+        local_row, cols = seen
+        flat[self._offset(local_row, cols)] = _NEG_INF  # mask seen, or recall is inflated
+
+        block = self.block
+        blocks = flat.view(-1, block)  # tile-major: tile, then row, then block in the tile
+        block_max = blocks.amax(dim=1)
+        block_max = torch.cat([
+            block_max[b * start // block : b * (start + self.tile) // block].view(b, -1)
+            for start in range(0, self.padded, self.tile)
+        ], dim=1)  # [b, padded / block] in item order
+        _, best = block_max.topk(min(kmax, block_max.shape[1]), dim=1)
+        rows = torch.arange(b, device=flat.device).unsqueeze(1)
+        candidates = blocks.index_select(0, (self._offset(rows, best * block) // block).view(-1))
+        candidates = candidates.view(b, -1)
+        candidate_items = (best.unsqueeze(2) * block
+                           + torch.arange(block, device=flat.device)).view(b, -1)
+        values, position = candidates.topk(kmax, dim=1)
+        # A padding item can only come back as a -inf filler; keep its index in range.
+        items = candidate_items.gather(1, position).clamp_(max=self.num_items - 1)
+        return values, items
+
+    def scores_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Masked (and boosted) scores of the last ranked chunk at (local row, item), broadcast."""
+        return self.buffer[self._offset(rows, cols)]
+
+
 def evaluate_ranking(
-    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    score_fn: Callable[[torch.Tensor], torch.Tensor] | None,
     seen: Csr,
     target: Csr,
     num_items: int,
@@ -406,11 +540,25 @@ def evaluate_ranking(
     device: torch.device | str = "cpu",
     item_information: np.ndarray | None = None,
     item_vectors: np.ndarray | torch.Tensor | None = None,
+    *,
+    factors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    tail_boost: float = 0.0,
+    item_tile: int | None = None,
 ) -> dict[str, float]:
     """Full-ranking top-K metrics over every user with at least one target item.
 
-    ``score_fn``: ``user_idx`` [b] int64 on ``device`` -> scores [b, num_items] float on
-    ``device``, a fresh tensor (it is masked in place; a view is copied first).
+    Scores come from exactly one of ``score_fn`` and ``factors`` (pass ``None`` for the other):
+
+    - ``score_fn``: ``user_idx`` [b] int64 on ``device`` -> scores [b, num_items] float on
+      ``device``, a fresh tensor (it is masked in place; a view is copied first).
+    - ``factors``: ``(user_emb [num_users, d], item_emb [num_items, d])``, scores
+      ``user_emb[u] @ item_emb.T``. Same metrics as the equivalent ``score_fn`` (up to float
+      rounding and tie order), faster: tiled GEMMs into one reused buffer, no [b, I] matrix
+      per chunk. ``tail_boost`` (factors only; needs ``head_items``) adds
+      ``tail_boost * std(scores_u)`` to every tail item's score, as :func:`boost_tail` does.
+      ``item_tile``: items per GEMM tile (None: 2048 on CPU, the whole catalog on CUDA;
+      a multiple of 64 is fastest). Cold-only ranking reads the same masked, boosted scores.
+
     ``seen``: items masked to ``-inf`` before ranking, or recall is inflated (training items;
     at test time training + validation, merged by the caller). ``target``: held-out items.
     Both have one row per user. Duplicate targets count once; a target that is also seen stays
@@ -443,15 +591,40 @@ def evaluate_ranking(
     novelty with ``item_information`` and ild with ``item_vectors``.
     Also ``num_users`` and, with them, ``num_tail_users`` and ``num_cold_users``.
 
-    ``batch_users``: users scored per chunk; ``None`` picks :func:`default_batch_users`.
+    ``batch_users``: users scored per chunk; ``None`` picks :func:`default_batch_users` for
+    ``score_fn``, and for ``factors`` 512 on CPU (fewer when 512 rows of scores exceed
+    128 MiB) or :func:`default_batch_users` on CUDA.
     Runs under ``torch.inference_mode()``; the caller puts the model in ``eval()`` mode.
     """
     ks = _check_ks(ks)
     device = torch.device(device)
+    if (score_fn is None) == (factors is None):
+        raise ConfigError(
+            "evaluate_ranking: pass exactly one of score_fn and factors=(user_emb, item_emb), "
+            f"got {'both' if factors is not None else 'neither'}"
+        )
+    if factors is not None and device.type == "cpu":
+        default_users = max(1, min(_CPU_FACTOR_USERS, _CPU_FACTOR_BUFFER // max(num_items, 1)))
+        default_tile = _CPU_FACTOR_TILE
+    else:
+        default_users = default_batch_users(num_items, device)
+        default_tile = max(num_items, 1)  # one tile
     if batch_users is None:
-        batch_users = default_batch_users(num_items, device)
+        batch_users = default_users
     if isinstance(batch_users, bool) or not isinstance(batch_users, int) or batch_users < 1:
         raise ConfigError(f"batch_users {batch_users!r}: expected a positive integer")
+    if item_tile is None:
+        item_tile = default_tile
+    if isinstance(item_tile, bool) or not isinstance(item_tile, int) or item_tile < 1:
+        raise ConfigError(f"item_tile {item_tile!r}: expected a positive integer")
+    check_tail_boost(tail_boost)
+    if tail_boost != 0.0 and factors is None:
+        raise ConfigError(
+            f"tail_boost {tail_boost:g} applies to factors only; "
+            "with score_fn, boost inside it (boost_tail)"
+        )
+    if tail_boost != 0.0 and head_items is None:
+        raise ConfigError(f"tail_boost {tail_boost:g}: needs head_items (the tail is ~head)")
     if num_items < 1:
         raise DataError(f"num_items {num_items}: expected at least one item to rank")
     _check_csr(seen, "seen", num_items)
@@ -502,24 +675,23 @@ def evaluate_ranking(
         if vectors.dim() != 2 or vectors.shape[0] != num_items:
             raise DataError(f"item_vectors: expected [{num_items}, t], got {tuple(vectors.shape)}")
         vectors = torch.nn.functional.normalize(vectors, dim=1)
+    if factors is not None:
+        user_emb, item_emb = _check_factors(factors, num_users, num_items)
     acc = _Accumulator(ks, num_items, device, tail_dev, num_cold, info, vectors)
     with torch.inference_mode():
+        if factors is None:
+            ranker = _ScoreFnRanker(score_fn, num_items, device)
+        else:
+            ranker = _FactorRanker(user_emb, item_emb, tail_dev, tail_boost,
+                                   min(batch_users, evaluated.size), item_tile, device)
         for start in range(0, evaluated.size, batch_users):
             stop = min(start + batch_users, evaluated.size)
-            scores = score_fn(evaluated_dev[start:stop])
-            if scores.shape != (stop - start, num_items):
-                raise DataError(
-                    f"score_fn returned shape {tuple(scores.shape)}, "
-                    f"expected ({stop - start}, {num_items}) = (users, num_items)"
-                )
-            if not scores.is_floating_point():
-                scores = scores.float()
-            scores = scores.to(device)  # a no-op when already there
-            if scores._base is not None:  # never write -inf into the caller's tensor
-                scores = scores.clone()
-            scores[seen_rows.chunk(start, stop)] = _NEG_INF  # mask seen, or recall is inflated
-            acc.update(
-                scores,
+            values, items = ranker.rank(
+                evaluated_dev[start:stop], seen_rows.chunk(start, stop), acc.kmax
+            )
+            acc.update_ranked(
+                values,
+                items,
                 targets.keys(start, stop, num_items),
                 targets.lengths[start:stop],
                 num_tail[start:stop] if num_tail is not None else None,
@@ -529,11 +701,32 @@ def evaluate_ranking(
                 if hi > lo:
                     local = (cold_users_dev[lo:hi] - start).unsqueeze(1)
                     acc.update_cold(
-                        scores[local, cold_cols.unsqueeze(0)],
+                        ranker.scores_at(local, cold_cols.unsqueeze(0)),
                         cold_targets.keys(lo, hi, num_cold),
                         cold_targets.lengths[lo:hi],
                     )
     return acc.result()
+
+
+def _check_factors(
+    factors: tuple[torch.Tensor, torch.Tensor], num_users: int, num_items: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(factors, (tuple, list)) or len(factors) != 2:
+        raise DataError(
+            "factors: expected a pair (user_emb [num_users, d], item_emb [num_items, d])"
+        )
+    user_emb, item_emb = (torch.as_tensor(f) for f in factors)
+    if user_emb.dim() != 2 or item_emb.dim() != 2 or user_emb.shape[1] != item_emb.shape[1]:
+        raise DataError(
+            f"factors: expected user_emb [num_users, d] and item_emb [num_items, d], got "
+            f"{tuple(user_emb.shape)} and {tuple(item_emb.shape)}"
+        )
+    if user_emb.shape[0] != num_users or item_emb.shape[0] != num_items:
+        raise DataError(
+            f"factors: user_emb has {user_emb.shape[0]} rows and item_emb {item_emb.shape[0]}, "
+            f"expected one per user ({num_users}) and one per item ({num_items})"
+        )
+    return user_emb, item_emb
 
 
 def evaluate_scores(

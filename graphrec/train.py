@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from graphrec.data import TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ArtifactError, ConfigError
 from graphrec.graph import normalized_bipartite
-from graphrec.metrics import boost_tail, evaluate_ranking, head_item_mask, self_information
+from graphrec.metrics import evaluate_ranking, head_item_mask, self_information
 from graphrec.model import ITEM_INITS, TextLightGCN, bpr_loss
 from graphrec.sampling import NEGATIVE_SAMPLERS, BPRSampler
 from graphrec.store import GraphData
@@ -26,6 +27,7 @@ from graphrec.store import GraphData
 log = logging.getLogger(__name__)
 
 COLD_STARTS = ("ridge", "bpr", "layer0")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class TrainConfig:
     """BPR triples per step; 0 picks one from the data size (see resolved_batch_size)."""
     lr: float = 0.0
     """Adam learning rate; 0 picks one to go with the batch size."""
+    lr_schedule: str = "constant"
+    """constant, or cosine: decay per step from lr to 0 over ``epochs`` epochs."""
     dim: int = 64
     """Embedding width."""
     layers: int = 3
@@ -95,6 +99,9 @@ class TrainConfig:
             raise ConfigError(
                 f"--item-init {self.item_init}: the graph was built with --no-text; use id"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"--lr-schedule {self.lr_schedule!r}: expected one of {LR_SCHEDULES}")
         if self.cold_start not in COLD_STARTS:
             raise ConfigError(
                 f"--cold-start {self.cold_start!r}: expected one of {COLD_STARTS}")
@@ -212,6 +219,8 @@ class Trainer:
         self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), graph.num_items,
                                   cfg.negatives, cfg.neg_alpha, device=self.device)
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        self.total_steps = cfg.epochs * self.sampler.num_batches(cfg.batch_size)
+        self.steps_done = 0
         self.head = head_item_mask(graph.train_item_degree())
         self.information = self_information(graph.train_item_degree(), graph.num_users)
         # (seen, target) per evaluated fold, built once rather than at every evaluation.
@@ -235,7 +244,12 @@ class Trainer:
         if self.text_head is not None:
             loss = loss + self._text_head_loss(eu[u_local], pos, neg)
         loss.backward()
+        if self.cfg.lr_schedule == "cosine":
+            progress = min(self.steps_done / max(self.total_steps, 1), 1.0)
+            for group in self.optimizer.param_groups:
+                group["lr"] = 0.5 * self.cfg.lr * (1.0 + math.cos(math.pi * progress))
         self.optimizer.step()
+        self.steps_done += 1
         return loss.detach(), bpr
 
     # -- one epoch -------------------------------------------------------------------------
@@ -298,12 +312,11 @@ class Trainer:
         the serving-time ``tail_boost`` (``recommend.boost_tail``) when it is not 0."""
         eu, ei, _ = self.embeddings()
         seen, target = self.eval_sets[target_fold]
-        tail = torch.as_tensor(~self.head, device=self.device)
         return evaluate_ranking(
-            lambda users: boost_tail(eu[users] @ ei.T, tail, tail_boost), seen, target,
-            self.graph.num_items, ks or self.cfg.ks, head_items=self.head,
+            None, seen, target, self.graph.num_items, ks or self.cfg.ks, head_items=self.head,
             cold_items=self.graph.cold_items if self.graph.cold_items.any() else None,
             device=self.device, item_information=self.information, item_vectors=self.text_emb,
+            factors=(eu, ei), tail_boost=tail_boost,
         )
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -313,6 +326,7 @@ class Trainer:
             "epoch": self.epoch, "history": self.history,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(), "bad_evals": self.bad_evals,
+            "steps_done": self.steps_done,
             "best": None if self.best is None else
             {"metric": self.best[0], "epoch": self.best[1], "model": self.best[2]},
         }
@@ -340,6 +354,7 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.epoch, self.history = state["epoch"], state["history"]
         self.bad_evals = state["bad_evals"]
+        self.steps_done = state.get("steps_done", 0)
         b = state["best"]
         self.best = None if b is None else (b["metric"], b["epoch"], b["model"])
 

@@ -337,3 +337,115 @@ def test_ild_and_novelty_reject_wrong_shapes():
         evaluate_scores(SCORES, SEEN, TARGET, ks=(2,), item_vectors=np.ones((5, 2)))
     with pytest.raises(DataError, match="item_information"):
         evaluate_scores(SCORES, SEEN, TARGET, ks=(2,), item_information=np.ones(4))
+
+
+# -- the factor path: evaluate_ranking(None, ..., factors=(user_emb, item_emb)) --------------
+
+
+def factor_split(seed: int, num_users: int = 50, num_items: int = 203, dim: int = 8):
+    """Random split whose first three users have only 3 unseen items (< K: -inf fillers)."""
+    rng = np.random.default_rng(seed)
+    pairs = rng.random((num_users, num_items))
+    pairs[:3] = 0.0  # seen everywhere ...
+    pairs[:3, :3] = 0.2  # ... except items 0-2, which are targets
+    seen = np.argwhere(pairs < 0.15)
+    target = np.argwhere((pairs >= 0.15) & (pairs < 0.25))
+    user_emb = torch.from_numpy(rng.standard_normal((num_users, dim)).astype(np.float32))
+    item_emb = torch.from_numpy(rng.standard_normal((num_items, dim)).astype(np.float32))
+    return (
+        Csr.from_pairs(seen[:, 0], seen[:, 1], num_users),
+        Csr.from_pairs(target[:, 0], target[:, 1], num_users),
+        user_emb,
+        item_emb,
+        rng,
+    )
+
+
+@pytest.mark.parametrize("tail_boost", [0.0, 1.5])
+@pytest.mark.parametrize(
+    "item_tile,batch_users",
+    [(None, None), (2048, 7), (203, 9), (64, 50), (12, 7), (100, 3), (96, 1000), (7, 11),
+     (1, 16)],
+)
+def test_factor_path_equals_score_fn_path(item_tile, batch_users, tail_boost):
+    from graphrec.metrics import boost_tail
+
+    seen, target, user_emb, item_emb, rng = factor_split(0)
+    num_items = item_emb.shape[0]  # 203: no tile width above divides it
+    head = head_item_mask(np.bincount(seen.indices, minlength=num_items))
+    tail = torch.from_numpy(~head)
+    kwargs = dict(
+        ks=(1, 5, 20), head_items=head, cold_items=rng.random(num_items) < 0.2,
+        item_information=rng.random(num_items), item_vectors=rng.standard_normal((num_items, 4)),
+    )
+    expected = evaluate_ranking(
+        lambda u: boost_tail(user_emb[u] @ item_emb.T, tail, tail_boost),
+        seen, target, num_items, **kwargs,
+    )
+    got = evaluate_ranking(
+        None, seen, target, num_items, batch_users=batch_users, factors=(user_emb, item_emb),
+        tail_boost=tail_boost, item_tile=item_tile, **kwargs,
+    )
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], abs=1e-9), key
+    assert expected["num_cold_users"] > 0 and expected["num_tail_users"] > 0
+
+
+def test_factor_path_fillers_and_hand_worked_scores():
+    # Identity item factors make the scores exactly SCORES: the hand-worked cases again,
+    # including K=10 > 6 items (u0 has a masked -inf filler) and cold-only ranking.
+    cold = np.array([False, False, False, True, False, True])
+    head = np.array([False, True, False, False, True, False])
+    for item_tile in (None, 2, 4):
+        got = evaluate_ranking(None, SEEN, TARGET, 6, ks=(1, 2, 3, 10), head_items=head,
+                               cold_items=cold, factors=(SCORES, torch.eye(6)),
+                               item_tile=item_tile)
+        assert got == evaluate_scores(SCORES, SEEN, TARGET, ks=(1, 2, 3, 10), head_items=head,
+                                      cold_items=cold)
+    # one user, items 0 and 1 seen: the top-3 list is [2, -inf, -inf]
+    out = evaluate_ranking(None, csr([[0, 1]]), csr([[0, 2]]), 3, ks=(3,),
+                           factors=(torch.tensor([[0.9, 0.8, 0.1]]), torch.eye(3)))
+    assert out["recall@3"] == pytest.approx(0.5, abs=1e-6)
+    assert out["coverage@3"] == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_factor_path_tail_boost_is_a_score_spread():
+    # User factors (1, 0) against item factors (s_i, 0): raw scores s = (-1, 0, 1), unbiased
+    # std 1. Boost 1.5 on tail item 0 lifts it from -1 to 0.5, past item 1 (0) but not item
+    # 2 (1): the top-2 list goes from [2, 1] to [2, 0].
+    items = torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    head = np.array([False, True, True])
+    target = csr([[0]])
+    plain = evaluate_ranking(None, csr([[]]), target, 3, ks=(2,), head_items=head,
+                             factors=(torch.tensor([[1.0, 0.0]]), items))
+    boosted = evaluate_ranking(None, csr([[]]), target, 3, ks=(2,), head_items=head,
+                               factors=(torch.tensor([[1.0, 0.0]]), items), tail_boost=1.5)
+    assert plain["recall@2"] == 0.0  # [2, 1]
+    assert boosted["recall@2"] == 1.0  # [2, 0]: 0.5 > 0
+
+
+def test_factor_path_bad_inputs():
+    factors = (SCORES, torch.eye(6))
+    with pytest.raises(ConfigError, match="exactly one of score_fn and factors"):
+        evaluate_ranking(lambda u: SCORES[u], SEEN, TARGET, 6, factors=factors)
+    with pytest.raises(ConfigError, match="exactly one of score_fn and factors"):
+        evaluate_ranking(None, SEEN, TARGET, 6)
+    with pytest.raises(ConfigError, match="factors only"):
+        evaluate_ranking(lambda u: SCORES[u], SEEN, TARGET, 6, tail_boost=1.0,
+                         head_items=np.zeros(6, dtype=bool))
+    with pytest.raises(ConfigError, match="head_items"):
+        evaluate_ranking(None, SEEN, TARGET, 6, factors=factors, tail_boost=1.0)
+    with pytest.raises(ConfigError, match="tail-boost"):
+        evaluate_ranking(None, SEEN, TARGET, 6, factors=factors, tail_boost=-1.0)
+    with pytest.raises(ConfigError, match="item_tile"):
+        evaluate_ranking(None, SEEN, TARGET, 6, factors=factors, item_tile=0)
+    with pytest.raises(DataError, match="one per item"):
+        evaluate_ranking(None, SEEN, TARGET, 6, factors=(SCORES, torch.eye(5, 6)))
+    with pytest.raises(DataError, match="one per user"):
+        evaluate_ranking(None, SEEN, TARGET, 6, factors=(SCORES[:2], torch.eye(6)))
+    with pytest.raises(DataError, match=r"\[num_items, d\]"):
+        evaluate_ranking(None, SEEN, TARGET, 6, factors=(SCORES, torch.eye(6)[:, :5]))
+    with pytest.raises(DataError, match="NaN"):
+        evaluate_ranking(None, SEEN, TARGET, 6,
+                         factors=(torch.full((3, 6), float("nan")), torch.eye(6)))

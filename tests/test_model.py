@@ -375,3 +375,19 @@ def test_layer0_cold_start_needs_text_items(planted_graph_text) -> None:
         Trainer(planted_graph_text, TrainConfig(item_init="text+id", cold_start="layer0"))
     with pytest.raises(ConfigError, match="--cold-start 'x'"):
         Trainer(planted_graph_text, TrainConfig(cold_start="x"))
+
+
+def test_cosine_schedule_decays_the_learning_rate(planted_graph) -> None:
+    cfg = TrainConfig(epochs=4, batch_size=64, lr=0.05, dim=8, layers=2, device="cpu",
+                      eval_every=0, seed=0, lr_schedule="cosine")
+    trainer = Trainer(planted_graph, cfg)
+    lrs = []
+    for _ in range(cfg.epochs):
+        trainer.train_epoch()
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.05
+    steps = trainer.sampler.num_batches(64) * cfg.epochs
+    # the last step ran at 0.5 lr (1 + cos(pi (n - 1) / n)): nearly zero
+    assert lrs[-1] == pytest.approx(0.025 * (1 + math.cos(math.pi * (steps - 1) / steps)))
+    with pytest.raises(ConfigError, match="--lr-schedule 'step'"):
+        Trainer(planted_graph, TrainConfig(lr_schedule="step"))
