@@ -164,8 +164,13 @@ def run_one(job: dict) -> dict:
         else:
             ue, ie = result.user_emb, result.item_emb
             cold_split = load_graph(Path(job["cold_graph"])).cold_items
-            rows[f"graphrec, {kind}"] = score_table(graph, lambda users: ue[users] @ ie.T,
-                                                    cold_split)
+            # Without text a cold item's embedding is 0, so all cold items tie at score 0;
+            # break ties at random, or the catalog's id order (old, popular films first on
+            # MovieLens) would decide the cold ranking.
+            noise = 1e-6 * torch.rand(graph.num_users, graph.num_items,
+                                      generator=torch.Generator().manual_seed(seed))
+            rows[f"graphrec, {kind}"] = score_table(
+                graph, lambda users: ue[users] @ ie.T + noise[users], cold_split)
     for r in rows.values():
         r["seconds"] = round(time.perf_counter() - t0, 1)
     Path(job["out"]).write_text(json.dumps({"seed": seed, "rows": rows}, indent=1) + "\n")

@@ -111,26 +111,29 @@ def summarise(rows: list[dict], items_kinds: list[str], alphas: list[float]) -> 
     return "\n".join(table), means
 
 
-def summarise_boosts(rows: list[dict], items_kinds: list[str],
-                     alpha: float) -> tuple[str, dict]:
-    """Table of metrics against the tail boost, mean ± std over seeds."""
-    table = ["| items | tail boost | " + " | ".join(KEYS) + " | seeds |",
-             "|---|---|" + "---|" * (len(KEYS) + 1)]
+def summarise_boosts(rows: list[dict], items_kinds: list[str]) -> tuple[str, dict]:
+    """Table of metrics against the tail boost for every (items, alpha) boosted, mean ± std
+    over seeds; ``means`` is keyed (items, alpha, boost, metric)."""
+    table = ["| items | alpha | tail boost | " + " | ".join(KEYS) + " | seeds |",
+             "|---|---|---|" + "---|" * (len(KEYS) + 1)]
     means: dict = {}
     for items in items_kinds:
-        rs = [r for r in rows if r["items"] == items and r["alpha"] == alpha]
-        if not rs:
-            continue
-        for b in rs[0]["boost"]:
-            cells = []
-            for k in KEYS:
-                v = np.array([r["boost"][b][k] for r in rs if r["boost"][b].get(k) is not None])
-                if v.size == 0:
-                    cells.append("–")
-                    continue
-                means[(items, float(b), k)] = (float(v.mean()), float(v.std()))
-                cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size > 1 else f"{v[0]:.4f}")
-            table.append(f"| {items} | {b} | " + " | ".join(cells) + f" | {len(rs)} |")
+        for alpha in sorted({r["alpha"] for r in rows if r["items"] == items}):
+            rs = [r for r in rows if r["items"] == items and r["alpha"] == alpha]
+            for b in sorted({b for r in rs for b in r["boost"]}, key=float):
+                have = [r for r in rs if b in r["boost"]]
+                cells = []
+                for k in KEYS:
+                    v = np.array([r["boost"][b][k] for r in have
+                                  if r["boost"][b].get(k) is not None])
+                    if v.size == 0:
+                        cells.append("–")
+                        continue
+                    means[(items, alpha, float(b), k)] = (float(v.mean()), float(v.std()))
+                    cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size > 1
+                                 else f"{v[0]:.4f}")
+                table.append(f"| {items} | {alpha:g} | {b} | " + " | ".join(cells) +
+                             f" | {len(have)} |")
     return "\n".join(table), means
 
 
@@ -154,17 +157,18 @@ def plot(means: dict, items_kinds: list[str], alphas: list[float], path: Path,
         for a, xi, yi in zip([p[0] for p in pts], x, y, strict=True):
             ax.annotate(f"α={a:g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)
-    for items in items_kinds:
-        pts = sorted((b, m) for (it, b, k), m in (boost_means or {}).items()
-                     if it == items and k == "recall@20")
-        if not pts:
-            continue
+    curves = sorted({(it, a) for (it, a, _, _) in (boost_means or {})})
+    for items, alpha in curves:
+        pts = sorted((b, m) for (it, a, b, k), m in boost_means.items()
+                     if (it, a, k) == (items, alpha, "recall@20"))
         x = [m[0] for _, m in pts]
-        y = [boost_means[(items, b, "tail_recall@20")][0] for b, _ in pts]
-        ax.plot(x, y, linestyle="--", marker="x", label=f"{items} items, tail boost")
+        y = [boost_means[(items, alpha, b, "tail_recall@20")][0] for b, _ in pts]
+        ax.plot(x, y, linestyle="--", marker="x",
+                label=f"{items} items, alpha={alpha:g}, tail boost")
         for (b, _), xi, yi in zip(pts, x, y, strict=True):
-            ax.annotate(f"b={b:g}", (xi, yi), textcoords="offset points", xytext=(4, -10),
-                        fontsize=7)
+            if b > 0:
+                ax.annotate(f"b={b:g}", (xi, yi), textcoords="offset points", xytext=(4, -10),
+                            fontsize=7)
     ax.set_xlabel("recall@20 (all test items)")
     ax.set_ylabel("tail_recall@20 (tail = 80% least-interacted items)")
     ax.set_title(title, fontsize=10)
@@ -239,11 +243,10 @@ def main() -> None:
     rows = [r for r in every if "boost" not in r]
     boosted = [r for r in every if "boost" in r]
     table, means = summarise(rows, args.items, args.alphas)
-    boost_table, boost_means = summarise_boosts(boosted, args.items, args.boost_alpha)
+    boost_table, boost_means = summarise_boosts(boosted, args.items)
     head = (f"{args.dataset}, seeds {args.seeds}, batch {args.batch_size}, lr {args.lr}, "
             "test split; mean ± std over seeds")
-    boost_head = (f"serving-time tail boost on the alpha={args.boost_alpha:g} models "
-                  "(recommend/evaluate --tail-boost)")
+    boost_head = "serving-time tail boost (recommend/evaluate --tail-boost)"
     print(f"\n{head}\n{table}\n\n{boost_head}\n{boost_table}")
     (out / "table.md").write_text(f"{head}\n\n{table}\n\n{boost_head}\n\n{boost_table}\n")
     (out / "runs.json").write_text(json.dumps(every, indent=1) + "\n")

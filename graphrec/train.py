@@ -70,9 +70,10 @@ class TrainConfig:
     """Ridge penalty of the text -> embedding map that places cold items (cold_start=ridge)."""
     cold_start: str = "ridge"
     """How items without training edges are placed from their text: ridge (a ridge map
-    text -> final embedding fit on warm items after training), bpr (a linear text head
-    trained jointly with the BPR loss against the users' final embeddings) or layer0
-    (the item's own text projection, rescaled; item_init text only)."""
+    text -> final embedding fit on warm items after training, rescaled to warm norms), bpr
+    (a linear text head trained jointly by a second BPR term against the users' final
+    embeddings) or layer0 (the item's own text projection, rescaled; item_init text only).
+    experiments/RESULTS.md compares them."""
 
     def validate(self, has_text: bool) -> None:
         checks = [
@@ -173,9 +174,9 @@ def text_map_for(design: str, model: TextLightGCN, text_emb: Tensor, item_emb: T
 
     ridge: ridge regression text -> final embedding over warm items (fit_text_map).
     bpr: the model's text head, trained jointly by a BPR term (needs ``model.text_head``).
-    layer0: the item's own text projection; an isolated node's LightGCN output is its
-    layer 0 / (L + 1), so it is rescaled to give text-placed items the mean norm of warm
-    items' final embeddings.
+    layer0: the item's own text projection (an isolated node's LightGCN output is its
+    layer 0 / (L + 1)). ridge and layer0 are rescaled so that warm items placed by the map
+    have the mean norm of their final embeddings.
     """
     if design == "bpr":
         if model.text_head is None:
@@ -185,9 +186,15 @@ def text_map_for(design: str, model: TextLightGCN, text_emb: Tensor, item_emb: T
         if model.text_proj is None:
             raise ConfigError("cold_start layer0: the model has no text projection")
         w = model.text_proj.weight.T.detach()
-        placed = (text_emb[warm] @ w).norm(dim=1).mean()
-        return w * (item_emb[warm].norm(dim=1).mean() / placed.clamp(min=1e-12))
-    return fit_text_map(text_emb, item_emb, warm, ridge)
+    else:
+        w = fit_text_map(text_emb, item_emb, warm, ridge)
+    # Both maps shrink: a regression towards the mean (ridge) or an isolated node's layer 0
+    # (layer0) gives text-placed items smaller norms, hence smaller scores, than warm items
+    # with the same direction, and they would hardly ever enter an all-item list. Rescale so
+    # that warm items placed by the map have the mean norm of their final embeddings; the
+    # ranking among text-placed items is unchanged.
+    placed = (text_emb[warm] @ w).norm(dim=1).mean()
+    return w * (item_emb[warm].norm(dim=1).mean() / placed.clamp(min=1e-12))
 
 
 class Trainer:
