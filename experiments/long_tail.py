@@ -144,7 +144,7 @@ def plot(means: dict, items_kinds: list[str], alphas: list[float], path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 5))
     for items, marker in zip(items_kinds, "os^", strict=False):
         pts = [(a, means[(items, a, "recall@20")], means[(items, a, "tail_recall@20")])
                for a in alphas if (items, a, "recall@20") in means]
@@ -169,11 +169,18 @@ def plot(means: dict, items_kinds: list[str], alphas: list[float], path: Path,
             if b > 0:
                 ax.annotate(f"b={b:g}", (xi, yi), textcoords="offset points", xytext=(4, -10),
                             fontsize=7)
+    uniform = [means[(it, 0.0, "recall@20")][0] for it in items_kinds
+               if (it, 0.0, "recall@20") in means]
+    if uniform:  # issue target: tail_recall >= 0.02 within 3% of the best uniform recall
+        ax.axvline(0.97 * max(uniform), color="grey", linestyle=":", linewidth=1)
+        ax.axhline(0.02, color="grey", linestyle=":", linewidth=1)
+        ax.annotate("0.97 x best uniform recall", (0.97 * max(uniform), 0.0),
+                    textcoords="offset points", xytext=(-120, 2), fontsize=7, color="grey")
     ax.set_xlabel("recall@20 (all test items)")
     ax.set_ylabel("tail_recall@20 (tail = 80% least-interacted items)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
