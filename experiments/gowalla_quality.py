@@ -37,6 +37,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.0)
+    p.add_argument("--lr-schedule", default="constant",
+                   help="cosine decays to 0 over --epochs: set --epochs to what fits --minutes")
     p.add_argument("--negatives", default="popularity")
     p.add_argument("--neg-alpha", type=float, default=0.5)
     p.add_argument("--layers", type=int, default=3)
@@ -56,11 +58,13 @@ def main() -> None:
                         work / "graph")
     build_s = time.perf_counter() - t_start
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      negatives=args.negatives, neg_alpha=args.neg_alpha, layers=args.layers,
+                      lr_schedule=args.lr_schedule, negatives=args.negatives,
+                      neg_alpha=args.neg_alpha, layers=args.layers,
                       dim=args.dim, device=args.device, seed=args.seed, eval_every=0)
     trainer = Trainer(graph, cfg)
     c = trainer.cfg
-    print(f"device {trainer.device}, batch {c.batch_size}, lr {c.lr}, {c.negatives} "
+    print(f"device {trainer.device}, batch {c.batch_size}, lr {c.lr} ({c.lr_schedule}), "
+          f"{c.negatives} "
           f"negatives (alpha {c.neg_alpha}), dim {c.dim}, {c.layers} layers; build {build_s:.1f} s",
           flush=True)
     curve = []
