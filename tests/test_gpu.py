@@ -1,0 +1,60 @@
+"""CUDA checks: the same numbers on the GPU as on the CPU. Marked ``gpu`` (deselected by
+default; ``pytest -m gpu`` on a machine with CUDA, see experiments/gpu_check.sh)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_model import planted_graph, random_graph  # noqa: F401  (module fixture)
+
+from graphrec.data import TEST
+from graphrec.graph import normalized_bipartite
+from graphrec.metrics import evaluate_ranking, head_item_mask
+from graphrec.model import lightgcn_batch, lightgcn_propagate
+from graphrec.train import TrainConfig, Trainer
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_propagation_and_gradients_match_cpu(layers: int) -> None:
+    users, items, nu, ni = random_graph(0, num_users=300, num_items=200, n=3000)
+    gen = torch.Generator().manual_seed(0)
+    xu, xi = torch.randn(nu, 16, generator=gen), torch.randn(ni, 16, generator=gen)
+    bu, bi = torch.arange(0, nu, 3), torch.arange(0, ni, 2)
+    r, rt = normalized_bipartite(users, items, nu, ni)
+    out = {}
+    for dev in ("cpu", "cuda"):
+        a = xu.to(dev).requires_grad_()
+        b = xi.to(dev).requires_grad_()
+        eu, ei = lightgcn_propagate(a, b, r.to(dev), rt.to(dev), layers)
+        su, si = lightgcn_batch(a, b, r.to(dev), rt.to(dev), bu.to(dev), bi.to(dev), layers)
+        (eu.square().sum() + ei.sum() + su.sum() + si.square().sum()).backward()
+        out[dev] = [t.detach().cpu() for t in (eu, ei, su, si, a.grad, b.grad)]
+    for c, g in zip(out["cpu"], out["cuda"], strict=True):
+        torch.testing.assert_close(g, c, atol=1e-5, rtol=1e-5)
+
+
+def test_training_and_evaluation_on_cuda_match_cpu(planted_graph) -> None:  # noqa: F811
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, dim=16, layers=2, eval_every=0,
+                      seed=0, negatives="uniform")
+    cpu = Trainer(planted_graph, TrainConfig(**{**cfg.__dict__, "device": "cpu"}))
+    gpu = Trainer(planted_graph, TrainConfig(**{**cfg.__dict__, "device": "cuda"}))
+    assert gpu.r.is_cuda and next(gpu.model.parameters()).is_cuda
+    row = gpu.train_epoch()
+    assert np.isfinite(row["loss"])
+    # Same model weights -> same evaluation on both devices (the factor path on CUDA).
+    gpu.model.load_state_dict(cpu.model.state_dict())
+    a, b = cpu.evaluate(TEST), gpu.evaluate(TEST)
+    for key in ("recall@20", "ndcg@20", "coverage@20"):
+        assert b[key] == pytest.approx(a[key], abs=1e-6), key
+    eu, ei, _ = gpu.embeddings()
+    seen, target = cpu.eval_sets[TEST]
+    m = evaluate_ranking(lambda u: eu[u] @ ei.T, seen, target, planted_graph.num_items,
+                         head_items=head_item_mask(planted_graph.train_item_degree()),
+                         device="cuda")
+    assert m["recall@20"] == pytest.approx(a["recall@20"], abs=1e-6)
