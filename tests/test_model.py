@@ -39,6 +39,19 @@ def dense_adjacency(users, items, num_users, num_items) -> torch.Tensor:
     return inv[:, None] * a * inv[None, :]
 
 
+def dense_lightgcn(xu, xi, users, items, layers):
+    """The straightforward version: float64 leaf copies of xu, xi and mean_k A^k [x_u; x_i]
+    with a dense adjacency, by plain autograd."""
+    xu_ref = xu.detach().double().requires_grad_()
+    xi_ref = xi.detach().double().requires_grad_()
+    a = dense_adjacency(users, items, len(xu), len(xi))
+    layer = total = torch.cat([xu_ref, xi_ref])
+    for _ in range(layers):
+        layer = a @ layer
+        total = total + layer
+    return xu_ref, xi_ref, total / (layers + 1)
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -79,15 +92,7 @@ def test_propagation_gradients_match_dense_autograd(seed: int, layers: int) -> N
     eu, ei = lightgcn_propagate(xu, xi, r, rt, layers)
     ((eu * wu).sum() + (ei * wi).sum()).backward()
 
-    xu_ref = xu.detach().double().requires_grad_()
-    xi_ref = xi.detach().double().requires_grad_()
-    a = dense_adjacency(users, items, nu, ni)
-    x = torch.cat([xu_ref, xi_ref])
-    layer, total = x, x
-    for _ in range(layers):
-        layer = a @ layer
-        total = total + layer
-    ref = total / (layers + 1)
+    xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, layers)
     (ref * torch.cat([wu, wi]).double()).sum().backward()
 
     torch.testing.assert_close(torch.cat([eu, ei]).double(), ref.detach(), atol=1e-5, rtol=0)
@@ -110,15 +115,7 @@ def test_batch_propagation_matches_dense_autograd(seed: int, layers: int) -> Non
     eu, ei = lightgcn_batch(xu, xi, r, rt, bu, bi, layers)
     ((eu * wu).sum() + (ei * wi).sum()).backward()
 
-    xu_ref = xu.detach().double().requires_grad_()
-    xi_ref = xi.detach().double().requires_grad_()
-    a = dense_adjacency(users, items, nu, ni)
-    x = torch.cat([xu_ref, xi_ref])
-    layer, total = x, x
-    for _ in range(layers):
-        layer = a @ layer
-        total = total + layer
-    ref = total / (layers + 1)
+    xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, layers)
     ref_u, ref_i = ref[:nu][bu], ref[nu:][bi]
     ((ref_u * wu.double()).sum() + (ref_i * wi.double()).sum()).backward()
 
