@@ -221,7 +221,7 @@ def _progress_factory(total: int, epoch: int):
 @click.option("--dim", type=int, default=64, show_default=True)
 @click.option("--layers", type=int, default=3, show_default=True)
 @click.option("--reg", type=float, default=1e-4, show_default=True)
-@click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default="popularity",
+@click.option("--negatives", type=click.Choice(["auto", "uniform", "popularity"]), default="auto",
               show_default=True)
 @click.option("--neg-alpha", type=float, default=0.5, show_default=True,
               help="Popularity sampler exponent: p(i) ~ (degree + 1)^alpha.")

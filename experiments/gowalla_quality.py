@@ -39,7 +39,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.0)
     p.add_argument("--lr-schedule", default="constant",
                    help="cosine decays to 0 over --epochs: set --epochs to what fits --minutes")
-    p.add_argument("--negatives", default="popularity")
+    p.add_argument("--negatives", default="auto")
     p.add_argument("--neg-alpha", type=float, default=0.5)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--dim", type=int, default=64)

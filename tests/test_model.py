@@ -388,3 +388,10 @@ def test_cosine_schedule_decays_the_learning_rate(planted_graph) -> None:
     assert lrs[-1] == pytest.approx(0.025 * (1 + math.cos(math.pi * (steps - 1) / steps)))
     with pytest.raises(ConfigError, match="--lr-schedule 'step'"):
         Trainer(planted_graph, TrainConfig(lr_schedule="step"))
+
+
+def test_auto_negatives_follow_the_item_representation(planted_graph, planted_graph_text) -> None:
+    assert TrainConfig().resolve(planted_graph).negatives == "uniform"  # no text: id items
+    assert TrainConfig().resolve(planted_graph_text).negatives == "popularity"
+    assert TrainConfig(item_init="id").resolve(planted_graph_text).negatives == "uniform"
+    assert TrainConfig(negatives="popularity").resolve(planted_graph).negatives == "popularity"
