@@ -65,19 +65,29 @@ def csr_row_positions(indptr: torch.Tensor,
     return local_row, starts[local_row] + offset
 
 
-def csr_rows(m: torch.Tensor,
-             rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows ``rows`` [b] of the CSR matrix ``m`` [R, C] as a [b, C] CSR matrix, plus each of
-    its entries' local row and column ([nnz_b] int64, for scatter-style transposed products)."""
+def csr_rows(m: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``rows`` [b] int64 of the CSR matrix ``m`` [R, C], as a [b, C] CSR matrix."""
     local_row, position = csr_row_positions(m.crow_indices(), rows)
-    cols = m.col_indices()[position]
     crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
     crow[1:] = torch.cumsum(torch.bincount(local_row, minlength=rows.numel()), 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        sub = torch.sparse_csr_tensor(crow, cols, m.values()[position],
-                                      size=(rows.numel(), m.shape[1]), check_invariants=False)
-    return sub, local_row, cols
+        return torch.sparse_csr_tensor(crow, m.col_indices()[position], m.values()[position],
+                                       size=(rows.numel(), m.shape[1]), check_invariants=False)
+
+
+def csr_columns(m: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``m`` [R, C] CSR with only the entries in columns ``cols`` [b] int64 kept (same shape)."""
+    keep_col = torch.zeros(m.shape[1], dtype=torch.bool, device=cols.device)
+    keep_col[cols] = True
+    keep = keep_col[m.col_indices()]
+    crow = m.crow_indices()
+    kept_before = torch.zeros(keep.numel() + 1, dtype=torch.int64, device=cols.device)
+    kept_before[1:] = torch.cumsum(keep, 0)  # kept entries before each position
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(kept_before[crow], m.col_indices()[keep],
+                                       m.values()[keep], size=m.shape, check_invariants=False)
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
