@@ -300,10 +300,10 @@ def evaluate_cmd(obj: Context, ks: str, split: str, baselines: bool, tail_boost:
         click.echo(f"{name:<14}" + "".join(f"{m.get(k, float('nan')):>16.4f}" for k in keys))
 
 
-def _load_recommender(obj: Context):
+def _load_recommender(obj: Context, tail_boost: float = 0.0):
     from graphrec.recommend import Recommender
 
-    return Recommender.load(obj.model_dir)
+    return Recommender.load(obj.model_dir, tail_boost)
 
 
 def _print_recs(recs, as_json: bool, header: dict) -> None:
@@ -343,8 +343,7 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
     check_k(k)  # before loading the model: a bad -k, --diversity or --tail-boost costs nothing
     check_diversity(diversity)
     check_tail_boost(tail_boost)
-    rec = _load_recommender(obj)
-    rec.tail_boost = tail_boost
+    rec = _load_recommender(obj, tail_boost)
     if all_users:
         if output is None:
             raise click.UsageError("--all-users needs --output FILE")

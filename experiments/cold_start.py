@@ -78,6 +78,7 @@ def score_table(graph, score_fn, cold_split=None) -> dict:
 
     from graphrec.data import TEST, TRAIN, VALID, Csr
     from graphrec.metrics import evaluate_ranking, topk_rows
+    from graphrec.recommend import mask_known
 
     seen = graph.csr(TRAIN, VALID)
     target = graph.csr(TEST)
@@ -92,9 +93,7 @@ def score_table(graph, score_fn, cold_split=None) -> dict:
         for start in range(0, graph.num_users, 1024):
             users = torch.arange(start, min(start + 1024, graph.num_users))
             s = score_fn(users).clone()
-            rows = seen.row_index()
-            keep = (rows >= start) & (rows < users[-1].item() + 1)
-            s[torch.as_tensor(rows[keep] - start), torch.as_tensor(seen.indices[keep])] = -np.inf
+            mask_known(s, users, seen)
             _, top = topk_rows(s, 20)
             shares.append(cold_t[top].float().mean(1))
         out["cold_share@20"] = float(torch.cat(shares).mean())

@@ -228,9 +228,6 @@ class Trainer:
             generator=init_gen,
             text_head_dim=text.shape[1] if cfg.cold_start == "bpr" and text is not None else 0,
         ).to(self.device)
-        # cold_start "bpr": the model's text head is scored against the (fixed) user embeddings
-        # in a second BPR term, so the text path learns to rank rather than to regress.
-        self.text_head = self.model.text_head
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), graph.num_items,
                                   cfg.negatives, cfg.neg_alpha, device=self.device)
@@ -257,7 +254,7 @@ class Trainer:
         p_local, n_local = i_local[: len(pos)], i_local[len(pos):]
         eu, ei, xu0, xi0 = self.model.forward_batch(self.r, self.rt, bu, bi)
         loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
-        if self.text_head is not None:
+        if self.model.text_head is not None:  # cold_start "bpr"
             loss = loss + self._text_head_loss(eu[u_local], pos, neg)
         loss.backward()
         if self.cfg.lr_schedule == "cosine":
@@ -292,8 +289,8 @@ class Trainer:
         """BPR of text-placed items against the batch users' final embeddings ``eu`` [B, d]
         (detached: the warm model is trained exactly as without the head)."""
         u = eu.detach()
-        hp = self.text_head(self.text_emb[pos])
-        hn = self.text_head(self.text_emb[neg])
+        hp = self.model.text_head(self.text_emb[pos])
+        hn = self.model.text_head(self.text_emb[neg])
         bpr = torch.nn.functional.softplus((u * (hn - hp)).sum(-1)).mean()
         l2 = hp.square().sum() + hn.square().sum()
         return bpr + self.cfg.reg * l2 / (2 * len(pos))
