@@ -46,30 +46,31 @@ def normalized_bipartite(users: np.ndarray, items: np.ndarray, num_users: int,
     return r, rt
 
 
-def csr_row_positions(indptr: torch.Tensor,
-                      rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where the entries of several CSR rows sit, without a Python loop per row.
 
-    ``indptr``: [R + 1] int64; ``rows``: [b] int64. Returns ``(local_row, position)``, both
-    [n] int64: entry j of the selection is ``indices[position[j]]`` of row ``rows[local_row[j]]``,
-    in row-then-CSR order.
+    ``indptr``: [R + 1] int64; ``rows``: [b] int64. Returns ``(local_row, position, lengths)``:
+    entry j of the selection is ``indices[position[j]]`` of row ``rows[local_row[j]]`` (both
+    [n] int64, in row-then-CSR order), and ``lengths`` [b] counts each row's entries.
     """
     starts = indptr[rows]
     lengths = indptr[rows + 1] - starts
-    total = int(lengths.sum())
+    ends = torch.cumsum(lengths, 0)  # one past each row's last entry in the output
+    total = int(ends[-1]) if len(ends) else 0
     local_row = torch.repeat_interleave(
         torch.arange(rows.numel(), device=rows.device), lengths, output_size=total
     )
-    first = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry in the output
-    offset = torch.arange(total, device=rows.device) - first[local_row]
-    return local_row, starts[local_row] + offset
+    # position = starts[row] + (j - first[row]) with first = ends - lengths.
+    shift = (starts - ends + lengths)[local_row]
+    return local_row, shift.add_(torch.arange(total, device=rows.device)), lengths
 
 
 def csr_rows(m: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Rows ``rows`` [b] int64 of the CSR matrix ``m`` [R, C], as a [b, C] CSR matrix."""
-    local_row, position = csr_row_positions(m.crow_indices(), rows)
+    _, position, lengths = csr_row_positions(m.crow_indices(), rows)
     crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
-    crow[1:] = torch.cumsum(torch.bincount(local_row, minlength=rows.numel()), 0)
+    torch.cumsum(lengths, 0, out=crow[1:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, m.col_indices()[position], m.values()[position],
@@ -80,14 +81,13 @@ def csr_columns(m: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``m`` [R, C] CSR with only the entries in columns ``cols`` [b] int64 kept (same shape)."""
     keep_col = torch.zeros(m.shape[1], dtype=torch.bool, device=cols.device)
     keep_col[cols] = True
-    keep = keep_col[m.col_indices()]
-    crow = m.crow_indices()
-    kept_before = torch.zeros(keep.numel() + 1, dtype=torch.int64, device=cols.device)
-    kept_before[1:] = torch.cumsum(keep, 0)  # kept entries before each position
+    kept = torch.nonzero(keep_col[m.col_indices()]).flatten()  # sorted positions
+    # A row's new pointer counts the kept entries before its old pointer.
+    crow = torch.searchsorted(kept, m.crow_indices())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(kept_before[crow], m.col_indices()[keep],
-                                       m.values()[keep], size=m.shape, check_invariants=False)
+        return torch.sparse_csr_tensor(crow, m.col_indices()[kept], m.values()[kept],
+                                       size=m.shape, check_invariants=False)
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,

@@ -124,7 +124,7 @@ def gather_rows(
     Returns ``(local_row, cols)``, both [n] int64: ``local_row[j]`` is the position in ``rows``
     of the row entry ``j`` came from, and entries keep their row-then-CSR order.
     """
-    local_row, position = csr_row_positions(indptr, rows)
+    local_row, position, _ = csr_row_positions(indptr, rows)
     return local_row, indices[position]
 
 

@@ -46,7 +46,7 @@ def _propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
     out_u, out_i = xu.clone(), xi.clone()
     for _ in range(num_layers):
         # Users gather from items through R, items from users through R^T.
-        xu, xi = torch.sparse.mm(r, xi), torch.sparse.mm(rt, xu)
+        xu, xi = _spmm(r, xi), _spmm(rt, xu)
         out_u += xu
         out_i += xi
     scale = 1.0 / (num_layers + 1)
@@ -70,61 +70,74 @@ def lightgcn_propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
     return _BipartiteLightGCN.apply(xu, xi, r, rt, num_layers)
 
 
+def _spmm(m: Tensor, x: Tensor) -> Tensor:
+    """``m @ x`` for a sparse CSR ``m`` and dense ``x``, written straight into a fresh buffer
+    (``torch.sparse.mm`` zero-fills its result and then copies it once more)."""
+    out = x.new_empty(m.shape[0], x.shape[1])
+    return torch.addmm(out, m, x, beta=0, out=out)
+
+
 class _BatchLightGCN(torch.autograd.Function):
-    """Final LightGCN embeddings of the batch's rows only: S_b P x, with S_b selecting the
-    batch's users and items and P = mean_k A^k.
+    """Final LightGCN embeddings of the batch's rows only, S_b P x with S_b selecting the
+    batch's users and items and P = mean_k A^k, together with the batch's layer-0 rows S_b x
+    (for the L2 term).
 
     A training step needs final embeddings only where the loss looks. Forward runs layers
     1..K-1 over the whole graph and the last layer only on the batch's rows (row slices of
-    R and R^T). Backward is P S_b^T g: its first product A S_b^T g only reads the columns of
+    R and R^T); the layer sums are gathered at the batch's rows, never formed in full.
+    Backward is P S_b^T g + S_b^T g0: its first product A S_b^T g only reads the columns of
     A at the batch's rows, a column-masked copy of R and R^T; the remaining K-1 products are
-    whole-graph. With batch rows a fraction f of the nodes this costs about 2(K-1) + 2f
+    whole-graph; the layer-0 gradient g0 is added at the batch's rows at the end (it is not
+    propagated). With batch rows a fraction f of the nodes this costs about 2(K-1) + 2f
     whole-graph products per pass instead of 2K (less the cost of building the slices).
     """
 
     @staticmethod
     def forward(ctx: Any, xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, users: Tensor,
-                items: Tensor, num_layers: int) -> tuple[Tensor, Tensor]:
-        sum_u, sum_i = xu.clone(), xi.clone()
+                items: Tensor, num_layers: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        xu_b, xi_b = xu[users], xi[items]
+        sum_u, sum_i = xu_b.clone(), xi_b.clone()
         hu, hi = xu, xi
         for _ in range(num_layers - 1):
-            hu, hi = torch.sparse.mm(r, hi), torch.sparse.mm(rt, hu)
-            sum_u += hu
-            sum_i += hi
+            hu, hi = _spmm(r, hi), _spmm(rt, hu)
+            sum_u += hu[users]
+            sum_i += hi[items]
         scale = 1.0 / (num_layers + 1)
-        eu = (sum_u[users] + torch.sparse.mm(csr_rows(r, users), hi)).mul_(scale)
-        ei = (sum_i[items] + torch.sparse.mm(csr_rows(rt, items), hu)).mul_(scale)
+        eu = torch.addmm(sum_u, csr_rows(r, users), hi).mul_(scale)
+        ei = torch.addmm(sum_i, csr_rows(rt, items), hu).mul_(scale)
         ctx.save_for_backward(r, rt, users, items)
         ctx.num_layers = num_layers
-        return eu, ei
+        return eu, ei, xu_b, xi_b
 
     @staticmethod
-    def backward(ctx: Any, gu: Tensor, gi: Tensor):
+    def backward(ctx: Any, gu: Tensor, gi: Tensor, g0u: Tensor, g0i: Tensor):
         r, rt, users, items = ctx.saved_tensors
         scale = 1.0 / (ctx.num_layers + 1)
         # G = S_b^T g scattered to full size (repeated rows add up); out = sum_k A^k G.
-        out_u = gu.new_zeros(r.shape[0], gu.shape[1]).index_add_(0, users, gu * scale)
-        out_i = gi.new_zeros(rt.shape[0], gi.shape[1]).index_add_(0, items, gi * scale)
+        out_u = gu.new_zeros(r.shape[0], gu.shape[1]).index_add_(0, users, gu, alpha=scale)
+        out_i = gi.new_zeros(rt.shape[0], gi.shape[1]).index_add_(0, items, gi, alpha=scale)
         # A G reads only the columns at batch rows: users gather from batch items, items
         # from batch users.
-        hu = torch.sparse.mm(csr_columns(r, items), out_i)
-        hi = torch.sparse.mm(csr_columns(rt, users), out_u)
+        hu = _spmm(csr_columns(r, items), out_i)
+        hi = _spmm(csr_columns(rt, users), out_u)
         out_u += hu
         out_i += hi
         for _ in range(ctx.num_layers - 1):
-            hu, hi = torch.sparse.mm(r, hi), torch.sparse.mm(rt, hu)
+            hu, hi = _spmm(r, hi), _spmm(rt, hu)
             out_u += hu
             out_i += hi
+        out_u.index_add_(0, users, g0u)
+        out_i.index_add_(0, items, g0i)
         return out_u, out_i, None, None, None, None, None
 
 
 def lightgcn_batch(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, users: Tensor,
-                   items: Tensor, num_layers: int) -> tuple[Tensor, Tensor]:
+                   items: Tensor, num_layers: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Rows ``users`` [bu] and ``items`` [bi] (int64, unique) of
-    :func:`lightgcn_propagate`'s output, with gradients, at less cost than the whole output.
-    Returns ([bu, d], [bi, d])."""
+    :func:`lightgcn_propagate`'s output, with gradients, at less cost than the whole output,
+    and the same rows of the layer-0 inputs. Returns ([bu, d], [bi, d], [bu, d], [bi, d])."""
     if num_layers == 0:
-        return xu[users], xi[items]
+        return xu[users], xi[items], xu[users], xi[items]
     return _BatchLightGCN.apply(xu, xi, r, rt, users, items, num_layers)
 
 
@@ -193,9 +206,8 @@ class TextLightGCN(nn.Module):
                       items: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Final embeddings of ``users`` [bu] and ``items`` [bi] (unique int64) only, and
         their layer-0 rows: ([bu, d], [bi, d], [bu, d], [bi, d])."""
-        xu0, xi0 = self.user_emb.weight, self.item_layer0()
-        eu, ei = lightgcn_batch(xu0, xi0, r, rt, users, items, self.num_layers)
-        return eu, ei, xu0[users], xi0[items]
+        return lightgcn_batch(self.user_emb.weight, self.item_layer0(), r, rt, users, items,
+                              self.num_layers)
 
 
 def bpr_loss(eu: Tensor, ei: Tensor, xu0: Tensor, xi0: Tensor, users: Tensor, pos: Tensor,

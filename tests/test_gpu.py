@@ -32,7 +32,7 @@ def test_propagation_and_gradients_match_cpu(layers: int) -> None:
         a = xu.to(dev).requires_grad_()
         b = xi.to(dev).requires_grad_()
         eu, ei = lightgcn_propagate(a, b, r.to(dev), rt.to(dev), layers)
-        su, si = lightgcn_batch(a, b, r.to(dev), rt.to(dev), bu.to(dev), bi.to(dev), layers)
+        su, si, _, _ = lightgcn_batch(a, b, r.to(dev), rt.to(dev), bu.to(dev), bi.to(dev), layers)
         (eu.square().sum() + ei.sum() + su.sum() + si.square().sum()).backward()
         out[dev] = [t.detach().cpu() for t in (eu, ei, su, si, a.grad, b.grad)]
     for c, g in zip(out["cpu"], out["cuda"], strict=True):

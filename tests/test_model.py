@@ -112,12 +112,16 @@ def test_batch_propagation_matches_dense_autograd(seed: int, layers: int) -> Non
     bi = torch.randint(ni, (max(1, ni // 2),), generator=gen)  # repeats allowed
     wu, wi = torch.randn(len(bu), 6, generator=gen), torch.randn(len(bi), 6, generator=gen)
     r, rt = normalized_bipartite(users, items, nu, ni)
-    eu, ei = lightgcn_batch(xu, xi, r, rt, bu, bi, layers)
-    ((eu * wu).sum() + (ei * wi).sum()).backward()
+    eu, ei, xu_b, xi_b = lightgcn_batch(xu, xi, r, rt, bu, bi, layers)
+    # The layer-0 rows carry their own (unpropagated) gradient, as the L2 term does.
+    ((eu * wu).sum() + (ei * wi).sum() + xu_b.square().sum() + 2 * xi_b.sum()).backward()
+    torch.testing.assert_close(xu_b, xu[bu])
+    torch.testing.assert_close(xi_b, xi[bi])
 
     xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, layers)
     ref_u, ref_i = ref[:nu][bu], ref[nu:][bi]
-    ((ref_u * wu.double()).sum() + (ref_i * wi.double()).sum()).backward()
+    ((ref_u * wu.double()).sum() + (ref_i * wi.double()).sum()
+     + xu_ref[bu].square().sum() + 2 * xi_ref[bi].sum()).backward()
 
     torch.testing.assert_close(eu.double(), ref_u.detach(), atol=1e-5, rtol=0)
     torch.testing.assert_close(ei.double(), ref_i.detach(), atol=1e-5, rtol=0)
