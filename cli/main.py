@@ -216,8 +216,11 @@ def _progress_factory(total: int, epoch: int):
               help="BPR triples per step (0 = about 25 steps per epoch).")
 @click.option("--lr", type=float, default=0.0, show_default=True,
               help="Adam learning rate (0 = 5e-3 at batch 2048, scaled with sqrt(batch)).")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default="constant",
-              show_default=True, help="cosine: decay the learning rate to 0 over --epochs.")
+@click.option("--lr-schedule", type=click.Choice(["auto", "constant", "cosine"]), default="auto",
+              show_default=True,
+              help="cosine: decay the learning rate to 0 over --epochs; auto: cosine when the "
+                   "run has a fixed length (no validation split or --eval-every 0), else "
+                   "constant with early stopping.")
 @click.option("--dim", type=int, default=64, show_default=True)
 @click.option("--layers", type=int, default=3, show_default=True)
 @click.option("--reg", type=float, default=1e-4, show_default=True)

@@ -2,6 +2,7 @@
 interactions, and a synthetic power-law graph of 10M interactions.
 
     python experiments/bench_scaling.py                  # dim 64, 3 layers, batch 8192
+    python experiments/bench_scaling.py --batch-size 0   # graphrec's default batch rule
     python experiments/bench_scaling.py --synthetic 0    # Gowalla only
 
 Times a few training steps of graphrec's trainer per graph (after one warm-up step) and
@@ -19,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from graphrec.data import TRAIN
-from graphrec.model import bpr_loss
 from graphrec.store import GraphData
 from graphrec.train import TrainConfig, Trainer
 
@@ -52,24 +52,23 @@ def power_law_graph(n: int, num_users: int, num_items: int, seed: int) -> GraphD
 
 
 def time_steps(graph: GraphData, args) -> dict:
-    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, dim=args.dim,
-                      layers=args.layers, negatives="uniform", item_init="id", eval_every=0)
+    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, lr_schedule="constant",
+                      dim=args.dim, layers=args.layers, negatives="uniform", item_init="id",
+                      eval_every=0)
     t0 = time.perf_counter()
-    trainer = Trainer(graph, cfg)
+    trainer = Trainer(graph, cfg)  # batch size 0 resolves to the default rule
     setup = time.perf_counter() - t0
-    batches = trainer.sampler.epoch(args.batch_size, trainer.generator)
+    batch = trainer.cfg.batch_size
     times = []
+    batches = trainer.sampler.epoch(batch, trainer.generator)
     for _, (users, pos, neg) in zip(range(args.steps + 1), batches, strict=False):
         t0 = time.perf_counter()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        eu, ei, xu0, xi0 = trainer.model(trainer.r, trainer.rt)
-        loss, _ = bpr_loss(eu, ei, xu0, xi0, users, pos, neg, cfg.reg)
-        loss.backward()
-        trainer.optimizer.step()
+        trainer.train_step(users, pos, neg)  # the trainer's own step
         times.append(time.perf_counter() - t0)
     step = float(np.median(times[1:]))
-    steps = trainer.sampler.num_batches(args.batch_size)
-    return {"setup_s": setup, "step_s": step, "epoch_s": step * steps, "steps": steps}
+    steps = trainer.sampler.num_batches(batch)
+    return {"setup_s": setup, "step_s": step, "epoch_s": step * steps, "steps": steps,
+            "batch": batch}
 
 
 def main() -> None:
@@ -78,7 +77,8 @@ def main() -> None:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     p.add_argument("--synthetic", type=int, default=10_000_000)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=8192)
+    p.add_argument("--batch-size", type=int, default=8192,
+                   help="0: graphrec's default rule (about 25 steps per epoch, at most 65536)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -102,13 +102,14 @@ def main() -> None:
         g = power_law_graph(args.synthetic, 1_000_000, 500_000, args.seed)
         rows.append((f"power-law {args.synthetic / 1e6:g}M", args.synthetic, time_steps(g, args)))
         print(rows[-1], flush=True)
-    print(f"\ndim {args.dim}, {args.layers} layers, batch {args.batch_size}, median of "
-          f"{args.steps} steps after a warm-up step")
-    print("| graph | interactions | s / step | steps / epoch | s / epoch "
-          "| s / epoch / 1M interactions |")
-    print("|---|---|---|---|---|---|")
+    print(f"\ndim {args.dim}, {args.layers} layers, batch {args.batch_size or 'auto'}, "
+          f"median of {args.steps} steps after a warm-up step")
+    print("| graph | interactions | batch | s / step | s / step / 1M interactions "
+          "| steps / epoch | s / epoch | s / epoch / 1M interactions |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, n, r in rows:
-        print(f"| {name} | {n:,} | {r['step_s']:.3f} | {r['steps']} | {r['epoch_s']:.1f} | "
+        print(f"| {name} | {n:,} | {r['batch']} | {r['step_s']:.3f} | "
+              f"{r['step_s'] / (n / 1e6):.3f} | {r['steps']} | {r['epoch_s']:.1f} | "
               f"{r['epoch_s'] / (n / 1e6):.1f} |")
 
 

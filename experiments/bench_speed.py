@@ -114,8 +114,8 @@ def run_graphrec(graph, args, device: torch.device) -> dict:
     from graphrec.data import TEST
     from graphrec.train import TrainConfig, Trainer
 
-    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
-                      layers=args.layers, negatives="uniform", item_init="id",
+    cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, lr_schedule="constant",
+                      dim=args.dim, layers=args.layers, negatives="uniform", item_init="id",
                       device=str(device), seed=args.seed, eval_every=0)
     t = Trainer(graph, cfg)
     steps_per_epoch = t.sampler.num_batches(args.batch_size)
@@ -182,6 +182,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the variants this many times, alternating, and report each "
+                        "variant's median (a shared machine drifts in speed over minutes)")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -189,25 +192,31 @@ def main() -> None:
         return
     if not (args.data / "train.txt").exists():
         sys.exit(f"--data {args.data}: no train.txt (Gowalla LightGCN split); nothing to run")
+    runs: dict[str, list[dict]] = {}
+    for rnd in range(args.rounds):
+        for variant in args.variants:
+            cmd = [sys.executable, __file__, "--child", variant] + [
+                a for a in sys.argv[1:] if a != "--variants" and a not in VARIANTS]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(f"{variant}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            r = json.loads(line[-1][7:])
+            runs.setdefault(variant, []).append(r)
+            print(f"round {rnd + 1} {variant}: epoch {r['epoch_seconds']:.2f} s ({r['steps']} of "
+                  f"{r['steps_per_epoch']} steps timed), eval {r['eval_seconds']:.2f} s, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     results = {}
-    for variant in args.variants:
-        cmd = [sys.executable, __file__, "--child", variant] + [
-            a for a in sys.argv[1:] if a != "--variants" and a not in VARIANTS]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode or not line:
-            print(f"{variant}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[variant] = json.loads(line[-1][7:])
-        r = results[variant]
-        print(f"{variant}: epoch {r['epoch_seconds']:.2f} s ({r['steps']} of {r['steps_per_epoch']}"
-              f" steps timed), eval {r['eval_seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
-              flush=True)
+    for variant, rs in runs.items():  # the median run by epoch time, per variant
+        results[variant] = sorted(rs, key=lambda r: r["epoch_seconds"])[(len(rs) - 1) // 2]
+        results[variant]["rounds"] = len(rs)
     if not results:
         sys.exit(1)
     any_r = next(iter(results.values()))
     print(f"\nGowalla, dim {args.dim}, {args.layers} layers, batch {args.batch_size}, "
-          f"lr {args.lr}, device {any_r['device']}, torch threads {any_r['threads']}")
+          f"lr {args.lr}, device {any_r['device']}, torch threads {any_r['threads']}, "
+          f"median of {args.rounds} round(s)")
     print("| variant | s / epoch | eval s | peak RSS MB | recall@20 after the timed steps |")
     print("|---|---|---|---|---|")
     for v, r in results.items():

@@ -5,7 +5,7 @@ test split every few epochs for the curve only (the split has no validation set;
 selected on these numbers), and stops at a time budget or an epoch limit. Wall time includes
 the evaluations.
 
-    python experiments/gowalla_quality.py --minutes 30
+    python experiments/gowalla_quality.py --minutes 30 --eval-every 10 --tag _defaults
     python experiments/gowalla_quality.py --minutes 8 --device cuda
 
 Writes the curve as JSON (and a PNG when matplotlib is installed) under experiments/results/.
@@ -33,12 +33,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=TrainConfig().epochs,
+                   help="epoch limit (default: graphrec's default)")
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.0)
-    p.add_argument("--lr-schedule", default="constant",
-                   help="cosine decays to 0 over --epochs: set --epochs to what fits --minutes")
+    p.add_argument("--lr-schedule", default="auto",
+                   help="auto (graphrec's default: cosine over --epochs here, since the split "
+                        "has no validation set), constant or cosine")
     p.add_argument("--negatives", default="auto")
     p.add_argument("--neg-alpha", type=float, default=0.5)
     p.add_argument("--layers", type=int, default=3)

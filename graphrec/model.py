@@ -77,6 +77,25 @@ def _spmm(m: Tensor, x: Tensor) -> Tensor:
     return torch.addmm(out, m, x, beta=0, out=out)
 
 
+SLICE_BELOW = 0.5
+"""Slice R / R^T to the batch's rows or columns only when the batch holds less than this
+share of that side's nodes; above it, building the slice costs more than it saves."""
+
+
+def _rows_product(m: Tensor, rows: Tensor, x: Tensor) -> Tensor:
+    """``(m @ x)[rows]``."""
+    if rows.numel() < SLICE_BELOW * m.shape[0]:
+        return _spmm(csr_rows(m, rows), x)
+    return _spmm(m, x)[rows]
+
+
+def _sparse_input_product(m: Tensor, cols: Tensor, x: Tensor) -> Tensor:
+    """``m @ x`` for an ``x`` that is zero outside the rows ``cols``."""
+    if cols.numel() < SLICE_BELOW * m.shape[1]:
+        return _spmm(csr_columns(m, cols), x)
+    return _spmm(m, x)
+
+
 class _BatchLightGCN(torch.autograd.Function):
     """Final LightGCN embeddings of the batch's rows only, S_b P x with S_b selecting the
     batch's users and items and P = mean_k A^k, together with the batch's layer-0 rows S_b x
@@ -89,7 +108,8 @@ class _BatchLightGCN(torch.autograd.Function):
     A at the batch's rows, a column-masked copy of R and R^T; the remaining K-1 products are
     whole-graph; the layer-0 gradient g0 is added at the batch's rows at the end (it is not
     propagated). With batch rows a fraction f of the nodes this costs about 2(K-1) + 2f
-    whole-graph products per pass instead of 2K (less the cost of building the slices).
+    whole-graph products per pass instead of 2K (less the cost of building the slices, so
+    a side whose share reaches ``SLICE_BELOW`` uses the whole-graph product instead).
     """
 
     @staticmethod
@@ -103,8 +123,8 @@ class _BatchLightGCN(torch.autograd.Function):
             sum_u += hu[users]
             sum_i += hi[items]
         scale = 1.0 / (num_layers + 1)
-        eu = torch.addmm(sum_u, csr_rows(r, users), hi).mul_(scale)
-        ei = torch.addmm(sum_i, csr_rows(rt, items), hu).mul_(scale)
+        eu = sum_u.add_(_rows_product(r, users, hi)).mul_(scale)
+        ei = sum_i.add_(_rows_product(rt, items, hu)).mul_(scale)
         ctx.save_for_backward(r, rt, users, items)
         ctx.num_layers = num_layers
         return eu, ei, xu_b, xi_b
@@ -118,8 +138,8 @@ class _BatchLightGCN(torch.autograd.Function):
         out_i = gi.new_zeros(rt.shape[0], gi.shape[1]).index_add_(0, items, gi, alpha=scale)
         # A G reads only the columns at batch rows: users gather from batch items, items
         # from batch users.
-        hu = _spmm(csr_columns(r, items), out_i)
-        hi = _spmm(csr_columns(rt, users), out_u)
+        hu = _sparse_input_product(r, items, out_i)
+        hi = _sparse_input_product(rt, users, out_u)
         out_u += hu
         out_i += hi
         for _ in range(ctx.num_layers - 1):

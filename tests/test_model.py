@@ -100,10 +100,14 @@ def test_propagation_gradients_match_dense_autograd(seed: int, layers: int) -> N
     torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("slice_below", [0.0, 0.5, 100.0])
 @pytest.mark.parametrize(("seed", "layers"), [(0, 1), (1, 2), (2, 3), (3, 5)])
-def test_batch_propagation_matches_dense_autograd(seed: int, layers: int) -> None:
+def test_batch_propagation_matches_dense_autograd(seed: int, layers: int, slice_below: float,
+                                                  monkeypatch) -> None:
     """The training step's batch-rows propagation: same rows and same gradients as the
-    straightforward dense autograd version, for a batch with and without repeated rows."""
+    straightforward dense autograd version, for a batch with and without repeated rows, with
+    whole-graph products only (0), the default mix, and sliced products only (100)."""
+    monkeypatch.setattr("graphrec.model.SLICE_BELOW", slice_below)
     users, items, nu, ni = random_graph(seed, n=40 + 5 * seed)
     gen = torch.Generator().manual_seed(seed)
     xu = torch.randn(nu, 6, generator=gen, requires_grad=True)
