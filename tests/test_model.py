@@ -398,6 +398,16 @@ def test_cosine_schedule_decays_the_learning_rate(planted_graph) -> None:
         Trainer(planted_graph, TrainConfig(lr_schedule="step"))
 
 
+def test_auto_schedule_follows_the_run_length(planted_graph, planted_graph_text) -> None:
+    # No validation split (or --eval-every 0): a fixed-length run, decayed to its end.
+    assert TrainConfig().resolve(planted_graph).lr_schedule == "cosine"
+    assert TrainConfig(eval_every=0).resolve(planted_graph_text).lr_schedule == "cosine"
+    # Early stopping decides the length: constant.
+    assert TrainConfig().resolve(planted_graph_text).lr_schedule == "constant"
+    assert TrainConfig(lr_schedule="constant").resolve(planted_graph).lr_schedule == "constant"
+    assert TrainConfig(lr_schedule="cosine").resolve(planted_graph_text).lr_schedule == "cosine"
+
+
 def test_auto_negatives_follow_the_item_representation(planted_graph, planted_graph_text) -> None:
     assert TrainConfig().resolve(planted_graph).negatives == "uniform"  # no text: id items
     assert TrainConfig().resolve(planted_graph_text).negatives == "popularity"
