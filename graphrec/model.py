@@ -79,19 +79,24 @@ def _spmm(m: Tensor, x: Tensor) -> Tensor:
 
 SLICE_BELOW = 0.5
 """Slice R / R^T to the batch's rows or columns only when the batch holds less than this
-share of that side's nodes; above it, building the slice costs more than it saves."""
+share of that side's nodes; above it, building the slice costs more than it saves. CPU only:
+building a slice needs its size on the host, a device round trip on CUDA."""
+
+
+def _slice(m: Tensor, count: int, side: int) -> bool:
+    return not m.is_cuda and count < SLICE_BELOW * side
 
 
 def _rows_product(m: Tensor, rows: Tensor, x: Tensor) -> Tensor:
     """``(m @ x)[rows]``."""
-    if rows.numel() < SLICE_BELOW * m.shape[0]:
+    if _slice(m, rows.numel(), m.shape[0]):
         return _spmm(csr_rows(m, rows), x)
     return _spmm(m, x)[rows]
 
 
 def _sparse_input_product(m: Tensor, cols: Tensor, x: Tensor) -> Tensor:
     """``m @ x`` for an ``x`` that is zero outside the rows ``cols``."""
-    if cols.numel() < SLICE_BELOW * m.shape[1]:
+    if _slice(m, cols.numel(), m.shape[1]):
         return _spmm(csr_columns(m, cols), x)
     return _spmm(m, x)
 
