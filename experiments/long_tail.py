@@ -81,10 +81,11 @@ def run_one(job: dict) -> dict:
         from graphrec.data import TEST, VALID
 
         row["boost"], row["valid_boost"] = {}, {}
+        emb = (result.user_emb, result.item_emb)  # the restored model's, computed once
         for b in job["boosts"]:
-            m = trainer.evaluate(TEST, tail_boost=b)
+            m = trainer.evaluate(TEST, tail_boost=b, embeddings=emb)
             row["boost"][f"{b:g}"] = {k: m.get(k) for k in KEYS}
-            m = trainer.evaluate(VALID, tail_boost=b)
+            m = trainer.evaluate(VALID, tail_boost=b, embeddings=emb)
             row["valid_boost"][f"{b:g}"] = {k: m.get(k) for k in KEYS}
     row |= {"items": job["items"], "alpha": alpha, "seed": job["seed"],
             "epochs": len(result.history), "best_epoch": result.best_epoch,

@@ -50,27 +50,27 @@ def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where the entries of several CSR rows sit, without a Python loop per row.
 
-    ``indptr``: [R + 1] int64; ``rows``: [b] int64. Returns ``(local_row, position, lengths)``:
+    ``indptr``: [R + 1] int64; ``rows``: [b] int64. Returns ``(local_row, position, ends)``:
     entry j of the selection is ``indices[position[j]]`` of row ``rows[local_row[j]]`` (both
-    [n] int64, in row-then-CSR order), and ``lengths`` [b] counts each row's entries.
+    [n] int64, in row-then-CSR order), and ``ends`` [b] is one past each selected row's last
+    entry in the selection (the row pointers of the selection, less the leading 0).
     """
     starts = indptr[rows]
     lengths = indptr[rows + 1] - starts
-    ends = torch.cumsum(lengths, 0)  # one past each row's last entry in the output
+    ends = torch.cumsum(lengths, 0)
     total = int(ends[-1]) if len(ends) else 0
     local_row = torch.repeat_interleave(
         torch.arange(rows.numel(), device=rows.device), lengths, output_size=total
     )
     # position = starts[row] + (j - first[row]) with first = ends - lengths.
     shift = (starts - ends + lengths)[local_row]
-    return local_row, shift.add_(torch.arange(total, device=rows.device)), lengths
+    return local_row, shift.add_(torch.arange(total, device=rows.device)), ends
 
 
 def csr_rows(m: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Rows ``rows`` [b] int64 of the CSR matrix ``m`` [R, C], as a [b, C] CSR matrix."""
-    _, position, lengths = csr_row_positions(m.crow_indices(), rows)
-    crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
-    torch.cumsum(lengths, 0, out=crow[1:])
+    _, position, ends = csr_row_positions(m.crow_indices(), rows)
+    crow = torch.cat([ends.new_zeros(1), ends])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, m.col_indices()[position], m.values()[position],

@@ -331,10 +331,13 @@ class Trainer:
                             self.cfg.ridge)
 
     def evaluate(self, target_fold: int, ks: tuple[int, ...] | None = None,
-                 tail_boost: float = 0.0) -> dict:
+                 tail_boost: float = 0.0,
+                 embeddings: tuple[Tensor, Tensor] | None = None) -> dict:
         """Full-ranking metrics on VALID (seen = train) or TEST (seen = train + valid), with
-        the serving-time ``tail_boost`` (``recommend.boost_tail``) when it is not 0."""
-        eu, ei, _ = self.embeddings()
+        the serving-time ``tail_boost`` (``recommend.boost_tail``) when it is not 0.
+        ``embeddings``: (user, item) from :meth:`embeddings`, when the caller already has
+        them for the current parameters (several folds or boosts of one model)."""
+        eu, ei = embeddings if embeddings is not None else self.embeddings()[:2]
         seen, target = self.eval_sets[target_fold]
         return evaluate_ranking(
             None, seen, target, self.graph.num_items, ks or self.cfg.ks, head_items=self.head,
@@ -444,12 +447,12 @@ class Trainer:
             best_epoch = self.best[1]
             log.info("restored the best epoch %d (%s=%.4f)", best_epoch, cfg.monitor, self.best[0])
         train_seconds = time.perf_counter() - t_start
+        eu, ei, text_map = self.embeddings()
         test = {}
         if self.graph.has_test():
             t0 = time.perf_counter()
-            test = self.evaluate(TEST)
+            test = self.evaluate(TEST, embeddings=(eu, ei))
             eval_seconds += time.perf_counter() - t0
-        eu, ei, text_map = self.embeddings()
         return TrainResult(
             model=self.model, config=cfg, user_emb=eu.float().cpu(), item_emb=ei.float().cpu(),
             text_map=None if text_map is None else text_map.cpu(), history=self.history,
