@@ -187,6 +187,8 @@ def main() -> None:
                         "variant's median (a shared machine drifts in speed over minutes)")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error(f"--rounds {args.rounds}: expected an integer >= 1")
     if args.child:
         child(args)
         return

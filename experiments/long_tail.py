@@ -259,6 +259,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args()
+    if not 0 <= args.tolerance < 1:
+        p.error(f"--tolerance {args.tolerance}: expected a number in [0, 1)")
     logging.basicConfig(level=logging.WARNING)
     if args.dataset == "gowalla" and not (args.gowalla / "train.txt").exists():
         raise SystemExit(f"Gowalla not found at {args.gowalla} (pass --gowalla DIR)")
