@@ -1,13 +1,18 @@
 """Training time against graph size: Gowalla subsampled to 25/50/100% of its training
 interactions, and a synthetic power-law graph of 10M interactions.
 
-    python experiments/bench_scaling.py                  # dim 64, 3 layers, batch 8192
-    python experiments/bench_scaling.py --batch-size 0   # graphrec's default batch rule
-    python experiments/bench_scaling.py --synthetic 0    # Gowalla only
+    python experiments/bench_scaling.py                      # graphrec's default batch rule
+    python experiments/bench_scaling.py --synthetic 1250000 2500000 5000000 10000000
+    python experiments/bench_scaling.py --batch-size 8192 --shape fixed   # the earlier table
+    python experiments/bench_scaling.py --synthetic          # Gowalla only
 
-Times a few training steps of graphrec's trainer per graph (after one warm-up step) and
-scales them to a full epoch; a linear trainer keeps the seconds per million interactions
-per epoch flat across sizes.
+Times a few training steps of graphrec's trainer per graph (drawing the batch included, after
+one warm-up step) and scales them to a full epoch; a linear trainer keeps the seconds per
+million interactions per epoch flat across sizes.
+
+Synthetic graphs (--shape): "gowalla" keeps Gowalla's interactions per user (27.1) and per
+item (19.8) at every size, with node ids in random order as in real data; "fixed" is 1M
+users and 500k items at any size, ids in popularity order (the earlier tables).
 """
 
 from __future__ import annotations
@@ -17,11 +22,15 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
+# As the graphrec command line does (cli/__init__.py): 2 MB pages for large tensors, read by
+# PyTorch at its first large allocation. THP_MEM_ALLOC_ENABLE=0 measures without.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from graphrec.data import TRAIN
-from graphrec.store import GraphData
-from graphrec.train import TrainConfig, Trainer
+import numpy as np  # noqa: E402
+
+from graphrec.data import TRAIN  # noqa: E402
+from graphrec.store import GraphData  # noqa: E402
+from graphrec.train import TrainConfig, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("GRAPHREC_GOWALLA", ROOT.parent / "shared/datasets/gowalla"))
@@ -39,8 +48,13 @@ def in_memory_graph(users: np.ndarray, items: np.ndarray, num_users: int,
     )
 
 
-def power_law_graph(n: int, num_users: int, num_items: int, seed: int) -> GraphData:
-    """n distinct (user, item) pairs with Zipf-like user and item popularity (exponent ~1)."""
+GOWALLA_PER_USER, GOWALLA_PER_ITEM = 810_128 / 29_858, 810_128 / 40_981
+
+
+def power_law_graph(n: int, num_users: int, num_items: int, seed: int,
+                    shuffle_ids: bool = False) -> GraphData:
+    """n distinct (user, item) pairs with Zipf-like user and item popularity (exponent ~1).
+    Ids follow popularity (0 = most popular) unless ``shuffle_ids``."""
     rng = np.random.default_rng(seed)
     pu = 1.0 / np.arange(1, num_users + 1) ** 0.8
     pi = 1.0 / np.arange(1, num_items + 1) ** 0.9
@@ -48,7 +62,17 @@ def power_law_graph(n: int, num_users: int, num_items: int, seed: int) -> GraphD
     i = rng.choice(num_items, size=int(n * 1.15), p=pi / pi.sum())
     key = np.unique(u.astype(np.int64) * num_items + i)
     key = rng.permutation(key)[:n]
-    return in_memory_graph(key // num_items, key % num_items, num_users, num_items)
+    users, items = key // num_items, key % num_items
+    if shuffle_ids:
+        users, items = rng.permutation(num_users)[users], rng.permutation(num_items)[items]
+    return in_memory_graph(users, items, num_users, num_items)
+
+
+def synthetic_graph(n: int, shape: str, seed: int) -> GraphData:
+    if shape == "fixed":
+        return power_law_graph(n, 1_000_000, 500_000, seed)
+    return power_law_graph(n, round(n / GOWALLA_PER_USER), round(n / GOWALLA_PER_ITEM), seed,
+                           shuffle_ids=True)
 
 
 def time_steps(graph: GraphData, args) -> dict:
@@ -61,11 +85,11 @@ def time_steps(graph: GraphData, args) -> dict:
     batch = trainer.cfg.batch_size
     times = []
     batches = trainer.sampler.epoch(batch, trainer.generator)
-    for _, (users, pos, neg) in zip(range(args.steps + 1), batches, strict=False):
+    for _ in range(min(args.steps + 1, trainer.sampler.num_batches(batch))):
         t0 = time.perf_counter()
-        trainer.train_step(users, pos, neg)  # the trainer's own step
+        trainer.train_step(*next(batches))  # drawing the batch and the trainer's own step
         times.append(time.perf_counter() - t0)
-    step = float(np.median(times[1:]))
+    step = float(np.median(times[1:] or times))
     steps = trainer.sampler.num_batches(batch)
     return {"setup_s": setup, "step_s": step, "epoch_s": step * steps, "steps": steps,
             "batch": batch}
@@ -75,10 +99,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-    p.add_argument("--synthetic", type=int, default=10_000_000)
+    p.add_argument("--synthetic", type=int, nargs="*", default=[10_000_000],
+                   help="interactions of each synthetic power-law graph (none: Gowalla only)")
+    p.add_argument("--shape", choices=("gowalla", "fixed"), default="gowalla",
+                   help="synthetic node counts: Gowalla's density, or 1M users / 500k items")
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=8192,
-                   help="0: graphrec's default rule (about 25 steps per epoch, at most 65536)")
+    p.add_argument("--batch-size", type=int, default=0,
+                   help="0: graphrec's default rule (about 25 steps per epoch)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -98,9 +125,11 @@ def main() -> None:
             g = in_memory_graph(u[keep], i[keep], full.num_users, full.num_items)
             rows.append((f"Gowalla {frac:.0%}", len(keep), time_steps(g, args)))
             print(rows[-1], flush=True)
-    if args.synthetic:
-        g = power_law_graph(args.synthetic, 1_000_000, 500_000, args.seed)
-        rows.append((f"power-law {args.synthetic / 1e6:g}M", args.synthetic, time_steps(g, args)))
+    for n in args.synthetic:
+        g = synthetic_graph(n, args.shape, args.seed)
+        name = f"power-law {n / 1e6:g}M ({g.num_users:,} users, {g.num_items:,} items)"
+        rows.append((name, n, time_steps(g, args)))
+        del g
         print(rows[-1], flush=True)
     print(f"\ndim {args.dim}, {args.layers} layers, batch {args.batch_size or 'auto'}, "
           f"median of {args.steps} steps after a warm-up step")

@@ -18,7 +18,7 @@ from graphrec.errors import ConfigError
 from graphrec.graph import edge_index, normalized_bipartite
 from graphrec.model import TextLightGCN, bpr_loss, lightgcn_batch, lightgcn_propagate
 from graphrec.sampling import BPRSampler
-from graphrec.train import TrainConfig, Trainer
+from graphrec.train import TrainConfig, Trainer, resolved_batch_size, resolved_lr
 
 
 def random_graph(seed: int, num_users: int = 15, num_items: int = 11, n: int = 50):
@@ -171,6 +171,31 @@ def test_bpr_loss_known_answer() -> None:
     assert bpr_part.item() == pytest.approx(bpr)
     assert loss.item() == pytest.approx(bpr + 0.25)
     assert not bpr_part.requires_grad
+
+
+def test_bpr_loss_l2_counts_repeated_rows() -> None:
+    # The L2 term weights each row by how often the batch names it: equal to the per-triple
+    # sum of squares, rows repeated across users, positives and negatives included.
+    gen = torch.Generator().manual_seed(0)
+    eu, ei = torch.randn(4, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    xu0, xi0 = torch.randn(4, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    users, pos, neg = torch.tensor([0, 0, 2, 3, 0]), torch.tensor([1, 1, 4, 0, 2]), \
+        torch.tensor([4, 1, 1, 3, 3])
+    loss, bpr = bpr_loss(eu, ei, xu0, xi0, users, pos, neg, reg=0.3)
+    l2 = (xu0[users].square().sum() + xi0[pos].square().sum() + xi0[neg].square().sum())
+    assert loss.item() == pytest.approx((bpr + 0.3 * l2 / 10).item(), rel=1e-6)
+    assert (loss - bpr).item() == pytest.approx((0.3 * l2 / 10).item(), rel=1e-6)
+
+
+def test_batch_rule_keeps_steps_per_epoch_constant() -> None:
+    # About 25 steps per epoch at every size (no cap below 2^21), so an epoch's work grows
+    # linearly with the interactions; the learning rate stops growing at 32768.
+    for n in (810_128, 2_000_000, 10_000_000, 40_000_000):
+        steps = -(-n // resolved_batch_size(n))
+        assert 17 <= steps <= 36, (n, steps)
+    assert resolved_batch_size(10) == 1024 and resolved_batch_size(10**10) == 2**21
+    assert resolved_lr(2048) == 0.005 and resolved_lr(32768) == 0.02
+    assert resolved_lr(524288) == resolved_lr(32768)
 
 
 # ----------------------------------------------------------------------------- sampler
