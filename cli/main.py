@@ -276,21 +276,25 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
 @click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True)
 @click.option("--baselines", is_flag=True, help="Also score most-popular and item-kNN.")
 @click.option("--tail-boost", type=float, default=0.0, show_default=True,
-              help="Lift long-tail items (all but the 20% most-interacted) by this many "
+              help="Lift long-tail items (all but the 20% most-interacted) by up to this many "
                    "score standard deviations; 0 = rank by the model alone.")
+@click.option("--tail-shape", type=click.Choice(["degree", "flat"]), default="degree",
+              show_default=True,
+              help="How --tail-boost is shared: degree = in proportion to a tail item's "
+                   "interactions (the whole boost just below the head), flat = equally.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--device", default="auto", show_default=True)
 @click.pass_obj
 @handle_errors
 def evaluate_cmd(obj: Context, ks: str, split: str, baselines: bool, tail_boost: float,
-                 as_json: bool, device: str) -> None:
+                 tail_shape: str, as_json: bool, device: str) -> None:
     """Full-ranking metrics of WORKDIR/model on the graph's test (or validation) split."""
     from graphrec.evaluation import evaluate_model
     from graphrec.store import load_graph
 
     graph = load_graph(obj.graph_dir)
     result = evaluate_model(graph, obj.model_dir, split, _parse_ks(ks), baselines, device,
-                            tail_boost)
+                            tail_boost, tail_shape)
     if as_json:
         echo_json(result)
         return
@@ -303,10 +307,10 @@ def evaluate_cmd(obj: Context, ks: str, split: str, baselines: bool, tail_boost:
         click.echo(f"{name:<14}" + "".join(f"{m.get(k, float('nan')):>16.4f}" for k in keys))
 
 
-def _load_recommender(obj: Context, tail_boost: float = 0.0):
+def _load_recommender(obj: Context, tail_boost: float = 0.0, tail_shape: str = "degree"):
     from graphrec.recommend import Recommender
 
-    return Recommender.load(obj.model_dir, tail_boost)
+    return Recommender.load(obj.model_dir, tail_boost, tail_shape)
 
 
 def _print_recs(recs, as_json: bool, header: dict) -> None:
@@ -329,14 +333,18 @@ def _print_recs(recs, as_json: bool, header: dict) -> None:
               help="MMR re-ranking weight in [0, 1]: 0 = pure relevance, higher = less similar "
                    "items in the list (text-embedding cosine)")
 @click.option("--tail-boost", type=float, default=0.0, show_default=True,
-              help="Lift long-tail items (all but the 20% most-interacted) by this many "
+              help="Lift long-tail items (all but the 20% most-interacted) by up to this many "
                    "score standard deviations; 0 = rank by the model alone.")
+@click.option("--tail-shape", type=click.Choice(["degree", "flat"]), default="degree",
+              show_default=True,
+              help="How --tail-boost is shared: degree = in proportion to a tail item's "
+                   "interactions (the whole boost just below the head), flat = equally.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.pass_obj
 @handle_errors
 def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users: bool,
                   output: Path | None, k: int, include_seen: bool, diversity: float,
-                  tail_boost: float, as_json: bool) -> None:
+                  tail_boost: float, tail_shape: str, as_json: bool) -> None:
     """Top-K items for a user (--user), a new user (--history) or everyone (--all-users)."""
     if sum(x is not None and x is not False for x in (user, history, all_users or None)) != 1:
         raise click.UsageError("give exactly one of --user, --history or --all-users")
@@ -346,7 +354,7 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
     check_k(k)  # before loading the model: a bad -k, --diversity or --tail-boost costs nothing
     check_diversity(diversity)
     check_tail_boost(tail_boost)
-    rec = _load_recommender(obj, tail_boost)
+    rec = _load_recommender(obj, tail_boost, tail_shape)
     if all_users:
         if output is None:
             raise click.UsageError("--all-users needs --output FILE")

@@ -82,10 +82,11 @@ def run_one(job: dict) -> dict:
 
         row["boost"], row["valid_boost"] = {}, {}
         emb = (result.user_emb, result.item_emb)  # the restored model's, computed once
+        shape = row["boost_shape"] = job["boost_shape"]
         for b in job["boosts"]:
-            m = trainer.evaluate(TEST, tail_boost=b, embeddings=emb)
+            m = trainer.evaluate(TEST, tail_boost=b, embeddings=emb, tail_shape=shape)
             row["boost"][f"{b:g}"] = {k: m.get(k) for k in KEYS}
-            m = trainer.evaluate(VALID, tail_boost=b, embeddings=emb)
+            m = trainer.evaluate(VALID, tail_boost=b, embeddings=emb, tail_shape=shape)
             row["valid_boost"][f"{b:g}"] = {k: m.get(k) for k in KEYS}
     row |= {"items": job["items"], "alpha": alpha, "seed": job["seed"],
             "epochs": len(result.history), "best_epoch": result.best_epoch,
@@ -118,29 +119,36 @@ def summarise(rows: list[dict], items_kinds: list[str], alphas: list[float]) -> 
 
 
 def summarise_boosts(rows: list[dict], items_kinds: list[str]) -> tuple[str, dict]:
-    """Table of metrics against the tail boost for every (items, alpha) boosted, mean ± std
-    over seeds; ``means`` is keyed (items, alpha, boost, metric)."""
-    table = ["| items | alpha | tail boost | " + " | ".join(KEYS) + " | seeds |",
-             "|---|---|---|" + "---|" * (len(KEYS) + 1)]
+    """Table of metrics against the tail boost for every (items, alpha, boost shape) boosted,
+    mean ± std over seeds; ``means`` is keyed ((items, shape), alpha, boost, metric)."""
+    table = ["| items | alpha | boost shape | tail boost | " + " | ".join(KEYS) + " | seeds |",
+             "|---|---|---|---|" + "---|" * (len(KEYS) + 1)]
     means: dict = {}
-    for items in items_kinds:
-        for alpha in sorted({r["alpha"] for r in rows if r["items"] == items}):
-            rs = [r for r in rows if r["items"] == items and r["alpha"] == alpha]
-            for b in sorted({b for r in rs for b in r["boost"]}, key=float):
-                have = [r for r in rs if b in r["boost"]]
-                cells = []
-                for k in KEYS:
-                    v = np.array([r["boost"][b][k] for r in have
-                                  if r["boost"][b].get(k) is not None])
-                    if v.size == 0:
-                        cells.append("–")
-                        continue
-                    means[(items, alpha, float(b), k)] = (float(v.mean()), float(v.std()))
-                    cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size > 1
-                                 else f"{v[0]:.4f}")
-                table.append(f"| {items} | {alpha:g} | {b} | " + " | ".join(cells) +
-                             f" | {len(have)} |")
+    for items, alpha, shape in sorted({(r["items"], r["alpha"], boost_shape(r)) for r in rows
+                                       if r["items"] in items_kinds}):
+        rs = [r for r in rows if r["items"] == items and r["alpha"] == alpha
+              and boost_shape(r) == shape]
+        for b in sorted({b for r in rs for b in r["boost"]}, key=float):
+            have = [r for r in rs if b in r["boost"]]
+            cells = []
+            for k in KEYS:
+                v = np.array([r["boost"][b][k] for r in have
+                              if r["boost"][b].get(k) is not None])
+                if v.size == 0:
+                    cells.append("–")
+                    continue
+                means[((items, shape), alpha, float(b), k)] = (float(v.mean()),
+                                                               float(v.std()))
+                cells.append(f"{v.mean():.4f} ± {v.std():.4f}" if v.size > 1
+                             else f"{v[0]:.4f}")
+            table.append(f"| {items} | {alpha:g} | {shape} | {b} | " + " | ".join(cells) +
+                         f" | {len(have)} |")
     return "\n".join(table), means
+
+
+def boost_shape(row: dict) -> str:
+    """The tail-boost shape a boost run used (runs from before shapes existed: flat)."""
+    return row.get("boost_shape", "flat")
 
 
 def select_boosts(every: list[dict], items: str, tolerance: float) -> tuple[str, list[dict]]:
@@ -160,22 +168,24 @@ def select_boosts(every: list[dict], items: str, tolerance: float) -> tuple[str,
         if not ok:
             continue
         b = max(ok, key=float)
-        rows.append({"alpha": r["alpha"], "seed": r["seed"], "boost": float(b),
+        rows.append({"alpha": r["alpha"], "shape": boost_shape(r), "seed": r["seed"],
+                     "boost": float(b),
                      "valid_recall": r["valid_boost"][b]["recall@20"],
                      "valid_floor": floor, "uniform_test_recall": ref[0]["recall@20"],
                      **{k: r["boost"][b][k] for k in KEYS}})
-    table = ["| items | alpha | boost per seed (chosen on validation) | recall@20 | "
+    table = ["| items | alpha | boost shape | boost per seed (chosen on validation) | recall@20 | "
              "uniform recall@20 | change | tail_recall@20 | tail_share@20 | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for alpha in sorted({r["alpha"] for r in rows}):
-        rs = sorted((r for r in rows if r["alpha"] == alpha), key=lambda r: r["seed"])
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for alpha, shape in sorted({(r["alpha"], r["shape"]) for r in rows}):
+        rs = sorted((r for r in rows if (r["alpha"], r["shape"]) == (alpha, shape)),
+                    key=lambda r: r["seed"])
         rec = np.array([r["recall@20"] for r in rs])
         uni = np.array([r["uniform_test_recall"] for r in rs])
         tail = np.array([r["tail_recall@20"] for r in rs])
         share = np.array([r["tail_share@20"] for r in rs])
         boosts = ", ".join(f"{r['boost']:g}" for r in rs)
         table.append(
-            f"| {items} | {alpha:g} | {boosts} | "
+            f"| {items} | {alpha:g} | {shape} | {boosts} | "
             f"{rec.mean():.4f} ± {rec.std():.4f} | {uni.mean():.4f} | "
             f"{(rec.mean() / uni.mean() - 1) * 100:+.1f}% | "
             f"{tail.mean():.4f} ± {tail.std():.4f} | "
@@ -204,15 +214,15 @@ def plot(means: dict, items_kinds: list[str], alphas: list[float], path: Path,
             ax.annotate(f"α={a:g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)
     curves = sorted({(it, a) for (it, a, _, _) in (boost_means or {})})
-    for items, alpha in curves:
+    for key, alpha in curves:
         pts = sorted((b, m) for (it, a, b, k), m in boost_means.items()
-                     if (it, a, k) == (items, alpha, "recall@20"))
+                     if (it, a, k) == (key, alpha, "recall@20"))
         x = [m[0] for _, m in pts]
-        y = [boost_means[(items, alpha, b, "tail_recall@20")][0] for b, _ in pts]
-        ax.plot(x, y, linestyle="--", marker="x",
-                label=f"{items} items, alpha={alpha:g}, tail boost")
+        y = [boost_means[(key, alpha, b, "tail_recall@20")][0] for b, _ in pts]
+        ax.plot(x, y, linestyle="--" if key[1] == "flat" else "-", marker="x",
+                label=f"{key[0]} items, alpha={alpha:g}, {key[1]} tail boost")
         for (b, _), xi, yi in zip(pts, x, y, strict=True):
-            if b > 0:
+            if b > 0 and (2 * b).is_integer():  # every boost labelled would not be legible
                 ax.annotate(f"b={b:g}", (xi, yi), textcoords="offset points", xytext=(4, -10),
                             fontsize=7)
     uniform = [means[(it, 0.0, "recall@20")][0] for it in items_kinds
@@ -248,8 +258,10 @@ def main() -> None:
     p.add_argument("--boosts", type=float, nargs="*", default=[0, 0.25, 0.5, 0.75, 1.0, 1.5],
                    help="serving-time tail boosts (--tail-boost) scored on the default alpha's "
                         "models (--boost-alpha), trained again with the same seed")
-    p.add_argument("--boost-alpha", type=float, nargs="+", default=[0.5],
+    p.add_argument("--boost-alpha", type=float, nargs="+", default=[0.0, 0.5],
                    help="the alphas whose models are scored with every --boosts value")
+    p.add_argument("--boost-shape", choices=["degree", "flat"], default="degree",
+                   help="how the boost is shared among tail items (--tail-shape)")
     p.add_argument("--tolerance", type=float, default=0.03,
                    help="boost selection: validation recall may fall this far below the "
                         "uniform model's")
@@ -284,13 +296,15 @@ def main() -> None:
                              "patience": args.patience, "threads": threads, "out": str(name)})
         for items, ba in [(it, a) for it in args.items for a in args.boost_alpha
                           if args.boosts]:
-            name = out / "runs" / f"{items}-a{ba:g}-s{seed}-boost.json"
+            suffix = "" if args.boost_shape == "flat" else f"-{args.boost_shape}"
+            name = out / "runs" / f"{items}-a{ba:g}-s{seed}-boost{suffix}.json"
             if not name.exists():
                 jobs.append({"graph": str(graph), "items": items, "alpha": ba,
                              "seed": seed, "epochs": args.epochs,
                              "batch_size": args.batch_size, "lr": args.lr,
                              "eval_every": args.eval_every, "patience": args.patience,
-                             "threads": threads, "out": str(name), "boosts": args.boosts})
+                             "threads": threads, "out": str(name), "boosts": args.boosts,
+                             "boost_shape": args.boost_shape})
     print(f"{len(jobs)} runs to do ({args.jobs} workers x {threads} threads)", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
         for row in pool.map(run_one, jobs):

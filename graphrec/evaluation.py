@@ -17,6 +17,7 @@ from graphrec.metrics import (
     evaluate_ranking,
     head_item_mask,
     self_information,
+    tail_boost_weights,
 )
 from graphrec.store import GraphData
 
@@ -25,11 +26,12 @@ SPLITS = {"valid": VALID, "test": TEST}
 
 def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test",
                    ks: tuple[int, ...] = (20,), baselines: bool = False,
-                   device: str | None = None, tail_boost: float = 0.0) -> dict:
+                   device: str | None = None, tail_boost: float = 0.0,
+                   tail_shape: str = "degree") -> dict:
     """Full-ranking metrics of the model in ``model_path`` on ``graph``'s ``split``.
 
-    ``tail_boost`` scores the model as served with that boost (``recommend.boost_tail``);
-    the baselines are never boosted.
+    ``tail_boost`` / ``tail_shape`` score the model as served with that boost
+    (``recommend.boost_tail``, ``metrics.tail_boost_weights``); baselines are never boosted.
 
     Seen items (masked) are the training items, plus validation items when scoring test.
     With ``baselines``, most-popular and item-kNN are scored by the same code on the same
@@ -38,6 +40,7 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     "baselines": {name: metrics}, "seconds"}.
     """
     check_tail_boost(tail_boost)
+    weights = tail_boost_weights(graph.train_item_degree(), tail_shape)
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected valid or test")
     cfg = read_model_config(model_path)
@@ -61,7 +64,7 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     t0 = time.perf_counter()
     out = {"split": split,
            "model": evaluate_ranking(None, factors=(user_emb, item_emb), tail_boost=tail_boost,
-                                     **common)}
+                                     boost_weights=weights, **common)}
     out["seconds"] = round(time.perf_counter() - t0, 3)
     if baselines:
         # Baselines see everything the model may not recommend: train (+ valid at test time).

@@ -29,6 +29,7 @@ from graphrec.errors import ConfigError, DataError
 from graphrec.graph import csr_row_positions
 
 __all__ = [
+    "TAIL_SHAPES",
     "boost_tail",
     "check_tail_boost",
     "default_batch_users",
@@ -38,6 +39,7 @@ __all__ = [
     "gini",
     "head_item_mask",
     "self_information",
+    "tail_boost_weights",
     "topk_rows",
 ]
 
@@ -70,16 +72,44 @@ def check_tail_boost(boost: float) -> None:
         raise ConfigError(f"--tail-boost {boost:g}: expected a number in [0, 10]")
 
 
-def boost_tail(scores: torch.Tensor, tail: torch.Tensor, boost: float) -> torch.Tensor:
-    """``scores`` [b, I] (unmasked) plus ``boost`` times each row's standard deviation on the
-    tail items (``tail`` [I] bool): a tail item moves up by ``boost`` score spreads.
+TAIL_SHAPES = ("degree", "flat")
+"""How the tail boost is shared among tail items (:func:`tail_boost_weights`)."""
 
-    A serving-time lever on the long tail, scale-free across users; on MovieLens 1.0 trades
-    about 5% of recall@20 for 8x tail_recall@20 (experiments/RESULTS.md).
+
+def tail_boost_weights(train_item_degree: np.ndarray, shape: str = "degree",
+                       head_share: float = 0.2) -> np.ndarray:
+    """[I] float32: the share of the tail boost each item gets.
+
+    Head items (:func:`head_item_mask`) get 0. Tail items get, with ``shape``:
+
+    - "degree": their training degree over the smallest head item's degree, so items just
+      below the head get nearly the whole boost and items nobody has interacted with none;
+    - "flat": 1.
+
+    On MovieLens "degree" reaches the same tail recall for about half the recall cost of
+    "flat": tail items that some users took are the ones other users' held-out interactions
+    fall on (experiments/RESULTS.md).
+    """
+    if shape not in TAIL_SHAPES:
+        raise ConfigError(f"--tail-shape {shape!r}: expected one of {', '.join(TAIL_SHAPES)}")
+    degree = np.asarray(train_item_degree, dtype=np.float64)
+    head = head_item_mask(degree, head_share)
+    if shape == "flat":
+        return (~head).astype(np.float32)
+    edge = degree[head].min() if head.any() else degree.max(initial=0.0)
+    return np.where(head, 0.0, np.minimum(degree / max(edge, 1.0), 1.0)).astype(np.float32)
+
+
+def boost_tail(scores: torch.Tensor, weights: torch.Tensor, boost: float) -> torch.Tensor:
+    """``scores`` [b, I] (unmasked) plus ``boost`` times each row's standard deviation times
+    each item's weight (``weights`` [I], :func:`tail_boost_weights`; a bool tail mask is the
+    flat shape): a tail item of weight w moves up by ``boost * w`` score spreads.
+
+    A serving-time lever on the long tail, scale-free across users (experiments/RESULTS.md).
     """
     if boost == 0.0:
         return scores
-    return scores + boost * scores.std(dim=1, keepdim=True) * tail.to(scores.dtype)
+    return scores + boost * scores.std(dim=1, keepdim=True) * weights.to(scores.dtype)
 
 
 def gini(counts: torch.Tensor) -> float:
@@ -450,14 +480,16 @@ class _FactorRanker:
     (every top-K item lies in one), and a top-K over their items. A per-tile ``torch.topk``
     with a merge across tiles was measured and cost as much as the GEMM itself.
 
-    With ``tail_boost`` b, a tail item's score is ``u.v + b * std_u``, ``std_u`` the unbiased
-    standard deviation of the user's raw scores over all items (:func:`boost_tail`), which is
-    ``sqrt(u^T C u)`` with ``C`` the unbiased covariance of the item factors: computed once,
-    and the boost rides in the GEMM as an extra factor (``b * std_u`` against ``[tail]``).
+    With ``tail_boost`` b, item i's score is ``u.v_i + b * std_u * w_i``, ``std_u`` the
+    unbiased standard deviation of the user's raw scores over all items (:func:`boost_tail`),
+    which is ``sqrt(u^T C u)`` with ``C`` the unbiased covariance of the item factors: computed
+    once, and the boost rides in the GEMM as an extra factor (``b * std_u`` against the item
+    weights ``w``, :func:`tail_boost_weights`).
     """
 
-    def __init__(self, user_emb: torch.Tensor, item_emb: torch.Tensor, tail: torch.Tensor | None,
-                 tail_boost: float, batch_users: int, item_tile: int, device: torch.device):
+    def __init__(self, user_emb: torch.Tensor, item_emb: torch.Tensor,
+                 weights: torch.Tensor | None, tail_boost: float, batch_users: int,
+                 item_tile: int, device: torch.device):
         dtype = torch.promote_types(user_emb.dtype, item_emb.dtype)
         if not dtype.is_floating_point:
             dtype = torch.float32
@@ -474,7 +506,7 @@ class _FactorRanker:
         if tail_boost != 0.0:
             self.boost = tail_boost
             self.cov = torch.cov(items.T.to(torch.float64))  # [d, d], unbiased like torch.std
-            items = torch.cat([items, tail.to(dtype).unsqueeze(1)], dim=1)
+            items = torch.cat([items, weights.to(dtype).unsqueeze(1)], dim=1)
         self.items = torch.zeros(self.padded, items.shape[1], dtype=dtype, device=device)
         self.items[: self.num_items] = items
         self.buffer = torch.empty(batch_users * self.padded, dtype=dtype, device=device)
@@ -543,6 +575,7 @@ def evaluate_ranking(
     *,
     factors: tuple[torch.Tensor, torch.Tensor] | None = None,
     tail_boost: float = 0.0,
+    boost_weights: np.ndarray | None = None,
     item_tile: int | None = None,
 ) -> dict[str, float]:
     """Full-ranking top-K metrics over every user with at least one target item.
@@ -555,7 +588,8 @@ def evaluate_ranking(
       ``user_emb[u] @ item_emb.T``. Same metrics as the equivalent ``score_fn`` (up to float
       rounding and tie order), faster: tiled GEMMs into one reused buffer, no [b, I] matrix
       per chunk. ``tail_boost`` (factors only; needs ``head_items``) adds
-      ``tail_boost * std(scores_u)`` to every tail item's score, as :func:`boost_tail` does.
+      ``tail_boost * std(scores_u) * w_i`` to item i's score, as :func:`boost_tail` does, with
+      ``boost_weights`` w [num_items] (:func:`tail_boost_weights`; None: 1 on every tail item).
       ``item_tile``: items per GEMM tile (None: 2048 on CPU, the whole catalog on CUDA;
       a multiple of 64 is fastest). Cold-only ranking reads the same masked, boosted scores.
 
@@ -651,6 +685,13 @@ def evaluate_ranking(
         tail_dev = torch.from_numpy(~head).to(device)
         tail_counts = np.bincount(rows[~head[cols]], minlength=num_users).astype(np.int64)
         num_tail = torch.from_numpy(tail_counts[evaluated]).to(device)
+    boost_dev = tail_dev
+    if boost_weights is not None:
+        weights = np.asarray(boost_weights, dtype=np.float32)
+        if weights.shape != (num_items,) or not np.isfinite(weights).all():
+            raise ConfigError(f"boost_weights: expected [{num_items}] finite floats, "
+                              f"got shape {weights.shape}")
+        boost_dev = torch.from_numpy(weights).to(device)
     num_cold = int(cold.sum()) if cold is not None else 0
     if num_cold:
         cold_cols = torch.from_numpy(np.flatnonzero(cold)).to(device)
@@ -682,7 +723,7 @@ def evaluate_ranking(
         if factors is None:
             ranker = _ScoreFnRanker(score_fn, num_items, device)
         else:
-            ranker = _FactorRanker(user_emb, item_emb, tail_dev, tail_boost,
+            ranker = _FactorRanker(user_emb, item_emb, boost_dev, tail_boost,
                                    min(batch_users, evaluated.size), item_tile, device)
         for start in range(0, evaluated.size, batch_users):
             stop = min(start + batch_users, evaluated.size)

@@ -16,7 +16,7 @@ from torch import Tensor
 from graphrec.artifact import load_arrays, read_model_config
 from graphrec.data import Csr
 from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
-from graphrec.metrics import boost_tail, check_tail_boost, gather_rows, head_item_mask
+from graphrec.metrics import boost_tail, check_tail_boost, gather_rows, tail_boost_weights
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class Recommender:
     >>> rec.recommend("1", k=10)
     """
 
-    def __init__(self, arrays: dict, config: dict, path: Path, tail_boost: float = 0.0):
+    def __init__(self, arrays: dict, config: dict, path: Path, tail_boost: float = 0.0,
+                 tail_shape: str = "degree"):
         check_tail_boost(tail_boost)
         self.path = path
         self.tail_boost = tail_boost
@@ -114,16 +115,18 @@ class Recommender:
         self.text_emb = None if arrays["text_emb"] is None else torch.as_tensor(arrays["text_emb"])
         self.text_map = torch.as_tensor(arrays["text_map"]) if "text_map" in arrays else None
         self.item_degree = arrays["item_degree"]
-        # Tail = all but the 20% most-interacted items (added items have degree 0: tail).
-        self.tail = torch.as_tensor(~head_item_mask(self.item_degree))
+        # Each item's share of the boost: 0 on the 20% most-interacted items; on the others
+        # "degree" grows with their interactions (added items have none), "flat" is 1.
+        self.tail = torch.as_tensor(tail_boost_weights(self.item_degree, tail_shape))
         self._user_index = {u: k for k, u in enumerate(self.user_ids)}
         self._item_index = {i: k for k, i in enumerate(self.item_ids)}
 
     @classmethod
-    def load(cls, path: str | Path, tail_boost: float = 0.0) -> Recommender:
+    def load(cls, path: str | Path, tail_boost: float = 0.0,
+             tail_shape: str = "degree") -> Recommender:
         path = Path(path)
         config = read_model_config(path)
-        return cls(load_arrays(path), config, path, tail_boost)
+        return cls(load_arrays(path), config, path, tail_boost, tail_shape)
 
     def scores(self, user_vecs: Tensor) -> Tensor:
         """[b, I] scores of user embeddings [b, d] against every item, tail boost applied."""

@@ -19,7 +19,12 @@ from graphrec.data import TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ArtifactError, ConfigError
 from graphrec.graph import normalized_bipartite
-from graphrec.metrics import evaluate_ranking, head_item_mask, self_information
+from graphrec.metrics import (
+    evaluate_ranking,
+    head_item_mask,
+    self_information,
+    tail_boost_weights,
+)
 from graphrec.model import ITEM_INITS, TextLightGCN, bpr_loss
 from graphrec.sampling import NEGATIVE_SAMPLERS, BPRSampler
 from graphrec.store import GraphData
@@ -349,9 +354,11 @@ class Trainer:
 
     def evaluate(self, target_fold: int, ks: tuple[int, ...] | None = None,
                  tail_boost: float = 0.0,
-                 embeddings: tuple[Tensor, Tensor] | None = None) -> dict:
+                 embeddings: tuple[Tensor, Tensor] | None = None,
+                 tail_shape: str = "degree") -> dict:
         """Full-ranking metrics on VALID (seen = train) or TEST (seen = train + valid), with
-        the serving-time ``tail_boost`` (``recommend.boost_tail``) when it is not 0.
+        the serving-time ``tail_boost`` of ``tail_shape`` (``recommend.boost_tail``) when it
+        is not 0.
         ``embeddings``: (user, item) from :meth:`embeddings`, when the caller already has
         them for the current parameters (several folds or boosts of one model)."""
         eu, ei = embeddings if embeddings is not None else self.embeddings()[:2]
@@ -361,6 +368,8 @@ class Trainer:
             cold_items=self.graph.cold_items if self.graph.cold_items.any() else None,
             device=self.device, item_information=self.information, item_vectors=self.text_emb,
             factors=(eu, ei), tail_boost=tail_boost,
+            boost_weights=tail_boost_weights(self.graph.train_item_degree(), tail_shape)
+            if tail_boost else None,
         )
 
     # -- checkpoints -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from test_cli import ok, one_line_error, run, trained  # noqa: F401  (module fix
 
 from graphrec.data import TRAIN
 from graphrec.errors import ConfigError
-from graphrec.metrics import boost_tail, check_tail_boost
+from graphrec.metrics import boost_tail, check_tail_boost, tail_boost_weights
 from graphrec.recommend import Recommender
 from graphrec.sampling import BPRSampler
 from graphrec.store import load_graph
@@ -31,6 +31,23 @@ def test_boost_tail_moves_tail_items_by_score_spreads() -> None:
     assert boost_tail(scores, tail, 0.0) is scores
 
 
+def test_tail_boost_weights_grow_with_degree_below_the_head() -> None:
+    # 10 items, head = the 2 most-interacted (degrees 50 and 20; the smallest head degree 20).
+    degree = np.array([0, 1, 5, 10, 20, 50, 2, 19, 0, 4])
+    w = tail_boost_weights(degree, "degree")
+    np.testing.assert_allclose(w, [0, 0.05, 0.25, 0.5, 0, 0, 0.1, 0.95, 0, 0.2])
+    flat = tail_boost_weights(degree, "flat")
+    np.testing.assert_array_equal(flat, [1, 1, 1, 1, 0, 0, 1, 1, 1, 1])
+    assert w.dtype == flat.dtype == np.float32
+    # A weighted boost moves item i by boost * std * w_i.
+    scores = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
+    out = boost_tail(scores, torch.tensor([0.0, 0.0, 1.0, 0.5]), 1.0)
+    std = (5 / 3) ** 0.5
+    torch.testing.assert_close(out[0], torch.tensor([4.0, 3.0, 2.0 + std, 1.0 + std / 2]))
+    with pytest.raises(ConfigError, match="--tail-shape 'steep'"):
+        tail_boost_weights(degree, "steep")
+
+
 @pytest.mark.parametrize("bad", [-0.5, 11.0, float("nan")])
 def test_tail_boost_range(bad: float) -> None:
     with pytest.raises(ConfigError, match="--tail-boost"):
@@ -38,7 +55,7 @@ def test_tail_boost_range(bad: float) -> None:
 
 
 def test_tail_boost_fills_lists_with_tail_items(trained: Path) -> None:  # noqa: F811
-    rec = Recommender.load(trained / "model")
+    rec = Recommender.load(trained / "model", tail_shape="flat")
     tail = rec.tail.numpy()
     assert tail.sum() == rec.num_items - round(0.2 * rec.num_items)
     shares = []
@@ -57,9 +74,13 @@ def test_cli_tail_boost(trained: Path) -> None:  # noqa: F811
     user = load_graph(trained / "graph").user_ids[0]
     doc = json.loads(ok(run(trained, "recommend", "--user", str(user), "--tail-boost", "10",
                             "--json", "-k", "3")).stdout)
-    rec = Recommender.load(trained / "model")
-    for r in doc["items"]:
-        assert rec.tail[rec.item_index(r["item"])]
+    rec = Recommender.load(trained / "model")  # degree shape: only tail items with
+    for r in doc["items"]:                      # interactions are lifted
+        assert rec.tail[rec.item_index(r["item"])] > 0
+    flat = json.loads(ok(run(trained, "evaluate", "--json", "--tail-boost", "10",
+                             "--tail-shape", "flat")).stdout)["model"]
+    assert flat["tail_share@20"] > plain["tail_share@20"]
+    assert flat != boosted["model"]
     one_line_error(run(trained, "recommend", "--user", str(user), "--tail-boost", "-1"),
                    "--tail-boost -1")
     one_line_error(run(trained, "evaluate", "--tail-boost", "nan"), "--tail-boost nan")

@@ -361,19 +361,22 @@ def factor_split(seed: int, num_users: int = 50, num_items: int = 203, dim: int 
     )
 
 
-@pytest.mark.parametrize("tail_boost", [0.0, 1.5])
+@pytest.mark.parametrize("tail_boost,shape", [(0.0, None), (1.5, None), (1.5, "degree")])
 @pytest.mark.parametrize(
     "item_tile,batch_users",
     [(None, None), (2048, 7), (203, 9), (64, 50), (12, 7), (100, 3), (96, 1000), (7, 11),
      (1, 16)],
 )
-def test_factor_path_equals_score_fn_path(item_tile, batch_users, tail_boost):
-    from graphrec.metrics import boost_tail
+def test_factor_path_equals_score_fn_path(item_tile, batch_users, tail_boost, shape):
+    from graphrec.metrics import boost_tail, tail_boost_weights
 
     seen, target, user_emb, item_emb, rng = factor_split(0)
     num_items = item_emb.shape[0]  # 203: no tile width above divides it
-    head = head_item_mask(np.bincount(seen.indices, minlength=num_items))
-    tail = torch.from_numpy(~head)
+    degree = np.bincount(seen.indices, minlength=num_items)
+    head = head_item_mask(degree)
+    # shape None: no weights given, every tail item gets the whole boost
+    weights = None if shape is None else tail_boost_weights(degree, shape)
+    tail = torch.from_numpy(~head) if weights is None else torch.from_numpy(weights)
     kwargs = dict(
         ks=(1, 5, 20), head_items=head, cold_items=rng.random(num_items) < 0.2,
         item_information=rng.random(num_items), item_vectors=rng.standard_normal((num_items, 4)),
@@ -384,7 +387,7 @@ def test_factor_path_equals_score_fn_path(item_tile, batch_users, tail_boost):
     )
     got = evaluate_ranking(
         None, seen, target, num_items, batch_users=batch_users, factors=(user_emb, item_emb),
-        tail_boost=tail_boost, item_tile=item_tile, **kwargs,
+        tail_boost=tail_boost, boost_weights=weights, item_tile=item_tile, **kwargs,
     )
     assert got.keys() == expected.keys()
     for key in expected:
