@@ -321,7 +321,8 @@ def main() -> None:
     head = (f"{args.dataset}, seeds {args.seeds}, batch {args.batch_size}, lr {args.lr}, "
             "test split; mean ± std over seeds")
     boost_head = "serving-time tail boost (recommend/evaluate --tail-boost)"
-    select = [select_boosts(every, items, args.tolerance)[0] for items in args.items]
+    select = [table for table, chosen in (select_boosts(every, items, args.tolerance)
+                                          for items in args.items) if chosen]
     select_head = (f"tail boost chosen on validation (largest with validation recall@20 within "
                    f"{args.tolerance:.0%} of the uniform model's, per seed), scored on test")
     select_table = "\n\n".join(select)
