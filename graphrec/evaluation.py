@@ -40,7 +40,8 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     "baselines": {name: metrics}, "seconds"}.
     """
     check_tail_boost(tail_boost)
-    weights = tail_boost_weights(graph.train_item_degree(), tail_shape)
+    degree = graph.train_item_degree()
+    weights = tail_boost_weights(degree, tail_shape)
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected valid or test")
     cfg = read_model_config(model_path)
@@ -56,10 +57,10 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     # Only the graph's items: rows past them were appended by add-items, have no interactions
     # in this split and would only push real test items down the ranking.
     item_emb = torch.as_tensor(arrays["item_emb"][:graph.num_items]).to(dev)
-    head = head_item_mask(graph.train_item_degree())
+    head = head_item_mask(degree)
     common = dict(seen=seen, target=target, num_items=graph.num_items, ks=ks, head_items=head,
                   cold_items=graph.cold_items if graph.cold_items.any() else None, device=dev,
-                  item_information=self_information(graph.train_item_degree(), graph.num_users),
+                  item_information=self_information(degree, graph.num_users),
                   item_vectors=graph.text_emb)
     t0 = time.perf_counter()
     out = {"split": split,

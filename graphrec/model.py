@@ -44,13 +44,20 @@ class _BipartiteLightGCN(torch.autograd.Function):
 def _propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
                num_layers: int) -> tuple[Tensor, Tensor]:
     out_u, out_i = xu.clone(), xi.clone()
-    for _ in range(num_layers):
-        # Users gather from items through R, items from users through R^T.
-        xu, xi = _spmm(r, xi), _spmm(rt, xu)
-        out_u += xu
-        out_i += xi
+    _add_layers(xu, xi, out_u, out_i, r, rt, num_layers)
     scale = 1.0 / (num_layers + 1)
     return out_u.mul_(scale), out_i.mul_(scale)
+
+
+def _add_layers(hu: Tensor, hi: Tensor, out_u: Tensor, out_i: Tensor, r: Tensor, rt: Tensor,
+                num_layers: int) -> None:
+    """``num_layers`` whole-graph propagation steps from (hu, hi), each added to out_u / out_i
+    in place."""
+    for _ in range(num_layers):
+        # Users gather from items through R, items from users through R^T.
+        hu, hi = _spmm(r, hi), _spmm(rt, hu)
+        out_u += hu
+        out_i += hi
 
 
 def lightgcn_propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
@@ -147,10 +154,7 @@ class _BatchLightGCN(torch.autograd.Function):
         hi = _sparse_input_product(rt, users, out_u)
         out_u += hu
         out_i += hi
-        for _ in range(ctx.num_layers - 1):
-            hu, hi = _spmm(r, hi), _spmm(rt, hu)
-            out_u += hu
-            out_i += hi
+        _add_layers(hu, hi, out_u, out_i, r, rt, ctx.num_layers - 1)
         out_u.index_add_(0, users, g0u)
         out_i.index_add_(0, items, g0i)
         return out_u, out_i, None, None, None, None, None

@@ -248,7 +248,8 @@ class Trainer:
         u, i = graph.train
         r, rt = normalized_bipartite(u, i, graph.num_users, graph.num_items)
         self.r, self.rt = r.to(self.device), rt.to(self.device)
-        self.degree = torch.as_tensor(graph.train_item_degree())
+        degree = graph.train_item_degree()
+        self.degree = torch.as_tensor(degree)
         self.warm = self.degree > 0
         text = torch.as_tensor(graph.text_emb) if graph.text_emb is not None else None
         self.text_emb = text.to(self.device) if text is not None else None
@@ -267,8 +268,8 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self.total_steps = cfg.epochs * self.sampler.num_batches(cfg.batch_size)
         self.steps_done = 0
-        self.head = head_item_mask(graph.train_item_degree())
-        self.information = self_information(graph.train_item_degree(), graph.num_users)
+        self.head = head_item_mask(degree)
+        self.information = self_information(degree, graph.num_users)
         # (seen, target) per evaluated fold, built once rather than at every evaluation.
         self.eval_sets = {VALID: (graph.csr(TRAIN), graph.csr(VALID)),
                           TEST: (graph.csr(TRAIN, VALID), graph.csr(TEST))}
@@ -368,7 +369,7 @@ class Trainer:
             cold_items=self.graph.cold_items if self.graph.cold_items.any() else None,
             device=self.device, item_information=self.information, item_vectors=self.text_emb,
             factors=(eu, ei), tail_boost=tail_boost,
-            boost_weights=tail_boost_weights(self.graph.train_item_degree(), tail_shape)
+            boost_weights=tail_boost_weights(self.degree.numpy(), tail_shape)
             if tail_boost else None,
         )
 
