@@ -110,6 +110,10 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    bad = [n for n in args.synthetic if n < 1000]
+    if bad or args.steps < 1 or args.batch_size < 0:
+        p.error(f"expected --synthetic sizes >= 1000, --steps >= 1 and --batch-size >= 0 "
+                f"(got {bad or args.synthetic}, {args.steps}, {args.batch_size})")
     rows = []
     if (args.data / "train.txt").exists():
         from graphrec.build import BuildConfig, build_graph
