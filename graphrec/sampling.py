@@ -86,12 +86,18 @@ class BPRSampler:
 
     def epoch(self, batch_size: int, generator: torch.Generator):
         """Yield (users, pos, neg) batches covering every training interaction once, in a
-        random order."""
+        random order.
+
+        The whole epoch's negatives are drawn up front: the redraw loop's host round trips
+        (the number of collisions) happen a few times per epoch, not per batch, so a CUDA
+        epoch runs its batches without waiting on the host.
+        """
         perm = torch.randperm(len(self.users), device=self.device, generator=generator)
+        users, items = self.users[perm], self.items[perm]
+        neg = self.negatives(users, generator)
         for start in range(0, len(perm), batch_size):
-            idx = perm[start : start + batch_size]
-            users = self.users[idx]
-            yield users, self.items[idx], self.negatives(users, generator)
+            stop = start + batch_size
+            yield users[start:stop], items[start:stop], neg[start:stop]
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self.users) // batch_size)

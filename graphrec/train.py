@@ -248,6 +248,9 @@ class Trainer:
         u, i = graph.train
         r, rt = normalized_bipartite(u, i, graph.num_users, graph.num_items)
         self.r, self.rt = r.to(self.device), rt.to(self.device)
+        # CPU: propagate the last layer for the batch's rows only (train_step); CUDA: all rows,
+        # so that a step never waits on the host.
+        self.batch_rows = self.device.type != "cuda"
         degree = graph.train_item_degree()
         self.degree = torch.as_tensor(degree)
         self.warm = self.degree > 0
@@ -281,12 +284,18 @@ class Trainer:
     def train_step(self, users: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
         """One Adam step on a batch of BPR triples [B] each; returns (loss, BPR part)."""
         self.optimizer.zero_grad(set_to_none=True)
-        # Final embeddings of the batch's rows only (model.forward_batch): the last
-        # layer and the first backward product touch just these rows.
-        bu, u_local = torch.unique(users, return_inverse=True)
-        bi, i_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
-        p_local, n_local = i_local[: len(pos)], i_local[len(pos):]
-        eu, ei, xu0, xi0 = self.model.forward_batch(self.r, self.rt, bu, bi)
+        if self.batch_rows:
+            # Final embeddings of the batch's rows only (model.forward_batch): the last
+            # layer and the first backward product touch just these rows.
+            bu, u_local = torch.unique(users, return_inverse=True)
+            bi, i_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+            p_local, n_local = i_local[: len(pos)], i_local[len(pos):]
+            eu, ei, xu0, xi0 = self.model.forward_batch(self.r, self.rt, bu, bi)
+        else:
+            # Every row: no torch.unique, whose output size would make a CUDA step wait on
+            # the host; the full last layer costs a GPU little. Same loss and gradients.
+            eu, ei, xu0, xi0 = self.model(self.r, self.rt)
+            u_local, p_local, n_local = users, pos, neg
         loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
         if self.model.text_head is not None:  # cold_start "bpr"
             loss = loss + self._text_head_loss(eu[u_local], pos, neg)

@@ -58,3 +58,25 @@ def test_training_and_evaluation_on_cuda_match_cpu(planted_graph) -> None:  # no
                          head_items=head_item_mask(planted_graph.train_item_degree()),
                          device="cuda")
     assert m["recall@20"] == pytest.approx(a["recall@20"], abs=1e-6)
+
+
+def test_cuda_training_steps_never_wait_on_the_host(planted_graph) -> None:  # noqa: F811
+    """Inside an epoch (after its negatives are drawn) no step synchronises with the host:
+    CUDA's sync debug mode turns any synchronising call into an error."""
+    for schedule in ("constant", "cosine"):
+        trainer = Trainer(planted_graph, TrainConfig(
+            epochs=2, batch_size=64, lr=0.05, dim=16, layers=3, eval_every=0, seed=0,
+            device="cuda", negatives="popularity", lr_schedule=schedule))
+        assert not trainer.batch_rows
+        batches = trainer.sampler.epoch(64, trainer.generator)
+        first = next(batches)  # draws the epoch's negatives (a few syncs, once per epoch)
+        torch.cuda.synchronize()
+        total = torch.zeros((), device="cuda")
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for users, pos, neg in [first, *batches]:
+                loss, _ = trainer.train_step(users, pos, neg)
+                total += loss
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert np.isfinite(total.item())

@@ -360,6 +360,31 @@ def test_trainer_is_deterministic(planted_graph) -> None:
     assert not torch.allclose(a.user_emb, c.user_emb)
 
 
+@pytest.mark.parametrize("item_init", ["id", "text"])
+def test_all_rows_step_equals_batch_rows_step(planted_graph_text, item_init: str) -> None:
+    """The CUDA step (every row, no torch.unique) and the CPU step (the batch's rows only)
+    give the same loss and the same parameter gradients, repeated rows included."""
+    cfg = TrainConfig(epochs=1, batch_size=96, lr=0.05, dim=16, layers=3, device="cpu",
+                      eval_every=0, seed=0, item_init=item_init)
+    users, pos, neg = next(Trainer(planted_graph_text, cfg).sampler.epoch(
+        96, torch.Generator().manual_seed(5)))
+    assert len(torch.unique(users)) < len(users)  # the count-weighted L2 is exercised
+    out = []
+    for batch_rows in (True, False):
+        t = Trainer(planted_graph_text, cfg)
+        t.batch_rows = batch_rows
+        t.optimizer.step = lambda: None  # keep the gradients, skip the update
+        loss, bpr = t.train_step(users, pos, neg)
+        out.append((loss, bpr, [p.grad.clone() for p in t.model.parameters()]))
+    (la, ba, ga), (lb, bb, gb) = out
+    torch.testing.assert_close(la, lb, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ba, bb, atol=1e-6, rtol=1e-6)
+    assert len(ga) == len(gb) > 0
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert any(float(g.abs().max()) > 0 for g in ga)
+
+
 @pytest.mark.parametrize("cold_start", ["ridge", "bpr", "layer0"])
 def test_text_model_places_cold_items_by_text(planted, tiny_bert: str, tmp_path: Path,
                                               cold_start: str) -> None:
