@@ -11,6 +11,7 @@ settings. Every variant runs in its own subprocess so its peak memory is its own
     python experiments/bench_speed.py                       # Gowalla, every variant, 1 epoch
     python experiments/bench_speed.py --steps 20            # time 20 steps, extrapolate
     python experiments/bench_speed.py --variants graphrec --device cuda
+    python experiments/bench_speed.py --peer-retain-memory  # peer with graphrec's allocator
 
 Prints one table, with the ratio peer / graphrec for each number.
 """
@@ -152,6 +153,10 @@ def child(args) -> None:
     from graphrec.device import resolve_device
 
     device = resolve_device(args.device)
+    if args.peer_retain_memory and args.child != "graphrec":
+        from graphrec.device import retain_freed_memory
+
+        retain_freed_memory()  # the allocator setting graphrec's Trainer makes, for the peer
     graph = load_gowalla(args.data)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
@@ -185,6 +190,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1,
                    help="run the variants this many times, alternating, and report each "
                         "variant's median (a shared machine drifts in speed over minutes)")
+    p.add_argument("--peer-retain-memory", action="store_true",
+                   help="give the peer graphrec's allocator setting too "
+                        "(graphrec.device.retain_freed_memory); off = the peer as PyG ships it")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rounds < 1:
@@ -218,7 +226,8 @@ def main() -> None:
     any_r = next(iter(results.values()))
     print(f"\nGowalla, dim {args.dim}, {args.layers} layers, batch {args.batch_size}, "
           f"lr {args.lr}, device {any_r['device']}, torch threads {any_r['threads']}, "
-          f"median of {args.rounds} round(s)")
+          f"median of {args.rounds} round(s); peer allocator: "
+          f"{'retain freed memory' if args.peer_retain_memory else 'as shipped'}")
     print("| variant | s / epoch | eval s | peak RSS MB | recall@20 after the timed steps |")
     print("|---|---|---|---|---|")
     for v, r in results.items():

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from graphrec.data import TEST, TRAIN, VALID
-from graphrec.device import resolve_device
+from graphrec.device import resolve_device, retain_freed_memory
 from graphrec.errors import ArtifactError, ConfigError
 from graphrec.graph import normalized_bipartite
 from graphrec.metrics import (
@@ -245,6 +245,8 @@ class Trainer:
         self.cfg = cfg = cfg.resolve(graph)
         self.graph = graph
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            retain_freed_memory()  # no fresh zero-filled pages for every step's buffers
         u, i = graph.train
         r, rt = normalized_bipartite(u, i, graph.num_users, graph.num_items)
         self.r, self.rt = r.to(self.device), rt.to(self.device)
