@@ -45,8 +45,8 @@ def retain_freed_memory() -> bool:
 
     A CPU training step allocates and frees tens of megabytes of [nodes, d] buffers. With
     glibc's defaults every buffer above its adaptive mmap threshold is a fresh mmap, so the
-    kernel zero-fills its pages again on first touch, step after step (about 2 million page
-    faults and 4 s of system time per Gowalla epoch). Raising the mmap threshold to glibc's
+    kernel zero-fills its pages again on first touch, step after step (0.3-2 million page
+    faults and 2-4 s of system time per Gowalla epoch). Raising the mmap threshold to glibc's
     maximum (32 MB) and the trim threshold to 1 GB makes those buffers come back from the
     heap instead. Process-wide, like THP_MEM_ALLOC_ENABLE; GRAPHREC_RETAIN_MEMORY=0 turns it
     off. Returns whether the setting is in effect.
