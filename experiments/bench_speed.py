@@ -150,12 +150,10 @@ def child(args) -> None:
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from graphrec.device import resolve_device
+    from graphrec.device import resolve_device, retain_freed_memory
 
     device = resolve_device(args.device)
     if args.peer_retain_memory and args.child != "graphrec":
-        from graphrec.device import retain_freed_memory
-
         retain_freed_memory()  # the allocator setting graphrec's Trainer makes, for the peer
     graph = load_gowalla(args.data)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -58,9 +58,9 @@ def retain_freed_memory() -> bool:
             "linux"):
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        _retained = bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        _retained = False
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl): nothing to tune
+        return False
+    _retained = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     return _retained
