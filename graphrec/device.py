@@ -36,20 +36,25 @@ def resolve_device(name: str | None = None) -> torch.device:
     return device
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 _retained = False
 
 
 def retain_freed_memory() -> bool:
     """Keep freed CPU tensors' memory in the process for reuse (glibc only; idempotent).
 
-    A CPU training step allocates and frees tens of megabytes of [nodes, d] buffers. With
-    glibc's defaults every buffer above its adaptive mmap threshold is a fresh mmap, so the
-    kernel zero-fills its pages again on first touch, step after step (0.3-2 million page
-    faults and 2-4 s of system time per Gowalla epoch). Raising the mmap threshold to glibc's
-    maximum (32 MB) and the trim threshold to 1 GB makes those buffers come back from the
-    heap instead. Process-wide, like THP_MEM_ALLOC_ENABLE; GRAPHREC_RETAIN_MEMORY=0 turns it
-    off. Returns whether the setting is in effect.
+    A CPU training step allocates and frees tens of megabytes (hundreds on a 10M-interaction
+    graph) of [nodes, d] and [batch, d] buffers. With glibc's defaults every buffer above its
+    adaptive mmap threshold is a fresh mmap, so the kernel zero-fills its pages again on
+    first touch, step after step (0.3-2 million page faults and 2-4 s of system time per
+    Gowalla epoch; 1.2-1.6 s of system time in every 5 s step at 10M interactions). This
+    serves every allocation from the heap instead: no mmap for single buffers (so the
+    setting also covers buffers above glibc's 32 MB mmap-threshold ceiling), and freed
+    memory is returned to the system only above 1 GB free at the heap's top. The cost is
+    peak memory where freed blocks do not fit later requests (+0.7 GB at 10M interactions,
+    none measurable on Gowalla; experiments/RESULTS.md). Process-wide, like
+    THP_MEM_ALLOC_ENABLE; GRAPHREC_RETAIN_MEMORY=0 turns it off. Returns whether the setting
+    is in effect.
     """
     global _retained
     if _retained:
@@ -61,6 +66,5 @@ def retain_freed_memory() -> bool:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc (musl): nothing to tune
         return False
-    _retained = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    _retained = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     return _retained
