@@ -50,7 +50,8 @@ def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Where the entries of several CSR rows sit, without a Python loop per row.
 
-    ``indptr``: [R + 1] int64; ``rows``: [b] int64. Returns ``(local_row, position, ends)``:
+    ``indptr``: [R + 1] int32 or int64; ``rows``: [b] int64. Returns
+    ``(local_row, position, ends)``:
     entry j of the selection is ``indices[position[j]]`` of row ``rows[local_row[j]]`` (both
     [n] int64, in row-then-CSR order), and ``ends`` [b] is one past each selected row's last
     entry in the selection (the row pointers of the selection, less the leading 0).
@@ -70,10 +71,11 @@ def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
 def csr_rows(m: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Rows ``rows`` [b] int64 of the CSR matrix ``m`` [R, C], as a [b, C] CSR matrix."""
     _, position, ends = csr_row_positions(m.crow_indices(), rows)
-    crow = torch.cat([ends.new_zeros(1), ends])
+    col = m.col_indices()
+    crow = torch.cat([ends.new_zeros(1), ends]).to(col.dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, m.col_indices()[position], m.values()[position],
+        return torch.sparse_csr_tensor(crow, col[position], m.values()[position],
                                        size=(rows.numel(), m.shape[1]), check_invariants=False)
 
 
@@ -81,25 +83,32 @@ def csr_columns(m: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``m`` [R, C] CSR with only the entries in columns ``cols`` [b] int64 kept (same shape)."""
     keep_col = torch.zeros(m.shape[1], dtype=torch.bool, device=cols.device)
     keep_col[cols] = True
-    kept = torch.nonzero(keep_col[m.col_indices()]).flatten()  # sorted positions
+    col = m.col_indices()
+    kept = torch.nonzero(keep_col[col]).flatten()  # sorted positions
     # A row's new pointer counts the kept entries before its old pointer.
-    crow = torch.searchsorted(kept, m.crow_indices())
+    crow = torch.searchsorted(kept, m.crow_indices().long(),
+                              out_int32=col.dtype == torch.int32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, m.col_indices()[kept], m.values()[kept],
+        return torch.sparse_csr_tensor(crow, col[kept], m.values()[kept],
                                        size=m.shape, check_invariants=False)
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
          n_cols: int) -> torch.Tensor:
+    """Float32 CSR with 32-bit indices whenever they fit: the CPU sparse product (MKL)
+    converts 64-bit indices to 32-bit copies on every call, and a row gather over the
+    indices reads half the bytes."""
     order = np.lexsort((cols, rows))
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    fits = max(len(rows), n_rows, n_cols) < np.iinfo(np.int32).max
+    index = np.int32 if fits else np.int64
+    indptr = np.zeros(n_rows + 1, dtype=index)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
     with warnings.catch_warnings():
         # torch flags sparse CSR as beta on every construction; the layout is what we want.
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.from_numpy(indptr), torch.from_numpy(cols[order].copy()),
+            torch.from_numpy(indptr), torch.from_numpy(cols[order].astype(index)),
             torch.from_numpy(vals[order].astype(np.float32)), size=(n_rows, n_cols),
             check_invariants=False,
         )
