@@ -300,7 +300,7 @@ class Trainer:
             u_local, p_local, n_local = users, pos, neg
         loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
         if self.model.text_head is not None:  # cold_start "bpr"
-            loss = loss + self._text_head_loss(eu[u_local], pos, neg)
+            loss = loss + self._text_head_loss(eu.index_select(0, u_local), pos, neg)
         loss.backward()
         if self.cfg.lr_schedule == "cosine":
             progress = min(self.steps_done / max(self.total_steps, 1), 1.0)
