@@ -18,7 +18,14 @@ from graphrec.errors import ConfigError
 from graphrec.graph import edge_index, normalized_bipartite
 from graphrec.model import TextLightGCN, bpr_loss, lightgcn_batch, lightgcn_propagate
 from graphrec.sampling import BPRSampler
-from graphrec.train import TrainConfig, Trainer, resolved_batch_size, resolved_lr
+from graphrec.train import (
+    TrainConfig,
+    Trainer,
+    fit_text_map,
+    resolved_batch_size,
+    resolved_lr,
+    text_map_for,
+)
 
 
 def random_graph(seed: int, num_users: int = 15, num_items: int = 11, n: int = 50):
@@ -423,6 +430,27 @@ def test_text_head_leaves_the_warm_model_unchanged(planted_graph_text) -> None:
     torch.testing.assert_close(bpr.user_emb, ridge.user_emb, atol=1e-6, rtol=0)
     torch.testing.assert_close(bpr.item_emb[warm], ridge.item_emb[warm], atol=1e-6, rtol=0)
     assert not torch.allclose(bpr.text_map, ridge.text_map)
+
+
+@pytest.mark.parametrize("item_init", ["text", "id"])
+def test_ridge_placement_rescaled_only_for_text_items(planted_graph_text, item_init: str) -> None:
+    """Text items: warm items placed by the map get their mean final norm. ID items: the map
+    keeps the regression's own scale (lifted to warm norms, its weak placements crowd lists)."""
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, dim=16, layers=2, device="cpu",
+                      eval_every=0, seed=0, item_init=item_init)
+    trainer = Trainer(planted_graph_text, cfg)
+    trainer.fit()
+    eu, ei, _, _ = trainer.model(trainer.r, trainer.rt)
+    ei, warm, text = ei.detach(), trainer.warm, trainer.text_emb
+    w = text_map_for("ridge", trainer.model, text, ei, warm)
+    plain = fit_text_map(text, ei, warm, 1.0)
+    placed, final = (text[warm] @ w).norm(dim=1).mean(), ei[warm].norm(dim=1).mean()
+    if item_init == "text":
+        torch.testing.assert_close(placed, final)
+        assert not torch.allclose(w, plain)
+    else:
+        torch.testing.assert_close(w, plain)
+        assert placed < 0.9 * final  # the regression shrinks: no longer lifted
 
 
 def test_layer0_cold_start_needs_text_items(planted_graph_text) -> None:
