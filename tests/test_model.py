@@ -440,7 +440,7 @@ def test_ridge_placement_rescaled_only_for_text_items(planted_graph_text, item_i
                       eval_every=0, seed=0, item_init=item_init)
     trainer = Trainer(planted_graph_text, cfg)
     trainer.fit()
-    eu, ei, _, _ = trainer.model(trainer.r, trainer.rt)
+    _, ei, _, _ = trainer.model(trainer.r, trainer.rt)
     ei, warm, text = ei.detach(), trainer.warm, trainer.text_emb
     w = text_map_for("ridge", trainer.model, text, ei, warm)
     plain = fit_text_map(text, ei, warm, 1.0)
