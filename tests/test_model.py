@@ -88,14 +88,26 @@ def test_id_model_equals_pyg_lightgcn(seed: int, layers: int) -> None:
                                atol=1e-5, rtol=0)
 
 
+def with_index_dtype(m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The CSR matrix ``m`` with its row pointers and column indices as ``dtype``."""
+    return torch.sparse_csr_tensor(m.crow_indices().to(dtype), m.col_indices().to(dtype),
+                                   m.values(), size=m.shape)
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize(("seed", "layers"), [(0, 1), (1, 2), (2, 3), (3, 5)])
-def test_propagation_gradients_match_dense_autograd(seed: int, layers: int) -> None:
+def test_propagation_gradients_match_dense_autograd(seed: int, layers: int,
+                                                    index_dtype: torch.dtype) -> None:
+    """Whole-graph propagation and its custom backward against dense autograd, with the
+    32-bit CSR indices small graphs get and the 64-bit ones of graphs past 2^31 entries."""
     users, items, nu, ni = random_graph(seed, n=40 + 5 * seed)
     gen = torch.Generator().manual_seed(seed)
     xu = torch.randn(nu, 6, generator=gen, requires_grad=True)
     xi = torch.randn(ni, 6, generator=gen, requires_grad=True)
     wu, wi = torch.randn(nu, 6, generator=gen), torch.randn(ni, 6, generator=gen)
-    r, rt = normalized_bipartite(users, items, nu, ni)
+    r, rt = (with_index_dtype(m, index_dtype)
+             for m in normalized_bipartite(users, items, nu, ni))
+    assert r.col_indices().dtype == index_dtype
     eu, ei = lightgcn_propagate(xu, xi, r, rt, layers)
     ((eu * wu).sum() + (ei * wi).sum()).backward()
 
@@ -138,6 +150,21 @@ def test_batch_propagation_matches_dense_autograd(seed: int, layers: int, slice_
     torch.testing.assert_close(ei.double(), ref_i.detach(), atol=1e-5, rtol=0)
     torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
     torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
+
+
+def test_propagation_without_edges_keeps_only_layer_zero() -> None:
+    """No edges: every propagated layer is zero, so the layer mean is x / (K + 1), and the
+    gradient is the same scaling."""
+    r, rt = normalized_bipartite(np.array([], dtype=np.int64), np.array([], dtype=np.int64),
+                                 4, 3)
+    xu = torch.randn(4, 5, requires_grad=True)
+    xi = torch.randn(3, 5, requires_grad=True)
+    eu, ei = lightgcn_propagate(xu, xi, r, rt, 2)
+    (eu.sum() + ei.sum()).backward()
+    torch.testing.assert_close(eu, xu.detach() / 3)
+    torch.testing.assert_close(ei, xi.detach() / 3)
+    torch.testing.assert_close(xu.grad, torch.full((4, 5), 1 / 3))
+    torch.testing.assert_close(xi.grad, torch.full((3, 5), 1 / 3))
 
 
 def test_zero_layers_is_identity() -> None:
