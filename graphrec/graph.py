@@ -68,37 +68,11 @@ def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
     return local_row, shift.add_(torch.arange(total, device=rows.device)), ends
 
 
-def csr_rows(m: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Rows ``rows`` [b] int64 of the CSR matrix ``m`` [R, C], as a [b, C] CSR matrix."""
-    _, position, ends = csr_row_positions(m.crow_indices(), rows)
-    col = m.col_indices()
-    crow = torch.cat([ends.new_zeros(1), ends]).to(col.dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col[position], m.values()[position],
-                                       size=(rows.numel(), m.shape[1]), check_invariants=False)
-
-
-def csr_columns(m: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """``m`` [R, C] CSR with only the entries in columns ``cols`` [b] int64 kept (same shape)."""
-    keep_col = torch.zeros(m.shape[1], dtype=torch.bool, device=cols.device)
-    keep_col[cols] = True
-    col = m.col_indices()
-    kept = torch.nonzero(keep_col[col]).flatten()  # sorted positions
-    # A row's new pointer counts the kept entries before its old pointer.
-    crow = torch.searchsorted(kept, m.crow_indices().long(),
-                              out_int32=col.dtype == torch.int32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col[kept], m.values()[kept],
-                                       size=m.shape, check_invariants=False)
-
-
 def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
          n_cols: int) -> torch.Tensor:
-    """Float32 CSR with 32-bit indices whenever they fit: the CPU sparse product (MKL)
-    converts 64-bit indices to 32-bit copies on every call, and a row gather over the
-    indices reads half the bytes."""
+    """Float32 CSR with 32-bit indices whenever they fit: a product reads half the index
+    bytes, and cuSPARSE (like MKL) would otherwise convert 64-bit indices to 32-bit copies
+    on every call."""
     order = np.lexsort((cols, rows))
     fits = max(len(rows), n_rows, n_cols) < np.iinfo(np.int32).max
     index = np.int32 if fits else np.int64

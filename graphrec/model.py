@@ -13,8 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from graphrec.graph import csr_columns, csr_rows
-
 ITEM_INITS = ("text", "id", "text+id")
 
 
@@ -100,44 +98,20 @@ def _spmm(m: Tensor, x: Tensor) -> Tensor:
     )
 
 
-SLICE_BELOW = 0.5
-"""Slice R / R^T to the batch's rows or columns only when the batch holds less than this
-share of that side's nodes; above it, building the slice costs more than it saves. CPU only:
-building a slice needs its size on the host, a device round trip on CUDA."""
-
-
-def _slice(m: Tensor, count: int, side: int) -> bool:
-    return not m.is_cuda and count < SLICE_BELOW * side
-
-
-def _rows_product(m: Tensor, rows: Tensor, x: Tensor) -> Tensor:
-    """``(m @ x)[rows]``."""
-    if _slice(m, rows.numel(), m.shape[0]):
-        return _spmm(csr_rows(m, rows), x)
-    return _spmm(m, x).index_select(0, rows)
-
-
-def _sparse_input_product(m: Tensor, cols: Tensor, x: Tensor) -> Tensor:
-    """``m @ x`` for an ``x`` that is zero outside the rows ``cols``."""
-    if _slice(m, cols.numel(), m.shape[1]):
-        return _spmm(csr_columns(m, cols), x)
-    return _spmm(m, x)
-
-
 class _BatchLightGCN(torch.autograd.Function):
     """Final LightGCN embeddings of the batch's rows only, S_b P x with S_b selecting the
     batch's users and items and P = mean_k A^k, together with the batch's layer-0 rows S_b x
     (for the L2 term).
 
-    A training step needs final embeddings only where the loss looks. Forward runs layers
-    1..K-1 over the whole graph and the last layer only on the batch's rows (row slices of
-    R and R^T); the layer sums are gathered at the batch's rows, never formed in full.
-    Backward is P S_b^T g + S_b^T g0: its first product A S_b^T g only reads the columns of
-    A at the batch's rows, a column-masked copy of R and R^T; the remaining K-1 products are
-    whole-graph; the layer-0 gradient g0 is added at the batch's rows at the end (it is not
-    propagated). With batch rows a fraction f of the nodes this costs about 2(K-1) + 2f
-    whole-graph products per pass instead of 2K (less the cost of building the slices, so
-    a side whose share reaches ``SLICE_BELOW`` uses the whole-graph product instead).
+    A training step needs final embeddings only where the loss looks. Forward runs the K
+    layers over the whole graph and gathers the layer sums at the batch's rows only (the
+    full-size sums are never formed); backward is P S_b^T g + S_b^T g0: the batch gradient
+    scattered to full size and propagated (2K whole-graph products, as forward), with the
+    layer-0 gradient g0 added at the batch's rows at the end (it is not propagated).
+    Restricting the last layer to the batch's rows (row slices of R and R^T) and the first
+    backward product to its columns paid while the products were MKL's; with the embedding
+    bag product, building the slices costs more than it saves at every batch size measured
+    (experiments/RESULTS.md), so every product is whole-graph.
     """
 
     @staticmethod
@@ -151,8 +125,8 @@ class _BatchLightGCN(torch.autograd.Function):
             sum_u += hu.index_select(0, users)
             sum_i += hi.index_select(0, items)
         scale = 1.0 / (num_layers + 1)
-        eu = sum_u.add_(_rows_product(r, users, hi)).mul_(scale)
-        ei = sum_i.add_(_rows_product(rt, items, hu)).mul_(scale)
+        eu = sum_u.add_(_spmm(r, hi).index_select(0, users)).mul_(scale)
+        ei = sum_i.add_(_spmm(rt, hu).index_select(0, items)).mul_(scale)
         ctx.save_for_backward(r, rt, users, items)
         ctx.num_layers = num_layers
         return eu, ei, xu_b, xi_b
@@ -164,13 +138,7 @@ class _BatchLightGCN(torch.autograd.Function):
         # G = S_b^T g scattered to full size (repeated rows add up); out = sum_k A^k G.
         out_u = gu.new_zeros(r.shape[0], gu.shape[1]).index_add_(0, users, gu, alpha=scale)
         out_i = gi.new_zeros(rt.shape[0], gi.shape[1]).index_add_(0, items, gi, alpha=scale)
-        # A G reads only the columns at batch rows: users gather from batch items, items
-        # from batch users.
-        hu = _sparse_input_product(r, items, out_i)
-        hi = _sparse_input_product(rt, users, out_u)
-        out_u += hu
-        out_i += hi
-        _add_layers(hu, hi, out_u, out_i, r, rt, ctx.num_layers - 1)
+        _add_layers(out_u, out_i, out_u, out_i, r, rt, ctx.num_layers)
         out_u.index_add_(0, users, g0u)
         out_i.index_add_(0, items, g0i)
         return out_u, out_i, None, None, None, None, None
