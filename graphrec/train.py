@@ -148,6 +148,11 @@ class TrainConfig:
 
 
 MAX_AUTO_BATCH = 2**21
+BATCH_ROWS_BELOW = 0.25
+"""On the CPU, gather final embeddings at the batch's rows only while the batch size is
+below this share of the graph's nodes: it saves the full-size layer sums but costs two
+``unique`` sorts, a trade measured to pay at Gowalla's batch 8192 (0.12 of the nodes) and not
+at 32,768 (0.46) or at 10M interactions with batch 524,288 (0.60) (experiments/RESULTS.md)."""
 LR_GROWTH_STOPS = 32768
 """Batch size beyond which the automatic learning rate stops growing (0.02 there)."""
 
@@ -257,9 +262,10 @@ class Trainer:
         u, i = graph.train
         r, rt = normalized_bipartite(u, i, graph.num_users, graph.num_items)
         self.r, self.rt = r.to(self.device), rt.to(self.device)
-        # CPU: propagate the last layer for the batch's rows only (train_step); CUDA: all rows,
-        # so that a step never waits on the host.
-        self.batch_rows = self.device.type != "cuda"
+        # Final embeddings of the batch's rows only (train_step) on the CPU while a batch is
+        # small against the graph; all rows on CUDA, so that a step never waits on the host.
+        self.batch_rows = self.device.type != "cuda" and (
+            cfg.batch_size < BATCH_ROWS_BELOW * (graph.num_users + graph.num_items))
         degree = graph.train_item_degree()
         self.degree = torch.as_tensor(degree)
         self.warm = self.degree > 0
@@ -294,8 +300,8 @@ class Trainer:
         """One Adam step on a batch of BPR triples [B] each; returns (loss, BPR part)."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.batch_rows:
-            # Final embeddings of the batch's rows only (model.forward_batch): the last
-            # layer and the first backward product touch just these rows.
+            # Final embeddings of the batch's rows only (model.forward_batch): the layer sums
+            # are gathered at these rows, never formed in full.
             bu, u_local = torch.unique(users, return_inverse=True)
             bi, i_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
             p_local, n_local = i_local[: len(pos)], i_local[len(pos):]

@@ -19,6 +19,7 @@ from graphrec.graph import edge_index, normalized_bipartite
 from graphrec.model import TextLightGCN, bpr_loss, lightgcn_batch, lightgcn_propagate
 from graphrec.sampling import BPRSampler
 from graphrec.train import (
+    BATCH_ROWS_BELOW,
     TrainConfig,
     Trainer,
     fit_text_map,
@@ -413,6 +414,16 @@ def test_all_rows_step_equals_batch_rows_step(planted_graph_text, item_init: str
     for a, b in zip(ga, gb, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert any(float(g.abs().max()) > 0 for g in ga)
+
+
+def test_cpu_step_uses_batch_rows_only_for_batches_small_against_the_graph(
+        planted_graph) -> None:
+    nodes = planted_graph.num_users + planted_graph.num_items
+    edge = math.ceil(BATCH_ROWS_BELOW * nodes)  # the smallest batch that uses every row
+    for batch, expected in ((edge - 1, True), (edge, False), (4 * nodes, False)):
+        cfg = TrainConfig(epochs=1, batch_size=batch, dim=8, layers=2, device="cpu",
+                          eval_every=0)
+        assert Trainer(planted_graph, cfg).batch_rows is expected, batch
 
 
 @pytest.mark.parametrize("cold_start", ["ridge", "bpr", "layer0"])
