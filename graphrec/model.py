@@ -81,11 +81,11 @@ def _spmm(m: Tensor, x: Tensor) -> Tensor:
     On the CPU a CSR product is a weighted sum of rows of ``x`` per row of ``m``: exactly an
     embedding bag whose bags are the CSR rows (indices = column indices, offsets = row
     pointers, per-sample weights = values). PyTorch's CPU embedding bag (FBGEMM kernels,
-    which prefetch the rows they gather) runs this 2.5-3x faster than the MKL sparse product
-    on graphs of 1M-10M interactions, with the same float32 sums (experiments/RESULTS.md).
-    ``x`` is detached: these products run inside the autograd Functions below, which supply
-    their own backward, and the embedding bag skips its backward bookkeeping for an input
-    that needs no gradient. On CUDA the cuSPARSE product, written straight into a fresh
+    which prefetch the rows they gather) runs this 1.6-3.5x faster than the MKL sparse
+    product on graphs of 1M-10M interactions, with the same float32 sums
+    (experiments/RESULTS.md). ``x`` is detached: these products run inside this module's
+    autograd Functions, which supply their own backward, and the embedding bag skips its
+    backward bookkeeping for an input that needs no gradient. On CUDA the cuSPARSE product, written straight into a fresh
     buffer (``torch.sparse.mm`` zero-fills its result and then copies it once more).
     """
     if m.is_cuda:
