@@ -85,8 +85,9 @@ def _spmm(m: Tensor, x: Tensor) -> Tensor:
     product on graphs of 1M-10M interactions, with the same float32 sums
     (experiments/RESULTS.md). ``x`` is detached: these products run inside this module's
     autograd Functions, which supply their own backward, and the embedding bag skips its
-    backward bookkeeping for an input that needs no gradient. On CUDA the cuSPARSE product, written straight into a fresh
-    buffer (``torch.sparse.mm`` zero-fills its result and then copies it once more).
+    backward bookkeeping for an input that needs no gradient. On CUDA the cuSPARSE product,
+    written straight into a fresh buffer (``torch.sparse.mm`` zero-fills its result and then
+    copies it once more).
     """
     if m.is_cuda:
         out = x.new_empty(m.shape[0], x.shape[1])
