@@ -164,6 +164,21 @@ def test_propagation_without_edges_keeps_only_layer_zero() -> None:
     torch.testing.assert_close(xi.grad, torch.full((3, 5), 1 / 3))
 
 
+def test_propagation_in_float64_from_strided_inputs() -> None:
+    """float64 inputs (the float32 CSR values are cast to them) and inputs that are views
+    with strides, not contiguous tables: the same as the dense float64 reference."""
+    users, items, nu, ni = random_graph(4)
+    r, rt = normalized_bipartite(users, items, nu, ni)
+    gen = torch.Generator().manual_seed(4)
+    xu = torch.randn(5, nu, dtype=torch.float64, generator=gen).t()
+    xi = torch.randn(5, ni, dtype=torch.float64, generator=gen).t()
+    assert not xu.is_contiguous()
+    eu, ei = lightgcn_propagate(xu, xi, r, rt, 3)
+    assert eu.dtype == ei.dtype == torch.float64
+    _, _, ref = dense_lightgcn(xu, xi, users, items, 3)
+    torch.testing.assert_close(torch.cat([eu, ei]), ref.detach(), atol=1e-6, rtol=0)
+
+
 def test_zero_layers_is_identity() -> None:
     users, items, nu, ni = random_graph(0)
     r, rt = normalized_bipartite(users, items, nu, ni)
