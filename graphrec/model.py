@@ -92,10 +92,9 @@ def _spmm(m: Tensor, x: Tensor) -> Tensor:
     if m.is_cuda:
         out = x.new_empty(m.shape[0], x.shape[1])
         return torch.addmm(out, m, x, beta=0, out=out)
-    w = m.values()
     return nn.functional.embedding_bag(
         m.col_indices(), x.detach(), m.crow_indices(), mode="sum",
-        per_sample_weights=w if w.dtype == x.dtype else w.to(x.dtype), include_last_offset=True,
+        per_sample_weights=m.values().to(x.dtype), include_last_offset=True,
     )
 
 
@@ -121,13 +120,12 @@ class _BatchLightGCN(torch.autograd.Function):
         xu_b, xi_b = xu.index_select(0, users), xi.index_select(0, items)
         sum_u, sum_i = xu_b.clone(), xi_b.clone()
         hu, hi = xu, xi
-        for _ in range(num_layers - 1):
+        for _ in range(num_layers):
             hu, hi = _spmm(r, hi), _spmm(rt, hu)
             sum_u += hu.index_select(0, users)
             sum_i += hi.index_select(0, items)
         scale = 1.0 / (num_layers + 1)
-        eu = sum_u.add_(_spmm(r, hi).index_select(0, users)).mul_(scale)
-        ei = sum_i.add_(_spmm(rt, hu).index_select(0, items)).mul_(scale)
+        eu, ei = sum_u.mul_(scale), sum_i.mul_(scale)
         ctx.save_for_backward(r, rt, users, items)
         ctx.num_layers = num_layers
         return eu, ei, xu_b, xi_b

@@ -148,13 +148,13 @@ class TrainConfig:
 
 
 MAX_AUTO_BATCH = 2**21
+LR_GROWTH_STOPS = 32768
+"""Batch size beyond which the automatic learning rate stops growing (0.02 there)."""
 BATCH_ROWS_BELOW = 0.25
 """On the CPU, gather final embeddings at the batch's rows only while the batch size is
 below this share of the graph's nodes: it saves the full-size layer sums but costs two
 ``unique`` sorts, a trade measured to pay at Gowalla's batch 8192 (0.12 of the nodes) and not
 at 32,768 (0.46) or at 10M interactions with batch 524,288 (0.60) (experiments/RESULTS.md)."""
-LR_GROWTH_STOPS = 32768
-"""Batch size beyond which the automatic learning rate stops growing (0.02 there)."""
 
 
 def resolved_batch_size(num_train: int) -> int:
@@ -308,7 +308,8 @@ class Trainer:
             eu, ei, xu0, xi0 = self.model.forward_batch(self.r, self.rt, bu, bi)
         else:
             # Every row: no torch.unique, whose output size would make a CUDA step wait on
-            # the host; the full last layer costs a GPU little. Same loss and gradients.
+            # the host, and cheaper on the CPU than two sorts once a batch names most nodes.
+            # Same loss and gradients.
             eu, ei, xu0, xi0 = self.model(self.r, self.rt)
             u_local, p_local, n_local = users, pos, neg
         loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
