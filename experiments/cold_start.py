@@ -152,7 +152,7 @@ def run_one(job: dict) -> dict:
             # One trained model, three placements of its cold items.
             with torch.inference_mode():
                 trainer.model.eval()
-                eu, ei, _, _ = trainer.model(trainer.r, trainer.rt)
+                eu, ei, _, _ = trainer.model(trainer.adj)
                 warm = trainer.warm
                 for design in ("ridge", "bpr", "layer0"):
                     w = text_map_for(design, trainer.model, trainer.text_emb, ei, warm)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -44,6 +45,118 @@ def normalized_bipartite(users: np.ndarray, items: np.ndarray, num_users: int,
     r = _csr(users, items, w, num_users, num_items)
     rt = _csr(items, users, w, num_items, num_users)
     return r, rt
+
+
+BALANCE_ABOVE = 1.1
+"""Reorder a block's rows for the threads when the busiest thread's share of its nonzeros is
+above this multiple of an even share (:func:`thread_balanced_order`)."""
+
+
+@dataclass(frozen=True)
+class NodeOrder:
+    """Where propagation keeps each node. ``users[p]`` is the user at position p of the
+    propagation's tables (rows of ``r``, columns of ``rt``) and ``user_positions`` its
+    inverse; the same for items. None: the node's own index (no reordering on that side)."""
+
+    users: torch.Tensor | None = None
+    items: torch.Tensor | None = None
+    user_positions: torch.Tensor | None = None
+    item_positions: torch.Tensor | None = None
+
+    @staticmethod
+    def of(users: np.ndarray | None, items: np.ndarray | None) -> NodeOrder | None:
+        """From position -> node arrays (None: own order); None when both are."""
+        if users is None and items is None:
+            return None
+
+        def tensors(order):
+            if order is None:
+                return None, None
+            positions = np.empty_like(order)
+            positions[order] = np.arange(len(order))
+            return torch.from_numpy(order), torch.from_numpy(positions)
+
+        (u, up), (i, ip) = tensors(users), tensors(items)
+        return NodeOrder(u, i, up, ip)
+
+    def to(self, device: torch.device | str) -> NodeOrder:
+        def move(t):
+            return None if t is None else t.to(device)
+        return NodeOrder(move(self.users), move(self.items), move(self.user_positions),
+                         move(self.item_positions))
+
+
+@dataclass(frozen=True)
+class Adjacency:
+    """What propagation needs: the normalised blocks ``r`` [U, I] and ``rt`` [I, U] (CSR)
+    with nodes at the positions of ``order`` (None: every node at its own index)."""
+
+    r: torch.Tensor
+    rt: torch.Tensor
+    order: NodeOrder | None = None
+
+    def to(self, device: torch.device | str) -> Adjacency:
+        return Adjacency(self.r.to(device), self.rt.to(device),
+                         None if self.order is None else self.order.to(device))
+
+
+def chunk_imbalance(degrees: np.ndarray, threads: int) -> float:
+    """The busiest thread's share of a block's nonzeros over an even share, when the rows
+    (with these ``degrees``) are split among ``threads`` in contiguous ranges of equal row
+    counts, as PyTorch's CPU ``parallel_for`` splits an embedding bag's bags."""
+    total = int(degrees.sum())
+    if threads <= 1 or total == 0:
+        return 1.0
+    chunk = -(-len(degrees) // threads)
+    ends = np.cumsum(degrees)[np.minimum(np.arange(chunk, len(degrees) + chunk, chunk),
+                                         len(degrees)) - 1]
+    return float(np.diff(ends, prepend=0).max() * threads / total)
+
+
+def thread_balanced_order(degrees: np.ndarray, threads: int) -> np.ndarray | None:
+    """Row order (position -> row) under which ``threads`` threads share a block's nonzeros
+    evenly, or None when the own order already does (imbalance <= BALANCE_ABOVE).
+
+    The rows are dealt round-robin: thread k's range holds rows k, k + T, k + 2T, ... in
+    their own order, a sample of every part of the order (ids sorted by popularity would
+    otherwise give the first thread the popular rows), which keeps what locality the own
+    order has within each thread. With degrees falling along the own order, the first
+    thread's excess is at most the largest degree. A degree pattern with period T defeats
+    the deal; then a seeded random order, when that balances better.
+    """
+    n = len(degrees)
+    own = chunk_imbalance(degrees, threads)
+    if threads <= 1 or n < 2 * threads or own <= BALANCE_ABOVE:
+        return None
+    dealt = np.concatenate([np.arange(k, n, threads) for k in range(threads)])
+    shuffled = np.random.default_rng(0).permutation(n)
+    best = min((dealt, shuffled), key=lambda o: chunk_imbalance(degrees[o], threads))
+    # A row with more than a thread's share (a tiny graph) can make every order uneven.
+    return best if chunk_imbalance(degrees[best], threads) < own else None
+
+
+def propagation_adjacency(users: np.ndarray, items: np.ndarray, num_users: int,
+                          num_items: int, threads: int = 1) -> Adjacency:
+    """:func:`normalized_bipartite` with each side's nodes in :func:`thread_balanced_order`
+    for ``threads`` CPU threads (1: own order, as for CUDA)."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    user_order = thread_balanced_order(np.bincount(users, minlength=num_users), threads)
+    item_order = thread_balanced_order(np.bincount(items, minlength=num_items), threads)
+    return ordered_adjacency(users, items, num_users, num_items,
+                             NodeOrder.of(user_order, item_order))
+
+
+def ordered_adjacency(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
+                      order: NodeOrder | None) -> Adjacency:
+    """:func:`normalized_bipartite` with every node at its position in ``order``."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    if order is not None and order.user_positions is not None:
+        users = order.user_positions.numpy()[users]
+    if order is not None and order.item_positions is not None:
+        items = order.item_positions.numpy()[items]
+    return Adjacency(*normalized_bipartite(users, items, num_users, num_items), order)
 
 
 def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from graphrec.graph import Adjacency, NodeOrder
+
 ITEM_INITS = ("text", "id", "text+id")
 
 
@@ -22,29 +24,47 @@ class _BipartiteLightGCN(torch.autograd.Function):
     The propagation operator P = mean_k A^k is symmetric because A is, so the backward pass
     is the same propagation applied to the incoming gradient. Autograd through a sparse-dense
     product would instead store every layer and build a transposed copy of the CSR matrix on
-    each step; this needs neither.
+    each step; this needs neither. With a node ``order``, the inputs are gathered into the
+    blocks' positions first and the outputs back to node order last (P's rows and columns
+    permuted alike: the same symmetric operator).
     """
 
     @staticmethod
     def forward(ctx: Any, xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
-                num_layers: int) -> tuple[Tensor, Tensor]:
+                num_layers: int, order: NodeOrder | None) -> tuple[Tensor, Tensor]:
         ctx.save_for_backward(r, rt)
-        ctx.num_layers = num_layers
-        return _propagate(xu, xi, r, rt, num_layers)
+        ctx.num_layers, ctx.order = num_layers, order
+        return _propagate(xu, xi, r, rt, num_layers, order)
 
     @staticmethod
     def backward(ctx: Any, gu: Tensor, gi: Tensor):
         r, rt = ctx.saved_tensors
-        du, di = _propagate(gu.contiguous(), gi.contiguous(), r, rt, ctx.num_layers)
-        return du, di, None, None, None
+        du, di = _propagate(gu.contiguous(), gi.contiguous(), r, rt, ctx.num_layers,
+                            ctx.order)
+        return du, di, None, None, None, None
 
 
-def _propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
-               num_layers: int) -> tuple[Tensor, Tensor]:
-    out_u, out_i = xu.clone(), xi.clone()
+def _propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, num_layers: int,
+               order: NodeOrder | None = None) -> tuple[Tensor, Tensor]:
+    if order is None:
+        out_u, out_i = xu.clone(), xi.clone()
+    else:
+        # Fresh gathered copies, so the layer sums can start in them (_add_layers reads its
+        # inputs before it first adds to the outputs).
+        xu, xi = _reorder(xu, order.users), _reorder(xi, order.items)
+        out_u = xu if order.users is not None else xu.clone()
+        out_i = xi if order.items is not None else xi.clone()
     _add_layers(xu, xi, out_u, out_i, r, rt, num_layers)
     scale = 1.0 / (num_layers + 1)
-    return out_u.mul_(scale), out_i.mul_(scale)
+    out_u, out_i = out_u.mul_(scale), out_i.mul_(scale)
+    if order is not None:
+        out_u, out_i = _reorder(out_u, order.user_positions), _reorder(out_i, order.item_positions)
+    return out_u, out_i
+
+
+def _reorder(x: Tensor, rows: Tensor | None) -> Tensor:
+    """``x[rows]`` (x itself for None)."""
+    return x if rows is None else x.index_select(0, rows)
 
 
 def _add_layers(hu: Tensor, hi: Tensor, out_u: Tensor, out_i: Tensor, r: Tensor, rt: Tensor,
@@ -58,8 +78,8 @@ def _add_layers(hu: Tensor, hi: Tensor, out_u: Tensor, out_i: Tensor, r: Tensor,
         out_i += hi
 
 
-def lightgcn_propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
-                       num_layers: int) -> tuple[Tensor, Tensor]:
+def lightgcn_propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, num_layers: int,
+                       order: NodeOrder | None = None) -> tuple[Tensor, Tensor]:
     """LightGCN layer mean over the bipartite graph.
 
     Args:
@@ -67,12 +87,14 @@ def lightgcn_propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor,
         xi: [I, d] float item layer-0 embeddings.
         r: [U, I] sparse CSR normalised block (entry 1/sqrt(d_u d_i)); rt = r.T as CSR.
         num_layers: K >= 0.
+        order: where r and rt keep each node (graph.Adjacency); None: at its own index.
     Returns:
-        ([U, d], [I, d]) final embeddings mean_{k=0..K} of the propagated layers.
+        ([U, d], [I, d]) final embeddings mean_{k=0..K} of the propagated layers, in node
+        order.
     """
     if num_layers == 0:
         return xu, xi
-    return _BipartiteLightGCN.apply(xu, xi, r, rt, num_layers)
+    return _BipartiteLightGCN.apply(xu, xi, r, rt, num_layers, order)
 
 
 def _spmm(m: Tensor, x: Tensor) -> Tensor:
@@ -111,47 +133,66 @@ class _BatchLightGCN(torch.autograd.Function):
     Restricting the last layer to the batch's rows (row slices of R and R^T) and the first
     backward product to its columns paid while the products were MKL's; with the embedding
     bag product, building the slices costs more than it saves at every batch size measured
-    (experiments/RESULTS.md), so every product is whole-graph.
+    (experiments/RESULTS.md), so every product is whole-graph. With a node ``order``, the
+    layers run at the blocks' positions: the inputs are gathered into them, the batch's rows
+    read at their positions, and the backward's result gathered back to node order.
     """
 
     @staticmethod
     def forward(ctx: Any, xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, users: Tensor,
-                items: Tensor, num_layers: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                items: Tensor, num_layers: int,
+                order: NodeOrder | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         xu_b, xi_b = xu.index_select(0, users), xi.index_select(0, items)
         sum_u, sum_i = xu_b.clone(), xi_b.clone()
-        hu, hi = xu, xi
+        at_u, at_i = _positions(users, items, order)
+        hu, hi = (xu, xi) if order is None else (_reorder(xu, order.users),
+                                                  _reorder(xi, order.items))
         for _ in range(num_layers):
             hu, hi = _spmm(r, hi), _spmm(rt, hu)
-            sum_u += hu.index_select(0, users)
-            sum_i += hi.index_select(0, items)
+            sum_u += hu.index_select(0, at_u)
+            sum_i += hi.index_select(0, at_i)
         scale = 1.0 / (num_layers + 1)
         eu, ei = sum_u.mul_(scale), sum_i.mul_(scale)
-        ctx.save_for_backward(r, rt, users, items)
-        ctx.num_layers = num_layers
+        ctx.save_for_backward(r, rt, users, items, at_u, at_i)
+        ctx.num_layers, ctx.order = num_layers, order
         return eu, ei, xu_b, xi_b
 
     @staticmethod
     def backward(ctx: Any, gu: Tensor, gi: Tensor, g0u: Tensor, g0i: Tensor):
-        r, rt, users, items = ctx.saved_tensors
+        r, rt, users, items, at_u, at_i = ctx.saved_tensors
         scale = 1.0 / (ctx.num_layers + 1)
         # G = S_b^T g scattered to full size (repeated rows add up); out = sum_k A^k G.
-        out_u = gu.new_zeros(r.shape[0], gu.shape[1]).index_add_(0, users, gu, alpha=scale)
-        out_i = gi.new_zeros(rt.shape[0], gi.shape[1]).index_add_(0, items, gi, alpha=scale)
+        out_u = gu.new_zeros(r.shape[0], gu.shape[1]).index_add_(0, at_u, gu, alpha=scale)
+        out_i = gi.new_zeros(rt.shape[0], gi.shape[1]).index_add_(0, at_i, gi, alpha=scale)
         _add_layers(out_u, out_i, out_u, out_i, r, rt, ctx.num_layers)
+        if ctx.order is not None:
+            out_u = _reorder(out_u, ctx.order.user_positions)
+            out_i = _reorder(out_i, ctx.order.item_positions)
         out_u.index_add_(0, users, g0u)
         out_i.index_add_(0, items, g0i)
-        return out_u, out_i, None, None, None, None, None
+        return out_u, out_i, None, None, None, None, None, None
+
+
+def _positions(users: Tensor, items: Tensor, order: NodeOrder | None) -> tuple[Tensor, Tensor]:
+    """Where the blocks keep ``users`` and ``items``."""
+    if order is None:
+        return users, items
+
+    def at(positions: Tensor | None, nodes: Tensor) -> Tensor:
+        return nodes if positions is None else positions.index_select(0, nodes)
+    return at(order.user_positions, users), at(order.item_positions, items)
 
 
 def lightgcn_batch(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, users: Tensor,
-                   items: Tensor, num_layers: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                   items: Tensor, num_layers: int,
+                   order: NodeOrder | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Rows ``users`` [bu] and ``items`` [bi] (int64, unique) of
     :func:`lightgcn_propagate`'s output, with gradients, at less cost than the whole output,
     and the same rows of the layer-0 inputs. Returns ([bu, d], [bi, d], [bu, d], [bi, d])."""
     if num_layers == 0:
         xu_b, xi_b = xu.index_select(0, users), xi.index_select(0, items)
         return xu_b, xi_b, xu_b, xi_b
-    return _BatchLightGCN.apply(xu, xi, r, rt, users, items, num_layers)
+    return _BatchLightGCN.apply(xu, xi, r, rt, users, items, num_layers, order)
 
 
 class TextLightGCN(nn.Module):
@@ -207,20 +248,19 @@ class TextLightGCN(nn.Module):
             x = self.item_emb.weight if x is None else x + self.item_emb.weight
         return x
 
-    def forward(self, r: Tensor, rt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Propagate. Returns final user [U, d], final item [I, d], and the layer-0 user and
-        item embeddings (for regularisation)."""
+    def forward(self, adj: Adjacency) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Propagate over ``adj``. Returns final user [U, d], final item [I, d], and the
+        layer-0 user and item embeddings (for regularisation)."""
         xu0, xi0 = self.user_emb.weight, self.item_layer0()
-        eu, ei = lightgcn_propagate(xu0, xi0, r, rt, self.num_layers)
+        eu, ei = lightgcn_propagate(xu0, xi0, adj.r, adj.rt, self.num_layers, adj.order)
         return eu, ei, xu0, xi0
 
-
-    def forward_batch(self, r: Tensor, rt: Tensor, users: Tensor,
+    def forward_batch(self, adj: Adjacency, users: Tensor,
                       items: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Final embeddings of ``users`` [bu] and ``items`` [bi] (unique int64) only, and
         their layer-0 rows: ([bu, d], [bi, d], [bu, d], [bi, d])."""
-        return lightgcn_batch(self.user_emb.weight, self.item_layer0(), r, rt, users, items,
-                              self.num_layers)
+        return lightgcn_batch(self.user_emb.weight, self.item_layer0(), adj.r, adj.rt, users,
+                              items, self.num_layers, adj.order)
 
 
 def bpr_loss(eu: Tensor, ei: Tensor, xu0: Tensor, xi0: Tensor, users: Tensor, pos: Tensor,

@@ -18,7 +18,7 @@ from torch import Tensor
 from graphrec.data import TEST, TRAIN, VALID
 from graphrec.device import resolve_device, retain_freed_memory
 from graphrec.errors import ArtifactError, ConfigError
-from graphrec.graph import normalized_bipartite
+from graphrec.graph import propagation_adjacency
 from graphrec.metrics import (
     evaluate_ranking,
     head_item_mask,
@@ -260,8 +260,11 @@ class Trainer:
         if self.device.type == "cpu":
             retain_freed_memory()  # no fresh zero-filled pages for every step's buffers
         u, i = graph.train
-        r, rt = normalized_bipartite(u, i, graph.num_users, graph.num_items)
-        self.r, self.rt = r.to(self.device), rt.to(self.device)
+        # On the CPU, nodes reordered where the threads' shares of a product would be uneven
+        # (ids in popularity order give the first thread the popular rows).
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 1
+        self.adj = propagation_adjacency(u, i, graph.num_users, graph.num_items,
+                                         threads).to(self.device)
         # Final embeddings of the batch's rows only (train_step) on the CPU while a batch is
         # small against the graph; all rows on CUDA, so that a step never waits on the host.
         self.batch_rows = self.device.type != "cuda" and (
@@ -305,12 +308,12 @@ class Trainer:
             bu, u_local = torch.unique(users, return_inverse=True)
             bi, i_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
             p_local, n_local = i_local[: len(pos)], i_local[len(pos):]
-            eu, ei, xu0, xi0 = self.model.forward_batch(self.r, self.rt, bu, bi)
+            eu, ei, xu0, xi0 = self.model.forward_batch(self.adj, bu, bi)
         else:
             # Every row: no torch.unique, whose output size would make a CUDA step wait on
             # the host, and cheaper on the CPU than two sorts once a batch names most nodes.
             # Same loss and gradients.
-            eu, ei, xu0, xi0 = self.model(self.r, self.rt)
+            eu, ei, xu0, xi0 = self.model(self.adj)
             u_local, p_local, n_local = users, pos, neg
         loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
         if self.model.text_head is not None:  # cold_start "bpr"
@@ -360,7 +363,7 @@ class Trainer:
         """Final user [U, d] and item [I, d] embeddings on the device, with items that have
         no training interaction placed from their text (zero without text), and the map."""
         self.model.eval()
-        eu, ei, _, _ = self.model(self.r, self.rt)
+        eu, ei, _, _ = self.model(self.adj)
         warm = self.warm.to(self.device)
         ei = ei.clone()
         text_map = None

@@ -241,7 +241,7 @@ def test_save_load_round_trip_gives_identical_scores(planted, tiny_bert: str,
                          text_emb=torch.as_tensor(graph.text_emb),
                          item_init=result.config.item_init)
     model.load_state_dict(state)
-    eu, ei, _, _ = model(trainer.r, trainer.rt)
+    eu, ei, _, _ = model(trainer.adj)
     warm = torch.as_tensor(graph.train_item_degree() > 0)
     torch.testing.assert_close(eu.detach(), result.user_emb, atol=1e-6, rtol=0)
     torch.testing.assert_close(ei.detach()[warm], result.item_emb[warm], atol=1e-6, rtol=0)

@@ -44,7 +44,7 @@ def test_training_and_evaluation_on_cuda_match_cpu(planted_graph) -> None:  # no
                       seed=0, negatives="uniform")
     cpu = Trainer(planted_graph, TrainConfig(**{**cfg.__dict__, "device": "cpu"}))
     gpu = Trainer(planted_graph, TrainConfig(**{**cfg.__dict__, "device": "cuda"}))
-    assert gpu.r.is_cuda and next(gpu.model.parameters()).is_cuda
+    assert gpu.adj.r.is_cuda and gpu.adj.order is None and next(gpu.model.parameters()).is_cuda
     row = gpu.train_epoch()
     assert np.isfinite(row["loss"])
     # Same model weights -> same evaluation on both devices (the factor path on CUDA).

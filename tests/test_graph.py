@@ -11,11 +11,15 @@ import torch
 
 from graphrec.data import Csr
 from graphrec.graph import (
+    BALANCE_ABOVE,
+    chunk_imbalance,
     edge_index,
     graph_statistics,
     item_node,
     normalized_adjacency,
     normalized_bipartite,
+    propagation_adjacency,
+    thread_balanced_order,
     to_networkx,
 )
 
@@ -82,6 +86,70 @@ def test_known_answer_small_graph() -> None:
     r, _ = normalized_bipartite(np.array([0, 0, 1]), np.array([0, 1, 0]), 2, 2)
     expected = [[1 / 2, 1 / np.sqrt(2)], [1 / np.sqrt(2), 0.0]]
     np.testing.assert_allclose(r.to_dense().numpy(), expected, atol=1e-7)
+
+
+def test_chunk_imbalance_against_counting_by_hand() -> None:
+    degrees = np.array([5, 1, 1, 1, 1, 1, 0])  # 10 nonzeros; 3 threads take rows 3, 3, 1
+    assert chunk_imbalance(degrees, 3) == pytest.approx(7 * 3 / 10)
+    assert chunk_imbalance(degrees, 2) == pytest.approx(8 * 2 / 10)  # rows 4 and 3
+    assert chunk_imbalance(degrees, 1) == 1.0
+    assert chunk_imbalance(np.zeros(4, dtype=np.int64), 2) == 1.0
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4, 8])
+def test_popularity_ordered_rows_are_dealt_to_threads_evenly(threads: int) -> None:
+    """Degrees falling with the id (ids in popularity order) put most nonzeros in the first
+    thread's rows; the returned order is a permutation under which no thread's share
+    exceeds the threshold."""
+    degrees = np.round(1000 / np.arange(1, 5001) ** 0.5).astype(np.int64)
+    assert chunk_imbalance(degrees, threads) > 1.3
+    order = thread_balanced_order(degrees, threads)
+    assert order is not None and sorted(order.tolist()) == list(range(len(degrees)))
+    assert chunk_imbalance(degrees[order], threads) <= BALANCE_ABOVE
+
+
+def test_balanced_rows_keep_their_order() -> None:
+    rng = np.random.default_rng(0)
+    degrees = rng.integers(1, 50, size=10_000)  # no trend: every range has an even share
+    assert thread_balanced_order(degrees, 2) is None
+    assert thread_balanced_order(np.arange(100)[::-1], 1) is None  # one thread: no split
+
+
+def test_degrees_with_the_threads_period_fall_back_to_a_random_order() -> None:
+    """Dealing rows k, k + T, ... to thread k keeps a period-T pattern on one thread; the
+    seeded random order balances it."""
+    degrees = np.tile([100, 1], 2000)
+    assert chunk_imbalance(degrees, 2) == pytest.approx(1.0)  # own order even...
+    ramp = np.tile([100, 1], 2000) * np.repeat([3, 1], 2000)  # ...this one is not
+    order = thread_balanced_order(ramp, 2)
+    assert order is not None
+    assert chunk_imbalance(ramp[order], 2) <= BALANCE_ABOVE
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_propagation_adjacency_keeps_every_node_at_its_position(threads: int) -> None:
+    """With a node order, entry (p, q) of r is entry (users[p], items[q]) of the plain
+    block, and rt stays r's transpose."""
+    rng = np.random.default_rng(threads)
+    pu, pi = 1 / np.arange(1, 41) ** 1.2, 1 / np.arange(1, 31) ** 1.2
+    keys = np.unique(rng.choice(40, 400, p=pu / pu.sum()) * 30
+                     + rng.choice(30, 400, p=pi / pi.sum()))
+    users, items = keys // 30, keys % 30
+    adj = propagation_adjacency(users, items, 40, 30, threads)
+    plain_r, _ = normalized_bipartite(users, items, 40, 30)
+    if threads == 1:
+        assert adj.order is None
+        torch.testing.assert_close(adj.r.to_dense(), plain_r.to_dense())
+        return
+    assert adj.order is not None and adj.order.users is not None
+    uo = adj.order.users if adj.order.users is not None else torch.arange(40)
+    io = adj.order.items if adj.order.items is not None else torch.arange(30)
+    torch.testing.assert_close(adj.r.to_dense(), plain_r.to_dense()[uo][:, io])
+    torch.testing.assert_close(adj.rt.to_dense(), adj.r.to_dense().T)
+    assert (adj.order.users[adj.order.user_positions] == torch.arange(40)).all()
+    # Better balanced than the own order (a graph this small cannot be balanced fully).
+    assert chunk_imbalance(np.diff(adj.r.crow_indices().numpy()), threads) < chunk_imbalance(
+        np.diff(plain_r.crow_indices().numpy()), threads)
 
 
 def test_edge_index_and_item_node() -> None:

@@ -15,9 +15,10 @@ from torch_geometric.nn.models import LightGCN
 from graphrec.build import BuildConfig, build_graph
 from graphrec.data import TRAIN
 from graphrec.errors import ConfigError
-from graphrec.graph import edge_index, normalized_bipartite
+from graphrec.graph import Adjacency, NodeOrder, edge_index, normalized_bipartite, ordered_adjacency
 from graphrec.model import TextLightGCN, bpr_loss, lightgcn_batch, lightgcn_propagate
 from graphrec.sampling import BPRSampler
+from graphrec.store import GraphData
 from graphrec.train import (
     BATCH_ROWS_BELOW,
     TrainConfig,
@@ -71,8 +72,7 @@ def test_id_model_equals_pyg_lightgcn(seed: int, layers: int) -> None:
     pyg = LightGCN(nu + ni, embedding_dim=8, num_layers=layers)
     with torch.no_grad():
         pyg.embedding.weight.copy_(torch.cat([ours.user_emb.weight, ours.item_emb.weight]))
-    r, rt = normalized_bipartite(users, items, nu, ni)
-    eu, ei, xu0, xi0 = ours(r, rt)
+    eu, ei, xu0, xi0 = ours(Adjacency(*normalized_bipartite(users, items, nu, ni)))
     expected = pyg.get_embedding(edge_index(users, items, nu))
     torch.testing.assert_close(torch.cat([eu, ei]), expected, atol=1e-5, rtol=0)
     assert xu0 is ours.user_emb.weight and xi0 is ours.item_emb.weight
@@ -116,6 +116,49 @@ def test_propagation_gradients_match_dense_autograd(seed: int, layers: int,
     (ref * torch.cat([wu, wi]).double()).sum().backward()
 
     torch.testing.assert_close(torch.cat([eu, ei]).double(), ref.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
+
+
+def shuffled_adjacency(users, items, nu, ni, sides: str, seed: int) -> Adjacency:
+    """Blocks with the nodes of ``sides`` ("users", "items", "both") at random positions."""
+    rng = np.random.default_rng(seed)
+    return ordered_adjacency(users, items, nu, ni, NodeOrder.of(
+        rng.permutation(nu) if sides in ("users", "both") else None,
+        rng.permutation(ni) if sides in ("items", "both") else None))
+
+
+@pytest.mark.parametrize("sides", ["users", "items", "both"])
+@pytest.mark.parametrize("seed", range(3))
+def test_propagation_in_a_node_order_matches_dense_autograd(seed: int, sides: str) -> None:
+    """Blocks whose nodes sit at other positions (the trainer's thread-balanced order): both
+    propagations return node order, with the dense reference's values and gradients."""
+    users, items, nu, ni = random_graph(seed, n=40 + 5 * seed)
+    adj = shuffled_adjacency(users, items, nu, ni, sides, seed)
+    gen = torch.Generator().manual_seed(seed)
+    xu = torch.randn(nu, 6, generator=gen, requires_grad=True)
+    xi = torch.randn(ni, 6, generator=gen, requires_grad=True)
+    wu, wi = torch.randn(nu, 6, generator=gen), torch.randn(ni, 6, generator=gen)
+    eu, ei = lightgcn_propagate(xu, xi, adj.r, adj.rt, 3, adj.order)
+    ((eu * wu).sum() + (ei * wi).sum()).backward()
+    xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, 3)
+    (ref * torch.cat([wu, wi]).double()).sum().backward()
+    torch.testing.assert_close(torch.cat([eu, ei]).double(), ref.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
+    torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
+
+    xu.grad = xi.grad = None
+    xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, 3)
+    bu = torch.randperm(nu, generator=gen)[: max(1, nu // 3)]
+    bi = torch.randint(ni, (max(1, ni // 2),), generator=gen)
+    su, si, xu_b, xi_b = lightgcn_batch(xu, xi, adj.r, adj.rt, bu, bi, 3, adj.order)
+    ((su * wu[bu]).sum() + (si * wi[bi]).sum() + xu_b.square().sum()).backward()
+    torch.testing.assert_close(xu_b, xu[bu])
+    ref_u, ref_i = ref[:nu][bu], ref[nu:][bi]
+    ((ref_u * wu[bu].double()).sum() + (ref_i * wi[bi].double()).sum()
+     + xu_ref[bu].square().sum()).backward()
+    torch.testing.assert_close(su.double(), ref_u.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(si.double(), ref_i.detach(), atol=1e-5, rtol=0)
     torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
     torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
 
@@ -441,6 +484,51 @@ def test_cpu_step_uses_batch_rows_only_for_batches_small_against_the_graph(
         assert Trainer(planted_graph, cfg).batch_rows is expected, batch
 
 
+def popularity_ordered_graph(num_users: int = 300, num_items: int = 200) -> GraphData:
+    """Interactions with user and item ids in popularity order (0 = most active), all in
+    the training fold."""
+    rng = np.random.default_rng(0)
+    pu, pi = 1 / np.arange(1, num_users + 1), 1 / np.arange(1, num_items + 1)
+    keys = np.unique(rng.choice(num_users, 4000, p=pu / pu.sum()) * num_items
+                     + rng.choice(num_items, 4000, p=pi / pi.sum()))
+    return GraphData(
+        user_ids=np.arange(num_users).astype(str), item_ids=np.arange(num_items).astype(str),
+        item_titles=[""] * num_items, item_texts=[""] * num_items,
+        users=keys // num_items, items=keys % num_items,
+        folds=np.full(len(keys), TRAIN, dtype=np.int8),
+        cold_items=np.zeros(num_items, dtype=bool), text_emb=None, meta={"fingerprint": "t"})
+
+
+@pytest.mark.parametrize("batch", [64, 4096])  # batch rows / every row
+def test_training_in_the_thread_balanced_order_equals_training_in_node_order(
+        batch: int) -> None:
+    """With two threads, popularity-ordered ids make the trainer keep nodes in another order
+    for its products; an epoch then ends with the same parameters as with one thread (node
+    order), and embeddings come back in node order."""
+    graph = popularity_ordered_graph()
+    cfg = TrainConfig(epochs=1, batch_size=batch, lr=0.01, dim=8, layers=3, device="cpu",
+                      eval_every=0, item_init="id", negatives="uniform")
+    threads = torch.get_num_threads()
+    trainers = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            trainers.append(Trainer(graph, cfg))
+            trainers[-1].train_epoch()
+    finally:
+        torch.set_num_threads(threads)
+    plain, ordered = trainers
+    assert plain.adj.order is None
+    assert ordered.adj.order is not None
+    assert ordered.adj.order.users is not None and ordered.adj.order.items is not None
+    assert plain.batch_rows == ordered.batch_rows == (batch == 64)
+    for (name, a), b in zip(plain.model.named_parameters(), ordered.model.parameters(),
+                            strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=name)
+    for a, b in zip(plain.embeddings()[:2], ordered.embeddings()[:2], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("cold_start", ["ridge", "bpr", "layer0"])
 def test_text_model_places_cold_items_by_text(planted, tiny_bert: str, tmp_path: Path,
                                               cold_start: str) -> None:
@@ -489,7 +577,7 @@ def test_ridge_placement_rescaled_only_for_text_items(planted_graph_text, item_i
                       eval_every=0, seed=0, item_init=item_init)
     trainer = Trainer(planted_graph_text, cfg)
     trainer.fit()
-    _, ei, _, _ = trainer.model(trainer.r, trainer.rt)
+    _, ei, _, _ = trainer.model(trainer.adj)
     ei, warm, text = ei.detach(), trainer.warm, trainer.text_emb
     w = text_map_for("ridge", trainer.model, text, ei, warm)
     plain = fit_text_map(text, ei, warm, 1.0)
