@@ -5,6 +5,7 @@ interactions, and a synthetic power-law graph of 10M interactions.
     python experiments/bench_scaling.py --synthetic 1250000 2500000 5000000 10000000
     python experiments/bench_scaling.py --batch-size 8192 --shape fixed   # the earlier table
     python experiments/bench_scaling.py --synthetic          # Gowalla only
+    python experiments/bench_scaling.py --id-order degree    # ids renumbered by popularity
 
 Times a few training steps of graphrec's trainer per graph (drawing the batch included, after
 one warm-up step) and scales them to a full epoch; a linear trainer keeps the seconds per
@@ -75,6 +76,18 @@ def synthetic_graph(n: int, shape: str, seed: int) -> GraphData:
                            shuffle_ids=True)
 
 
+def by_degree(graph: GraphData) -> GraphData:
+    """The same graph with user and item ids renumbered by descending training degree (0 =
+    most active), as many datasets number them."""
+    def rank(ids: np.ndarray, n: int) -> np.ndarray:
+        order = np.argsort(-np.bincount(ids, minlength=n), kind="stable")
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        return position[ids]
+    return in_memory_graph(rank(graph.users, graph.num_users), rank(graph.items, graph.num_items),
+                           graph.num_users, graph.num_items)
+
+
 def time_steps(graph: GraphData, args) -> dict:
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, lr_schedule="constant",
                       dim=args.dim, layers=args.layers, negatives="uniform", item_init="id",
@@ -109,7 +122,10 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--id-order", choices=("own", "degree"), default="own",
+                   help="degree: renumber every graph's users and items by popularity")
     args = p.parse_args()
+    order = by_degree if args.id_order == "degree" else (lambda g: g)
     bad = [n for n in args.synthetic if n < 1000]
     if bad or args.steps < 1 or args.batch_size < 0:
         p.error(f"expected --synthetic sizes >= 1000, --steps >= 1 and --batch-size >= 0 "
@@ -126,17 +142,17 @@ def main() -> None:
         rng = np.random.default_rng(args.seed)
         for frac in args.fractions:
             keep = rng.permutation(len(u))[: int(len(u) * frac)]
-            g = in_memory_graph(u[keep], i[keep], full.num_users, full.num_items)
+            g = order(in_memory_graph(u[keep], i[keep], full.num_users, full.num_items))
             rows.append((f"Gowalla {frac:.0%}", len(keep), time_steps(g, args)))
             print(rows[-1], flush=True)
     for n in args.synthetic:
-        g = synthetic_graph(n, args.shape, args.seed)
+        g = order(synthetic_graph(n, args.shape, args.seed))
         name = f"power-law {n / 1e6:g}M ({g.num_users:,} users, {g.num_items:,} items)"
         rows.append((name, n, time_steps(g, args)))
         del g
         print(rows[-1], flush=True)
     print(f"\ndim {args.dim}, {args.layers} layers, batch {args.batch_size or 'auto'}, "
-          f"median of {args.steps} steps after a warm-up step")
+          f"ids {args.id_order}, median of {args.steps} steps after a warm-up step")
     print("| graph | interactions | batch | s / step | s / step / 1M interactions "
           "| steps / epoch | s / epoch | s / epoch / 1M interactions |")
     print("|---|---|---|---|---|---|---|---|")

@@ -101,8 +101,8 @@ def test_popularity_ordered_rows_are_dealt_to_threads_evenly(threads: int) -> No
     """Degrees falling with the id (ids in popularity order) put most nonzeros in the first
     thread's rows; the returned order is a permutation under which no thread's share
     exceeds the threshold."""
-    degrees = np.round(1000 / np.arange(1, 5001) ** 0.5).astype(np.int64)
-    assert chunk_imbalance(degrees, threads) > 1.3
+    degrees = np.round(1000 / np.arange(1, 5001) ** 0.7).astype(np.int64)
+    assert chunk_imbalance(degrees, threads) > BALANCE_ABOVE
     order = thread_balanced_order(degrees, threads)
     assert order is not None and sorted(order.tolist()) == list(range(len(degrees)))
     assert chunk_imbalance(degrees[order], threads) <= BALANCE_ABOVE
