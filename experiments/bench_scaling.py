@@ -9,7 +9,9 @@ interactions, and a synthetic power-law graph of 10M interactions.
 
 Times a few training steps of graphrec's trainer per graph (drawing the batch included, after
 one warm-up step) and scales them to a full epoch; a linear trainer keeps the seconds per
-million interactions per epoch flat across sizes.
+million interactions per epoch flat across sizes. Between the steps it times the step's
+sparse products alone (2K products each way), splitting the epoch into the products, whose
+cost per nonzero follows the memory's cost of a random row gather, and the rest.
 
 Synthetic graphs (--shape): "gowalla" keeps Gowalla's interactions per user (27.1) and per
 item (19.8) at every size, with node ids in random order as in real data; "fixed" is 1M
@@ -30,6 +32,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import numpy as np  # noqa: E402
 
 from graphrec.data import TRAIN  # noqa: E402
+from graphrec.model import _spmm  # noqa: E402
 from graphrec.store import GraphData  # noqa: E402
 from graphrec.train import TrainConfig, Trainer  # noqa: E402
 
@@ -96,16 +99,25 @@ def time_steps(graph: GraphData, args) -> dict:
     trainer = Trainer(graph, cfg)  # batch size 0 resolves to the default rule
     setup = time.perf_counter() - t0
     batch = trainer.cfg.batch_size
-    times = []
+    times, product_times = [], []
     batches = trainer.sampler.epoch(batch, trainer.generator)
+    adj, model = trainer.adj, trainer.model
     for _ in range(min(args.steps + 1, trainer.sampler.num_batches(batch))):
         t0 = time.perf_counter()
         trainer.train_step(*next(batches))  # drawing the batch and the trainer's own step
         times.append(time.perf_counter() - t0)
+        # The step's sparse products alone (K layers forward and K backward, each R @ items
+        # and R^T @ users), alternating with the steps.
+        xu, xi = model.user_emb.weight.detach(), model.item_layer0().detach()
+        t0 = time.perf_counter()
+        for _ in range(2 * args.layers):
+            _spmm(adj.r, xi), _spmm(adj.rt, xu)
+        product_times.append(time.perf_counter() - t0)
     step = float(np.median(times[1:] or times))
+    products = float(np.median(product_times[1:] or product_times))
     steps = trainer.sampler.num_batches(batch)
     return {"setup_s": setup, "step_s": step, "epoch_s": step * steps, "steps": steps,
-            "batch": batch}
+            "batch": batch, "products_s": products, "reordered": adj.order is not None}
 
 
 def main() -> None:
@@ -153,13 +165,18 @@ def main() -> None:
         print(rows[-1], flush=True)
     print(f"\ndim {args.dim}, {args.layers} layers, batch {args.batch_size or 'auto'}, "
           f"ids {args.id_order}, median of {args.steps} steps after a warm-up step")
-    print("| graph | interactions | batch | s / step | s / step / 1M interactions "
-          "| steps / epoch | s / epoch | s / epoch / 1M interactions |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("Per 1M interactions: seconds of an epoch, then the part in the sparse products "
+          "(timed alone) and the rest.")
+    print("| graph | interactions | batch | s / step | steps / epoch | s / epoch "
+          "| s / epoch / 1M | products / 1M | rest / 1M |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, n, r in rows:
-        print(f"| {name} | {n:,} | {r['batch']} | {r['step_s']:.3f} | "
-              f"{r['step_s'] / (n / 1e6):.3f} | {r['steps']} | {r['epoch_s']:.1f} | "
-              f"{r['epoch_s'] / (n / 1e6):.1f} |")
+        per = r["steps"] / (n / 1e6)
+        products = min(r["products_s"], r["step_s"])
+        print(f"| {name}{' (reordered)' if r['reordered'] else ''} | {n:,} | {r['batch']} | "
+              f"{r['step_s']:.3f} | {r['steps']} | {r['epoch_s']:.1f} | "
+              f"{r['step_s'] * per:.2f} | {products * per:.2f} | "
+              f"{(r['step_s'] - products) * per:.2f} |")
 
 
 if __name__ == "__main__":
