@@ -234,6 +234,10 @@ def _progress_factory(total: int, epoch: int):
               show_default=True,
               help="How items without training interactions are placed from their text.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
+              show_default=True,
+              help="bfloat16: the CPU's sparse products gather half-size rows (faster steps, "
+                   "about 0.4% relative error per layer). CPU only.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-every", type=int, default=5, show_default=True,
               help="Validate every N epochs (0 = never).")
@@ -255,7 +259,8 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
     c = trainer.cfg
     click.echo(f"training on {trainer.device}: {graph.num_users} users, {graph.num_items} items, "
                f"{c.item_init} items, batch {c.batch_size}, lr {c.lr:g}, {c.layers} layers, "
-               f"{c.negatives} negatives", err=True)
+               f"{c.negatives} negatives"
+               + (f", {c.precision} products" if c.precision != "float32" else ""), err=True)
     checkpoint = obj.workdir / "model.ckpt"
     result = trainer.fit(checkpoint=checkpoint, resume=resume,
                          progress_factory=_progress_factory)

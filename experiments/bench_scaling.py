@@ -94,7 +94,7 @@ def by_degree(graph: GraphData) -> GraphData:
 def time_steps(graph: GraphData, args) -> dict:
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, lr_schedule="constant",
                       dim=args.dim, layers=args.layers, negatives="uniform", item_init="id",
-                      eval_every=0)
+                      eval_every=0, precision=args.precision)
     t0 = time.perf_counter()
     trainer = Trainer(graph, cfg)  # batch size 0 resolves to the default rule
     setup = time.perf_counter() - t0
@@ -134,6 +134,7 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--id-order", choices=("own", "degree"), default="own",
                    help="degree: renumber every graph's users and items by popularity")
     args = p.parse_args()
@@ -164,7 +165,8 @@ def main() -> None:
         del g
         print(rows[-1], flush=True)
     print(f"\ndim {args.dim}, {args.layers} layers, batch {args.batch_size or 'auto'}, "
-          f"ids {args.id_order}, median of {args.steps} steps after a warm-up step")
+          f"ids {args.id_order}, {args.precision}, median of {args.steps} steps after a "
+          "warm-up step")
     print("Per 1M interactions: seconds of an epoch, then the part in the sparse products "
           "(timed alone) and the rest.")
     print("| graph | interactions | batch | s / step | steps / epoch | s / epoch "

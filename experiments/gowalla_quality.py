@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="float32", help="float32 or bfloat16 (CPU products)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -62,10 +63,12 @@ def main() -> None:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       lr_schedule=args.lr_schedule, negatives=args.negatives,
                       neg_alpha=args.neg_alpha, layers=args.layers,
-                      dim=args.dim, device=args.device, seed=args.seed, eval_every=0)
+                      dim=args.dim, device=args.device, seed=args.seed, eval_every=0,
+                      precision=args.precision)
     trainer = Trainer(graph, cfg)
     c = trainer.cfg
-    print(f"device {trainer.device}, batch {c.batch_size}, lr {c.lr} ({c.lr_schedule}), "
+    print(f"device {trainer.device} ({c.precision}), batch {c.batch_size}, lr {c.lr} "
+          f"({c.lr_schedule}), "
           f"{c.negatives} "
           f"negatives (alpha {c.neg_alpha}), dim {c.dim}, {c.layers} layers; build {build_s:.1f} s",
           flush=True)

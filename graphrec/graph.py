@@ -139,15 +139,28 @@ def thread_balanced_order(degrees: np.ndarray, threads: int) -> np.ndarray | Non
 
 
 def propagation_adjacency(users: np.ndarray, items: np.ndarray, num_users: int,
-                          num_items: int, threads: int = 1) -> Adjacency:
+                          num_items: int, threads: int = 1,
+                          dtype: torch.dtype = torch.float32) -> Adjacency:
     """:func:`normalized_bipartite` with each side's nodes in :func:`thread_balanced_order`
-    for ``threads`` CPU threads (1: own order, as for CUDA)."""
+    for ``threads`` CPU threads (1: own order, as for CUDA), values in ``dtype`` (bfloat16:
+    the CPU products gather bfloat16 rows, model._spmm)."""
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     user_order = thread_balanced_order(np.bincount(users, minlength=num_users), threads)
     item_order = thread_balanced_order(np.bincount(items, minlength=num_items), threads)
-    return ordered_adjacency(users, items, num_users, num_items,
-                             NodeOrder.of(user_order, item_order))
+    adj = ordered_adjacency(users, items, num_users, num_items,
+                            NodeOrder.of(user_order, item_order))
+    if dtype == torch.float32:
+        return adj
+    return Adjacency(*(_with_values(m, m.values().to(dtype)) for m in (adj.r, adj.rt)),
+                     adj.order)
+
+
+def _with_values(m: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(), values, size=m.shape,
+                                       check_invariants=False)
 
 
 def ordered_adjacency(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,

@@ -114,9 +114,17 @@ def _spmm(m: Tensor, x: Tensor) -> Tensor:
     if m.is_cuda:
         out = x.new_empty(m.shape[0], x.shape[1])
         return torch.addmm(out, m, x, beta=0, out=out)
+    values = m.values()
+    if values.dtype == torch.bfloat16:
+        # Blocks stored in bfloat16 (TrainConfig.precision): gather bfloat16 rows, half the
+        # bytes; the bag sums in float32 and returns bfloat16, which the next layer gathers
+        # as it is (only a propagation's inputs are converted).
+        x = x.to(torch.bfloat16)
+    else:
+        values = values.to(x.dtype)
     return nn.functional.embedding_bag(
         m.col_indices(), x.detach(), m.crow_indices(), mode="sum",
-        per_sample_weights=m.values().to(x.dtype), include_last_offset=True,
+        per_sample_weights=values, include_last_offset=True,
     )
 
 

@@ -80,3 +80,10 @@ def test_cuda_training_steps_never_wait_on_the_host(planted_graph) -> None:  # n
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert np.isfinite(total.item())
+
+
+def test_bfloat16_products_are_refused_on_cuda(planted_graph) -> None:  # noqa: F811
+    from graphrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--precision bfloat16: for the CPU"):
+        Trainer(planted_graph, TrainConfig(device="cuda", precision="bfloat16"))
