@@ -433,7 +433,7 @@ class Trainer:
             )
         saved = TrainConfig(**{**state["config"], "ks": tuple(state["config"]["ks"])})
         # Settings that may change between an interrupted run and its resumption.
-        free = {"epochs", "eval_every", "patience", "device"}
+        free = {"epochs", "eval_every", "patience", "device", "precision"}
         diff = [f.name for f in fields(TrainConfig)
                 if f.name not in free and getattr(saved, f.name) != getattr(self.cfg, f.name)]
         if diff:
