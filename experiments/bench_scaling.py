@@ -32,7 +32,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import numpy as np  # noqa: E402
 
 from graphrec.data import TRAIN  # noqa: E402
-from graphrec.model import _spmm  # noqa: E402
+from graphrec.model import spmm  # noqa: E402
 from graphrec.store import GraphData  # noqa: E402
 from graphrec.train import TrainConfig, Trainer  # noqa: E402
 
@@ -111,7 +111,7 @@ def time_steps(graph: GraphData, args) -> dict:
         xu, xi = model.user_emb.weight.detach(), model.item_layer0().detach()
         t0 = time.perf_counter()
         for _ in range(2 * args.layers):
-            _spmm(adj.r, xi), _spmm(adj.rt, xu)
+            spmm(adj.r, xi), spmm(adj.rt, xu)
         product_times.append(time.perf_counter() - t0)
     step = float(np.median(times[1:] or times))
     products = float(np.median(product_times[1:] or product_times))

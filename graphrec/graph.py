@@ -143,7 +143,7 @@ def propagation_adjacency(users: np.ndarray, items: np.ndarray, num_users: int,
                           dtype: torch.dtype = torch.float32) -> Adjacency:
     """:func:`normalized_bipartite` with each side's nodes in :func:`thread_balanced_order`
     for ``threads`` CPU threads (1: own order, as for CUDA), values in ``dtype`` (bfloat16:
-    the CPU products gather bfloat16 rows, model._spmm)."""
+    the CPU products gather bfloat16 rows, model.spmm)."""
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     user_order = thread_balanced_order(np.bincount(users, minlength=num_users), threads)

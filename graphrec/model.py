@@ -73,7 +73,7 @@ def _add_layers(hu: Tensor, hi: Tensor, out_u: Tensor, out_i: Tensor, r: Tensor,
     in place."""
     for _ in range(num_layers):
         # Users gather from items through R, items from users through R^T.
-        hu, hi = _spmm(r, hi), _spmm(rt, hu)
+        hu, hi = spmm(r, hi), spmm(rt, hu)
         out_u += hu
         out_i += hi
 
@@ -97,7 +97,7 @@ def lightgcn_propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, num_layers
     return _BipartiteLightGCN.apply(xu, xi, r, rt, num_layers, order)
 
 
-def _spmm(m: Tensor, x: Tensor) -> Tensor:
+def spmm(m: Tensor, x: Tensor) -> Tensor:
     """``m @ x`` for a sparse CSR ``m`` and dense ``x``.
 
     On the CPU a CSR product is a weighted sum of rows of ``x`` per row of ``m``: exactly an
@@ -156,7 +156,7 @@ class _BatchLightGCN(torch.autograd.Function):
         hu, hi = (xu, xi) if order is None else (_reorder(xu, order.users),
                                                   _reorder(xi, order.items))
         for _ in range(num_layers):
-            hu, hi = _spmm(r, hi), _spmm(rt, hu)
+            hu, hi = spmm(r, hi), spmm(rt, hu)
             sum_u += hu.index_select(0, at_u)
             sum_i += hi.index_select(0, at_i)
         scale = 1.0 / (num_layers + 1)

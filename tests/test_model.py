@@ -25,10 +25,10 @@ from graphrec.graph import (
 )
 from graphrec.model import (
     TextLightGCN,
-    _spmm,
     bpr_loss,
     lightgcn_batch,
     lightgcn_propagate,
+    spmm,
 )
 from graphrec.sampling import BPRSampler
 from graphrec.store import GraphData
@@ -184,7 +184,7 @@ def test_bfloat16_products_stay_within_their_rounding_of_dense_autograd(seed: in
     users, items, nu, ni = random_graph(seed, n=40 + 5 * seed)
     adj = propagation_adjacency(users, items, nu, ni, dtype=torch.bfloat16)
     assert adj.r.values().dtype == adj.rt.values().dtype == torch.bfloat16
-    assert _spmm(adj.r, torch.randn(ni, 6)).dtype == torch.bfloat16  # bfloat16 rows gathered
+    assert spmm(adj.r, torch.randn(ni, 6)).dtype == torch.bfloat16  # bfloat16 rows gathered
     gen = torch.Generator().manual_seed(seed)
     xu = torch.randn(nu, 6, generator=gen, requires_grad=True)
     xi = torch.randn(ni, 6, generator=gen, requires_grad=True)
