@@ -6,6 +6,7 @@ interactions, and a synthetic power-law graph of 10M interactions.
     python experiments/bench_scaling.py --batch-size 8192 --shape fixed   # the earlier table
     python experiments/bench_scaling.py --synthetic          # Gowalla only
     python experiments/bench_scaling.py --id-order degree    # ids renumbered by popularity
+    python experiments/bench_scaling.py --precision bfloat16 # bfloat16 products
 
 Times a few training steps of graphrec's trainer per graph (drawing the batch included, after
 one warm-up step) and scales them to a full epoch; a linear trainer keeps the seconds per
@@ -107,7 +108,8 @@ def time_steps(graph: GraphData, args) -> dict:
         trainer.train_step(*next(batches))  # drawing the batch and the trainer's own step
         times.append(time.perf_counter() - t0)
         # The step's sparse products alone (K layers forward and K backward, each R @ items
-        # and R^T @ users), alternating with the steps.
+        # and R^T @ users), alternating with the steps. With bfloat16 blocks each of these
+        # converts its float32 input, where the step converts once per propagation.
         xu, xi = model.user_emb.weight.detach(), model.item_layer0().detach()
         t0 = time.perf_counter()
         for _ in range(2 * args.layers):
