@@ -6,7 +6,8 @@ The peer is `torch_geometric.nn.models.LightGCN` driven the way PyG's own exampl
 batches over a shuffled list of training edges; evaluation as in the example's `test()`
 (dense per-chunk masks). Once with a COO `edge_index`, once with a `torch.sparse` CSR
 adjacency. graphrec runs its own trainer (`graphrec.train.Trainer`) and evaluator at the same
-settings. Every variant runs in its own subprocess so its peak memory is its own.
+settings, and once more with bfloat16 products (`graphrec-bf16`, CPU only). Every variant
+runs in its own subprocess so its peak memory is its own.
 
     python experiments/bench_speed.py                       # Gowalla, every variant, 1 epoch
     python experiments/bench_speed.py --steps 20            # time 20 steps, extrapolate
@@ -32,7 +33,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("GRAPHREC_GOWALLA", ROOT.parent / "shared/datasets/gowalla"))
-VARIANTS = ("peer-edge_index", "peer-csr", "graphrec")
+VARIANTS = ("peer-edge_index", "peer-csr", "graphrec", "graphrec-bf16")
+"""graphrec-bf16: graphrec with ``--precision bfloat16`` (CPU only)."""
 
 
 def load_gowalla(folder: Path):
@@ -111,13 +113,13 @@ def run_peer(graph, args, use_csr: bool, device: torch.device) -> dict:
             "eval_seconds": eval_s, "recall@20": recall / users}
 
 
-def run_graphrec(graph, args, device: torch.device) -> dict:
+def run_graphrec(graph, args, device: torch.device, precision: str = "float32") -> dict:
     from graphrec.data import TEST
     from graphrec.train import TrainConfig, Trainer
 
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, lr_schedule="constant",
                       dim=args.dim, layers=args.layers, negatives="uniform", item_init="id",
-                      device=str(device), seed=args.seed, eval_every=0)
+                      device=str(device), seed=args.seed, eval_every=0, precision=precision)
     t = Trainer(graph, cfg)
     steps_per_epoch = t.sampler.num_batches(args.batch_size)
     n_steps = args.steps or steps_per_epoch
@@ -153,14 +155,15 @@ def child(args) -> None:
     from graphrec.device import resolve_device, retain_freed_memory
 
     device = resolve_device(args.device)
-    if args.peer_retain_memory and args.child != "graphrec":
+    if args.peer_retain_memory and not args.child.startswith("graphrec"):
         retain_freed_memory()  # the allocator setting graphrec's Trainer makes, for the peer
     graph = load_gowalla(args.data)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if args.child == "graphrec":
-        out = run_graphrec(graph, args, device)
+    if args.child.startswith("graphrec"):
+        out = run_graphrec(graph, args, device,
+                           "bfloat16" if args.child == "graphrec-bf16" else "float32")
     else:
         out = run_peer(graph, args, args.child == "peer-csr", device)
     out["epoch_seconds"] = out["train_seconds"] * out["steps_per_epoch"] / out["steps"]
@@ -176,7 +179,8 @@ def child(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS,
+                   help="default: all (without graphrec-bf16 on CUDA)")
     p.add_argument("--steps", type=int, default=0, help="time this many steps (0 = one epoch)")
     p.add_argument("--batch-size", type=int, default=8192)
     p.add_argument("--dim", type=int, default=64)
@@ -198,6 +202,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.variants is None:
+        args.variants = [v for v in VARIANTS
+                         if not (v == "graphrec-bf16" and args.device.startswith("cuda"))]
     if not (args.data / "train.txt").exists():
         sys.exit(f"--data {args.data}: no train.txt (Gowalla LightGCN split); nothing to run")
     runs: dict[str, list[dict]] = {}
@@ -231,11 +238,13 @@ def main() -> None:
     for v, r in results.items():
         print(f"| {v} | {r['epoch_seconds']:.2f} | {r['eval_seconds']:.2f} | "
               f"{r['peak_rss_mb']:.0f} | {r['recall@20']:.4f} |")
-    if "graphrec" in results:
-        g = results["graphrec"]
+    for ours in ("graphrec", "graphrec-bf16"):
+        if ours not in results:
+            continue
+        g = results[ours]
         for v, r in results.items():
-            if v != "graphrec":
-                print(f"{v} / graphrec: epoch {r['epoch_seconds'] / g['epoch_seconds']:.2f}x, "
+            if not v.startswith("graphrec"):
+                print(f"{v} / {ours}: epoch {r['epoch_seconds'] / g['epoch_seconds']:.2f}x, "
                       f"eval {r['eval_seconds'] / g['eval_seconds']:.2f}x, "
                       f"peak RSS {r['peak_rss_mb'] / g['peak_rss_mb']:.2f}x")
 
