@@ -3,8 +3,8 @@
 For synthetic graphs of Gowalla's shape (bench_scaling.py's, node ids in random order), times
 R @ X_items + R^T @ X_users (dim 64, float32) six ways, in one process, alternating, median:
 
-- ``bag``: graphrec's product on the CPU: an embedding bag per CSR row (indices = column
-  indices, offsets = row pointers, per-sample weights = values);
+- ``bag``: graphrec's product on the CPU (``graphrec.model.spmm``): an embedding bag per CSR
+  row (indices = column indices, offsets = row pointers, per-sample weights = values);
 - ``mkl``: torch.addmm on the CSR tensor (MKL), graphrec's product until 2026-11-29;
 - ``blocks2`` / ``blocks4``: X's 64 columns as 2 or 4 contiguous blocks, one product each
   (smaller tables per pass, more passes over R);
@@ -29,17 +29,12 @@ import torch
 from bench_scaling import synthetic_graph
 
 from graphrec.graph import normalized_bipartite
+from graphrec.model import spmm
 
 
 def product(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     out = x.new_empty(m.shape[0], x.shape[1])
     return torch.addmm(out, m, x, beta=0, out=out)
-
-
-def bag(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.embedding_bag(m.col_indices(), x, m.crow_indices(), mode="sum",
-                                             per_sample_weights=m.values(),
-                                             include_last_offset=True)
 
 
 def blocked(m: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
@@ -80,7 +75,7 @@ def time_ways(r, rt, xu, xi, split, rounds: int) -> dict[str, list[float]]:
     """Seconds of each way per round, the ways alternating within a round."""
     buf = xu.new_empty(1 << 20, 64)
     ways = {
-        "bag": lambda: (bag(r, xi), bag(rt, xu)),
+        "bag": lambda: (spmm(r, xi), spmm(rt, xu)),
         "mkl": lambda: (product(r, xi), product(rt, xu)),
         "blocks2": lambda: (blocked(r, split[2][1]), blocked(rt, split[2][0])),
         "blocks4": lambda: (blocked(r, split[4][1]), blocked(rt, split[4][0])),
@@ -119,7 +114,7 @@ def main() -> None:
         split = {nb: (xu.view(-1, nb, 64 // nb).transpose(0, 1).contiguous(),
                       xi.view(-1, nb, 64 // nb).transpose(0, 1).contiguous()) for nb in (2, 4)}
         ref = product(r, xi)
-        torch.testing.assert_close(bag(r, xi), ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(spmm(r, xi), ref, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(gather_stream(r, xi), ref, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(blocked(r, split[4][1]).transpose(0, 1).reshape(-1, 64),
                                    ref, atol=1e-5, rtol=1e-5)

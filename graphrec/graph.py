@@ -30,11 +30,14 @@ def edge_index(users: np.ndarray, items: np.ndarray, num_users: int) -> torch.Te
 
 
 def normalized_bipartite(users: np.ndarray, items: np.ndarray, num_users: int,
-                         num_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+                         num_items: int, dtype: torch.dtype = torch.float32,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two off-diagonal blocks of the symmetric-normalised adjacency, as CSR tensors.
 
     With degrees d, entry (u, i) = 1 / sqrt(d_u d_i) (LightGCN eq. 3). Returns
-    ``r`` [U, I] and ``rt`` = r.T [I, U], both float32 sparse CSR. Nodes without edges
+    ``r`` [U, I] and ``rt`` = r.T [I, U], both sparse CSR with ``dtype`` values (weights
+    computed in float64; bfloat16 values make the CPU products gather bfloat16 rows,
+    model.spmm). Nodes without edges
     have empty rows. Duplicate (user, item) pairs must have been removed.
     """
     users = np.asarray(users, dtype=np.int64)
@@ -42,8 +45,8 @@ def normalized_bipartite(users: np.ndarray, items: np.ndarray, num_users: int,
     du = np.bincount(users, minlength=num_users).astype(np.float64)
     di = np.bincount(items, minlength=num_items).astype(np.float64)
     w = 1.0 / np.sqrt(du[users] * di[items])
-    r = _csr(users, items, w, num_users, num_items)
-    rt = _csr(items, users, w, num_items, num_users)
+    r = _csr(users, items, w, num_users, num_items, dtype)
+    rt = _csr(items, users, w, num_items, num_users, dtype)
     return r, rt
 
 
@@ -87,6 +90,27 @@ class NodeOrder:
             return None if t is None else t.to(device)
         return NodeOrder(move(self.users), move(self.items), move(self.user_positions),
                          move(self.item_positions))
+
+    def to_positions(self, xu: torch.Tensor,
+                     xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables in node order ([U, d], [I, d]) gathered to the blocks' positions: a fresh
+        tensor on a reordered side, the input itself on the other."""
+        return _take(xu, self.users), _take(xi, self.items)
+
+    def to_nodes(self, xu: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables at the blocks' positions gathered back to node order."""
+        return _take(xu, self.user_positions), _take(xi, self.item_positions)
+
+    def positions_of(self, users: torch.Tensor,
+                     items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the blocks keep the nodes ``users`` and ``items`` (int64 indices)."""
+        return (users if self.user_positions is None else _take(self.user_positions, users),
+                items if self.item_positions is None else _take(self.item_positions, items))
+
+
+def _take(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """``x[rows]`` (x itself for None)."""
+    return x if rows is None else x.index_select(0, rows)
 
 
 @dataclass(frozen=True)
@@ -133,9 +157,10 @@ def thread_balanced_order(degrees: np.ndarray, threads: int) -> np.ndarray | Non
         return None
     dealt = np.concatenate([np.arange(k, n, threads) for k in range(threads)])
     shuffled = np.random.default_rng(0).permutation(n)
-    best = min((dealt, shuffled), key=lambda o: chunk_imbalance(degrees[o], threads))
+    scores = [chunk_imbalance(degrees[o], threads) for o in (dealt, shuffled)]
+    best = int(np.argmin(scores))
     # A row with more than a thread's share (a tiny graph) can make every order uneven.
-    return best if chunk_imbalance(degrees[best], threads) < own else None
+    return (dealt, shuffled)[best] if scores[best] < own else None
 
 
 def propagation_adjacency(users: np.ndarray, items: np.ndarray, num_users: int,
@@ -148,23 +173,13 @@ def propagation_adjacency(users: np.ndarray, items: np.ndarray, num_users: int,
     items = np.asarray(items, dtype=np.int64)
     user_order = thread_balanced_order(np.bincount(users, minlength=num_users), threads)
     item_order = thread_balanced_order(np.bincount(items, minlength=num_items), threads)
-    adj = ordered_adjacency(users, items, num_users, num_items,
-                            NodeOrder.of(user_order, item_order))
-    if dtype == torch.float32:
-        return adj
-    return Adjacency(*(_with_values(m, m.values().to(dtype)) for m in (adj.r, adj.rt)),
-                     adj.order)
-
-
-def _with_values(m: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(), values, size=m.shape,
-                                       check_invariants=False)
+    return ordered_adjacency(users, items, num_users, num_items,
+                             NodeOrder.of(user_order, item_order), dtype)
 
 
 def ordered_adjacency(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
-                      order: NodeOrder | None) -> Adjacency:
+                      order: NodeOrder | None,
+                      dtype: torch.dtype = torch.float32) -> Adjacency:
     """:func:`normalized_bipartite` with every node at its position in ``order``."""
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
@@ -172,7 +187,7 @@ def ordered_adjacency(users: np.ndarray, items: np.ndarray, num_users: int, num_
         users = order.user_positions.numpy()[users]
     if order is not None and order.item_positions is not None:
         items = order.item_positions.numpy()[items]
-    return Adjacency(*normalized_bipartite(users, items, num_users, num_items), order)
+    return Adjacency(*normalized_bipartite(users, items, num_users, num_items, dtype), order)
 
 
 def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
@@ -198,7 +213,7 @@ def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
-         n_cols: int) -> torch.Tensor:
+         n_cols: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Float32 CSR with 32-bit indices whenever they fit: a product reads half the index
     bytes, and cuSPARSE (like MKL) would otherwise convert 64-bit indices to 32-bit copies
     on every call."""
@@ -212,7 +227,7 @@ def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
             torch.from_numpy(indptr), torch.from_numpy(cols[order].astype(index)),
-            torch.from_numpy(vals[order].astype(np.float32)), size=(n_rows, n_cols),
+            torch.from_numpy(vals[order].astype(np.float32)).to(dtype), size=(n_rows, n_cols),
             check_invariants=False,
         )
 

@@ -49,22 +49,15 @@ def _propagate(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, num_layers: int,
     if order is None:
         out_u, out_i = xu.clone(), xi.clone()
     else:
-        # Fresh gathered copies, so the layer sums can start in them (_add_layers reads its
-        # inputs before it first adds to the outputs).
-        xu, xi = _reorder(xu, order.users), _reorder(xi, order.items)
+        # A reordered side's gathered copy is fresh, so its layer sum can start in it
+        # (_add_layers reads its inputs before it first adds to the outputs).
+        xu, xi = order.to_positions(xu, xi)
         out_u = xu if order.users is not None else xu.clone()
         out_i = xi if order.items is not None else xi.clone()
     _add_layers(xu, xi, out_u, out_i, r, rt, num_layers)
     scale = 1.0 / (num_layers + 1)
     out_u, out_i = out_u.mul_(scale), out_i.mul_(scale)
-    if order is not None:
-        out_u, out_i = _reorder(out_u, order.user_positions), _reorder(out_i, order.item_positions)
-    return out_u, out_i
-
-
-def _reorder(x: Tensor, rows: Tensor | None) -> Tensor:
-    """``x[rows]`` (x itself for None)."""
-    return x if rows is None else x.index_select(0, rows)
+    return (out_u, out_i) if order is None else order.to_nodes(out_u, out_i)
 
 
 def _add_layers(hu: Tensor, hi: Tensor, out_u: Tensor, out_i: Tensor, r: Tensor, rt: Tensor,
@@ -152,9 +145,8 @@ class _BatchLightGCN(torch.autograd.Function):
                 order: NodeOrder | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         xu_b, xi_b = xu.index_select(0, users), xi.index_select(0, items)
         sum_u, sum_i = xu_b.clone(), xi_b.clone()
-        at_u, at_i = _positions(users, items, order)
-        hu, hi = (xu, xi) if order is None else (_reorder(xu, order.users),
-                                                  _reorder(xi, order.items))
+        at_u, at_i = (users, items) if order is None else order.positions_of(users, items)
+        hu, hi = (xu, xi) if order is None else order.to_positions(xu, xi)
         for _ in range(num_layers):
             hu, hi = spmm(r, hi), spmm(rt, hu)
             sum_u += hu.index_select(0, at_u)
@@ -174,21 +166,10 @@ class _BatchLightGCN(torch.autograd.Function):
         out_i = gi.new_zeros(rt.shape[0], gi.shape[1]).index_add_(0, at_i, gi, alpha=scale)
         _add_layers(out_u, out_i, out_u, out_i, r, rt, ctx.num_layers)
         if ctx.order is not None:
-            out_u = _reorder(out_u, ctx.order.user_positions)
-            out_i = _reorder(out_i, ctx.order.item_positions)
+            out_u, out_i = ctx.order.to_nodes(out_u, out_i)
         out_u.index_add_(0, users, g0u)
         out_i.index_add_(0, items, g0i)
         return out_u, out_i, None, None, None, None, None, None
-
-
-def _positions(users: Tensor, items: Tensor, order: NodeOrder | None) -> tuple[Tensor, Tensor]:
-    """Where the blocks keep ``users`` and ``items``."""
-    if order is None:
-        return users, items
-
-    def at(positions: Tensor | None, nodes: Tensor) -> Tensor:
-        return nodes if positions is None else positions.index_select(0, nodes)
-    return at(order.user_positions, users), at(order.item_positions, items)
 
 
 def lightgcn_batch(xu: Tensor, xi: Tensor, r: Tensor, rt: Tensor, users: Tensor,

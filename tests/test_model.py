@@ -108,70 +108,42 @@ def with_index_dtype(m: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
                                    m.values(), size=m.shape, check_invariants=True)
 
 
-@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
-@pytest.mark.parametrize(("seed", "layers"), [(0, 1), (1, 2), (2, 3), (3, 5)])
-def test_propagation_gradients_match_dense_autograd(seed: int, layers: int,
-                                                    index_dtype: torch.dtype) -> None:
-    """Whole-graph propagation and its custom backward against dense autograd, with the
-    32-bit CSR indices small graphs get and the 64-bit ones of graphs past 2^31 entries."""
-    users, items, nu, ni = random_graph(seed, n=40 + 5 * seed)
-    gen = torch.Generator().manual_seed(seed)
-    xu = torch.randn(nu, 6, generator=gen, requires_grad=True)
-    xi = torch.randn(ni, 6, generator=gen, requires_grad=True)
-    wu, wi = torch.randn(nu, 6, generator=gen), torch.randn(ni, 6, generator=gen)
-    r, rt = (with_index_dtype(m, index_dtype)
-             for m in normalized_bipartite(users, items, nu, ni))
-    assert r.col_indices().dtype == index_dtype
-    eu, ei = lightgcn_propagate(xu, xi, r, rt, layers)
-    ((eu * wu).sum() + (ei * wi).sum()).backward()
-
-    xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, layers)
-    (ref * torch.cat([wu, wi]).double()).sum().backward()
-
-    torch.testing.assert_close(torch.cat([eu, ei]).double(), ref.detach(), atol=1e-5, rtol=0)
-    torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
-    torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
-
-
 def shuffled_adjacency(users, items, nu, ni, sides: str, seed: int) -> Adjacency:
-    """Blocks with the nodes of ``sides`` ("users", "items", "both") at random positions."""
+    """Blocks with the nodes of ``sides`` ("users", "items", "both"; "none": every node at
+    its own index) at random positions, as the trainer's thread-balanced order puts them."""
     rng = np.random.default_rng(seed)
     return ordered_adjacency(users, items, nu, ni, NodeOrder.of(
         rng.permutation(nu) if sides in ("users", "both") else None,
         rng.permutation(ni) if sides in ("items", "both") else None))
 
 
-@pytest.mark.parametrize("sides", ["users", "items", "both"])
-@pytest.mark.parametrize("seed", range(3))
-def test_propagation_in_a_node_order_matches_dense_autograd(seed: int, sides: str) -> None:
-    """Blocks whose nodes sit at other positions (the trainer's thread-balanced order): both
-    propagations return node order, with the dense reference's values and gradients."""
+SIDES = ["none", "users", "items", "both"]
+
+
+@pytest.mark.parametrize("sides", SIDES)
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize(("seed", "layers"), [(0, 1), (1, 2), (2, 3), (3, 5)])
+def test_propagation_gradients_match_dense_autograd(seed: int, layers: int,
+                                                    index_dtype: torch.dtype,
+                                                    sides: str) -> None:
+    """Whole-graph propagation and its custom backward against dense autograd, with the
+    32-bit CSR indices small graphs get and the 64-bit ones of graphs past 2^31 entries, and
+    with nodes of ``sides`` at other positions of the blocks (output in node order)."""
     users, items, nu, ni = random_graph(seed, n=40 + 5 * seed)
-    adj = shuffled_adjacency(users, items, nu, ni, sides, seed)
     gen = torch.Generator().manual_seed(seed)
     xu = torch.randn(nu, 6, generator=gen, requires_grad=True)
     xi = torch.randn(ni, 6, generator=gen, requires_grad=True)
     wu, wi = torch.randn(nu, 6, generator=gen), torch.randn(ni, 6, generator=gen)
-    eu, ei = lightgcn_propagate(xu, xi, adj.r, adj.rt, 3, adj.order)
+    adj = shuffled_adjacency(users, items, nu, ni, sides, seed)
+    r, rt = (with_index_dtype(m, index_dtype) for m in (adj.r, adj.rt))
+    assert r.col_indices().dtype == index_dtype
+    eu, ei = lightgcn_propagate(xu, xi, r, rt, layers, adj.order)
     ((eu * wu).sum() + (ei * wi).sum()).backward()
-    xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, 3)
-    (ref * torch.cat([wu, wi]).double()).sum().backward()
-    torch.testing.assert_close(torch.cat([eu, ei]).double(), ref.detach(), atol=1e-5, rtol=0)
-    torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
-    torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
 
-    xu.grad = xi.grad = None
-    xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, 3)
-    bu = torch.randperm(nu, generator=gen)[: max(1, nu // 3)]
-    bi = torch.randint(ni, (max(1, ni // 2),), generator=gen)
-    su, si, xu_b, xi_b = lightgcn_batch(xu, xi, adj.r, adj.rt, bu, bi, 3, adj.order)
-    ((su * wu[bu]).sum() + (si * wi[bi]).sum() + xu_b.square().sum()).backward()
-    torch.testing.assert_close(xu_b, xu[bu])
-    ref_u, ref_i = ref[:nu][bu], ref[nu:][bi]
-    ((ref_u * wu[bu].double()).sum() + (ref_i * wi[bi].double()).sum()
-     + xu_ref[bu].square().sum()).backward()
-    torch.testing.assert_close(su.double(), ref_u.detach(), atol=1e-5, rtol=0)
-    torch.testing.assert_close(si.double(), ref_i.detach(), atol=1e-5, rtol=0)
+    xu_ref, xi_ref, ref = dense_lightgcn(xu, xi, users, items, layers)
+    (ref * torch.cat([wu, wi]).double()).sum().backward()
+
+    torch.testing.assert_close(torch.cat([eu, ei]).double(), ref.detach(), atol=1e-5, rtol=0)
     torch.testing.assert_close(xu.grad.double(), xu_ref.grad, atol=1e-5, rtol=0)
     torch.testing.assert_close(xi.grad.double(), xi_ref.grad, atol=1e-5, rtol=0)
 
@@ -219,10 +191,12 @@ def test_precision_setting() -> None:
     assert np.isfinite(last) and last < first
 
 
+@pytest.mark.parametrize("sides", SIDES)
 @pytest.mark.parametrize(("seed", "layers"), [(0, 1), (1, 2), (2, 3), (3, 5)])
-def test_batch_propagation_matches_dense_autograd(seed: int, layers: int) -> None:
+def test_batch_propagation_matches_dense_autograd(seed: int, layers: int, sides: str) -> None:
     """The training step's batch-rows propagation: same rows and same gradients as the
-    straightforward dense autograd version, for a batch with and without repeated rows."""
+    straightforward dense autograd version, for a batch with and without repeated rows, and
+    with nodes of ``sides`` at other positions of the blocks."""
     users, items, nu, ni = random_graph(seed, n=40 + 5 * seed)
     gen = torch.Generator().manual_seed(seed)
     xu = torch.randn(nu, 6, generator=gen, requires_grad=True)
@@ -230,8 +204,8 @@ def test_batch_propagation_matches_dense_autograd(seed: int, layers: int) -> Non
     bu = torch.randperm(nu, generator=gen)[: max(1, nu // 3)]
     bi = torch.randint(ni, (max(1, ni // 2),), generator=gen)  # repeats allowed
     wu, wi = torch.randn(len(bu), 6, generator=gen), torch.randn(len(bi), 6, generator=gen)
-    r, rt = normalized_bipartite(users, items, nu, ni)
-    eu, ei, xu_b, xi_b = lightgcn_batch(xu, xi, r, rt, bu, bi, layers)
+    adj = shuffled_adjacency(users, items, nu, ni, sides, seed)
+    eu, ei, xu_b, xi_b = lightgcn_batch(xu, xi, adj.r, adj.rt, bu, bi, layers, adj.order)
     # The layer-0 rows carry their own (unpropagated) gradient, as the L2 term does.
     ((eu * wu).sum() + (ei * wi).sum() + xu_b.square().sum() + 2 * xi_b.sum()).backward()
     torch.testing.assert_close(xu_b, xu[bu])
