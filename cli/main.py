@@ -228,6 +228,9 @@ def _progress_factory(total: int, epoch: int):
               show_default=True)
 @click.option("--neg-alpha", type=float, default=0.5, show_default=True,
               help="Popularity sampler exponent: p(i) ~ (degree + 1)^alpha.")
+@click.option("--neg-candidates", type=int, default=1, show_default=True,
+              help="Hard negatives: draw this many per triple, train on the one the model "
+                   "scores highest (1 = every drawn negative).")
 @click.option("--item-init", type=click.Choice(["auto", "text", "id", "text+id"]),
               default="auto", show_default=True)
 @click.option("--cold-start", type=click.Choice(["ridge", "bpr", "layer0"]), default="ridge",

@@ -3,6 +3,12 @@
 Negatives are drawn uniformly or in proportion to (training degree + 1)^alpha among items that
 have training interactions (items held out of training are unknown to the trainer). A user's
 own training positives are never returned as negatives: collisions are redrawn.
+
+Hard negatives (dynamic negative sampling, Zhang et al., SIGIR 2013): each triple gets K
+candidates from the sampler and trains on the one the current model scores highest
+(:func:`hardest`). A drawn negative is most often an item the user's embedding already
+scores far below the positive, whose BPR gradient is nearly zero; the hardest of K carries
+most of the signal.
 """
 
 from __future__ import annotations
@@ -84,9 +90,9 @@ class BPRSampler:
             raise ValueError(f"user index {user} interacted with every item: no negative exists")
         return int(torch.multinomial(probs, 1, generator=generator))
 
-    def epoch(self, batch_size: int, generator: torch.Generator):
+    def epoch(self, batch_size: int, generator: torch.Generator, candidates: int = 1):
         """Yield (users, pos, neg) batches covering every training interaction once, in a
-        random order.
+        random order; neg is [B], or [B, candidates] negatives per triple when candidates > 1.
 
         The whole epoch's negatives are drawn up front: the redraw loop's host round trips
         (the number of collisions) happen a few times per epoch, not per batch, so a CUDA
@@ -94,10 +100,27 @@ class BPRSampler:
         """
         perm = torch.randperm(len(self.users), device=self.device, generator=generator)
         users, items = self.users[perm], self.items[perm]
-        neg = self.negatives(users, generator)
+        if candidates == 1:
+            neg = self.negatives(users, generator)
+        else:
+            # One redraw loop for all candidates: [K * E] drawn, viewed [E, K].
+            neg = self.negatives(users.repeat(candidates), generator).view(candidates, -1).T
         for start in range(0, len(perm), batch_size):
             stop = start + batch_size
             yield users[start:stop], items[start:stop], neg[start:stop]
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self.users) // batch_size)
+
+
+def hardest(user_rows: Tensor, item_emb: Tensor, candidates: Tensor) -> Tensor:
+    """[B] the column of ``candidates`` [B, K] each user scores highest.
+
+    user_rows: [B, d] the batch users' embeddings; item_emb: [I', d] item embeddings;
+    candidates: [B, K] rows of item_emb. No gradient flows through the choice.
+    """
+    with torch.no_grad():
+        b, k = candidates.shape
+        cand = item_emb.index_select(0, candidates.flatten()).view(b, k, -1)
+        scores = torch.bmm(cand, user_rows.unsqueeze(2)).squeeze(2)
+        return scores.argmax(1)

@@ -26,7 +26,7 @@ from graphrec.metrics import (
     tail_boost_weights,
 )
 from graphrec.model import ITEM_INITS, TextLightGCN, bpr_loss
-from graphrec.sampling import NEGATIVE_SAMPLERS, BPRSampler
+from graphrec.sampling import NEGATIVE_SAMPLERS, BPRSampler, hardest
 from graphrec.store import GraphData
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ class TrainConfig:
     experiments/RESULTS.md)."""
     neg_alpha: float = 0.5
     """Exponent of the popularity negative sampler."""
+    neg_candidates: int = 1
+    """Hard negatives: draw this many negatives per triple and train on the one the model
+    scores highest at that step (dynamic negative sampling); 1 trains on every drawn one."""
     item_init: str = "auto"
     """Item layer-0: text, id, text+id, or auto (text when the graph has text, else id)."""
     device: str = "auto"
@@ -100,6 +103,8 @@ class TrainConfig:
             ("--eval-every", self.eval_every, self.eval_every >= 0, "an integer >= 0"),
             ("--patience", self.patience, self.patience >= 1, "an integer >= 1"),
             ("--neg-alpha", self.neg_alpha, -2 <= self.neg_alpha <= 2, "a number in [-2, 2]"),
+            ("--neg-candidates", self.neg_candidates, self.neg_candidates >= 1,
+             "an integer >= 1"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
@@ -311,14 +316,17 @@ class Trainer:
         self.bad_evals = 0
 
     def train_step(self, users: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
-        """One Adam step on a batch of BPR triples [B] each; returns (loss, BPR part)."""
+        """One Adam step on a batch of BPR triples; returns (loss, BPR part).
+
+        users, pos: [B]; neg: [B], or [B, K] candidates of which the hardest is trained on.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         if self.batch_rows:
             # Final embeddings of the batch's rows only (model.forward_batch): the layer sums
             # are gathered at these rows, never formed in full.
             bu, u_local = torch.unique(users, return_inverse=True)
-            bi, i_local = torch.unique(torch.cat([pos, neg]), return_inverse=True)
-            p_local, n_local = i_local[: len(pos)], i_local[len(pos):]
+            bi, i_local = torch.unique(torch.cat([pos, neg.flatten()]), return_inverse=True)
+            p_local, n_local = i_local[: len(pos)], i_local[len(pos):].view(neg.shape)
             eu, ei, xu0, xi0 = self.model.forward_batch(self.adj, bu, bi)
         else:
             # Every row: no torch.unique, whose output size would make a CUDA step wait on
@@ -326,6 +334,9 @@ class Trainer:
             # Same loss and gradients.
             eu, ei, xu0, xi0 = self.model(self.adj)
             u_local, p_local, n_local = users, pos, neg
+        if neg.dim() == 2:
+            pick = hardest(eu.index_select(0, u_local), ei, n_local).unsqueeze(1)
+            n_local, neg = n_local.gather(1, pick).squeeze(1), neg.gather(1, pick).squeeze(1)
         loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
         if self.model.text_head is not None:  # cold_start "bpr"
             loss = loss + self._text_head_loss(eu.index_select(0, u_local), pos, neg)
@@ -345,7 +356,8 @@ class Trainer:
         bpr_total = torch.zeros((), device=self.device)
         steps = 0
         t0 = time.perf_counter()
-        for users, pos, neg in self.sampler.epoch(self.cfg.batch_size, self.generator):
+        for users, pos, neg in self.sampler.epoch(self.cfg.batch_size, self.generator,
+                                                  self.cfg.neg_candidates):
             loss, bpr = self.train_step(users, pos, neg)
             total += loss
             bpr_total += bpr
@@ -431,7 +443,9 @@ class Trainer:
                 f"{state.get('graph')}, this graph {self.graph.meta.get('fingerprint')}); "
                 "drop --resume to start over"
             )
-        saved = TrainConfig(**{**state["config"], "ks": tuple(state["config"]["ks"])})
+        # Checkpoints older than neg_candidates trained on every drawn negative.
+        saved = TrainConfig(**{"neg_candidates": 1, **state["config"],
+                               "ks": tuple(state["config"]["ks"])})
         # Settings that may change between an interrupted run and its resumption.
         free = {"epochs", "eval_every", "patience", "device", "precision"}
         diff = [f.name for f in fields(TrainConfig)

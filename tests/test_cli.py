@@ -640,6 +640,7 @@ def test_temporal_split_without_timestamps(tmp_path: Path) -> None:
     (["--epochs", "0"], "--epochs 0"),
     (["--item-init", "text"], "--item-init text"),
     (["--layers", "-1"], "--layers -1"),
+    (["--neg-candidates", "0"], "--neg-candidates 0"),
     (["--k", "0"], "--k '0'"),
 ])
 def test_bad_train_options(tmp_path: Path, lightgcn_files, args: list[str], needle: str) -> None:

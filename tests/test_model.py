@@ -5,6 +5,7 @@ planted community structure the trained model must recover."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from graphrec.model import (
     lightgcn_propagate,
     spmm,
 )
-from graphrec.sampling import BPRSampler
+from graphrec.sampling import BPRSampler, hardest
 from graphrec.store import GraphData
 from graphrec.train import (
     BATCH_ROWS_BELOW,
@@ -383,6 +384,38 @@ def test_sampler_is_reproducible() -> None:
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+def test_negative_candidates_are_independent_draws_and_never_positives(negatives: str) -> None:
+    users, items, ni = sampler_graph(2)
+    sampler = BPRSampler(users, items, ni, negatives)
+    positives = set(zip(users.tolist(), items.tolist(), strict=True))
+    batches = list(sampler.epoch(64, torch.Generator().manual_seed(0), candidates=3))
+    u = torch.cat([b[0] for b in batches])
+    n = torch.cat([b[2] for b in batches])
+    assert n.shape == (len(users), 3) and n.dtype == torch.long
+    assert not any((uu, nn) in positives for uu, col in zip(u.tolist(), n.tolist(), strict=True)
+                   for nn in col)
+    assert (n < 50).all()
+    # Three separate draws: the columns differ, each follows the sampler's distribution.
+    assert (n[:, 0] != n[:, 1]).float().mean() > 0.9
+    assert (n[:, 1] != n[:, 2]).float().mean() > 0.9
+    # The users and positives are those of a single-candidate epoch with the same seed.
+    single = list(sampler.epoch(64, torch.Generator().manual_seed(0)))
+    assert torch.equal(u, torch.cat([b[0] for b in single]))
+
+
+def test_hardest_picks_each_users_highest_scoring_candidate() -> None:
+    gen = torch.Generator().manual_seed(0)
+    user_rows = torch.randn(50, 8, generator=gen)
+    item_emb = torch.randn(30, 8, generator=gen)
+    candidates = torch.randint(30, (50, 5), generator=gen)
+    pick = hardest(user_rows, item_emb, candidates)
+    assert pick.shape == (50,) and pick.dtype == torch.long
+    for b in range(50):
+        scores = [float(user_rows[b] @ item_emb[c]) for c in candidates[b].tolist()]
+        assert int(pick[b]) == int(np.argmax(scores))
+
+
 def draw_frequencies(negatives: str, alpha: float, n: int = 200_000):
     """Negative frequencies for a user whose only positive is item 0, and the degrees."""
     rng = np.random.default_rng(0)
@@ -479,14 +512,16 @@ def test_trainer_is_deterministic(planted_graph) -> None:
     assert not torch.allclose(a.user_emb, c.user_emb)
 
 
-@pytest.mark.parametrize("item_init", ["id", "text"])
-def test_all_rows_step_equals_batch_rows_step(planted_graph_text, item_init: str) -> None:
+@pytest.mark.parametrize("item_init,candidates", [("id", 1), ("text", 1), ("id", 4)])
+def test_all_rows_step_equals_batch_rows_step(planted_graph_text, item_init: str,
+                                              candidates: int) -> None:
     """The CUDA step (every row, no torch.unique) and the CPU step (the batch's rows only)
-    give the same loss and the same parameter gradients, repeated rows included."""
+    give the same loss and the same parameter gradients, repeated rows included, with one
+    negative per triple or the hardest of several."""
     cfg = TrainConfig(epochs=1, batch_size=96, lr=0.05, dim=16, layers=3, device="cpu",
-                      eval_every=0, seed=0, item_init=item_init)
+                      eval_every=0, seed=0, item_init=item_init, neg_candidates=candidates)
     users, pos, neg = next(Trainer(planted_graph_text, cfg).sampler.epoch(
-        96, torch.Generator().manual_seed(5)))
+        96, torch.Generator().manual_seed(5), candidates))
     assert len(torch.unique(users)) < len(users)  # the count-weighted L2 is exercised
     out = []
     for batch_rows in (True, False):
@@ -502,6 +537,45 @@ def test_all_rows_step_equals_batch_rows_step(planted_graph_text, item_init: str
     for a, b in zip(ga, gb, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert any(float(g.abs().max()) > 0 for g in ga)
+
+
+@pytest.mark.parametrize("batch_rows", [True, False])
+def test_hard_negative_step_trains_on_the_highest_scoring_candidate(planted_graph,
+                                                                     batch_rows: bool) -> None:
+    """A step on [B, K] candidates equals a step on the candidate each user scores highest
+    under the step's own parameters, chosen here by brute force; and differs from a step
+    on the first candidate."""
+    cfg = TrainConfig(epochs=1, batch_size=80, lr=0.05, dim=16, layers=2, device="cpu",
+                      eval_every=0, seed=0, item_init="id", neg_candidates=6)
+    users, pos, cands = next(Trainer(planted_graph, cfg).sampler.epoch(
+        80, torch.Generator().manual_seed(1), 6))
+    probe = Trainer(planted_graph, cfg)
+    with torch.no_grad():
+        eu, ei, _, _ = probe.model(probe.adj)
+    scores = (eu[users].unsqueeze(1) * ei[cands]).sum(-1)
+    chosen = cands[torch.arange(len(users)), scores.argmax(1)]
+    assert (chosen != cands[:, 0]).any()
+    out = []
+    for neg in (cands, chosen, cands[:, 0]):
+        t = Trainer(planted_graph, cfg)
+        t.batch_rows = batch_rows
+        t.optimizer.step = lambda: None
+        loss, _ = t.train_step(users, pos, neg)
+        out.append((loss, [p.grad.clone() for p in t.model.parameters()]))
+    (lk, gk), (lc, gc), (l0, _) = out
+    torch.testing.assert_close(lk, lc, atol=0, rtol=0)
+    for a, b in zip(gk, gc, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert abs(float(lk) - float(l0)) > 1e-4
+
+
+def test_checkpoint_without_neg_candidates_resumes_as_single_negatives(planted_graph) -> None:
+    cfg = TrainConfig(epochs=2, batch_size=64, dim=8, layers=1, device="cpu", eval_every=0)
+    state = Trainer(planted_graph, cfg).state()
+    del state["config"]["neg_candidates"]  # a checkpoint written before the setting existed
+    Trainer(planted_graph, cfg).load_state(state)
+    with pytest.raises(ConfigError, match="neg_candidates=1"):
+        Trainer(planted_graph, replace(cfg, neg_candidates=4)).load_state(state)
 
 
 def test_cpu_step_uses_batch_rows_only_for_batches_small_against_the_graph(
