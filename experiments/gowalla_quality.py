@@ -43,6 +43,9 @@ def main() -> None:
                         "has no validation set), constant or cosine")
     p.add_argument("--negatives", default="auto")
     p.add_argument("--neg-alpha", type=float, default=0.5)
+    p.add_argument("--neg-candidates", type=int, default=TrainConfig().neg_candidates,
+                   help="hard negatives: the hardest of this many per triple")
+    p.add_argument("--reg", type=float, default=TrainConfig().reg)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--device", default="auto")
@@ -62,15 +65,16 @@ def main() -> None:
     build_s = time.perf_counter() - t_start
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       lr_schedule=args.lr_schedule, negatives=args.negatives,
-                      neg_alpha=args.neg_alpha, layers=args.layers,
+                      neg_alpha=args.neg_alpha, neg_candidates=args.neg_candidates,
+                      reg=args.reg, layers=args.layers,
                       dim=args.dim, device=args.device, seed=args.seed, eval_every=0,
                       precision=args.precision)
     trainer = Trainer(graph, cfg)
     c = trainer.cfg
     print(f"device {trainer.device} ({c.precision}), batch {c.batch_size}, lr {c.lr} "
           f"({c.lr_schedule}), "
-          f"{c.negatives} "
-          f"negatives (alpha {c.neg_alpha}), dim {c.dim}, {c.layers} layers; build {build_s:.1f} s",
+          f"{c.negatives} negatives (alpha {c.neg_alpha}, hardest of {c.neg_candidates}), "
+          f"reg {c.reg:g}, dim {c.dim}, {c.layers} layers; build {build_s:.1f} s",
           flush=True)
     curve = []
     t0 = time.perf_counter()
