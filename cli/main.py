@@ -223,12 +223,13 @@ def _progress_factory(total: int, epoch: int):
                    "constant with early stopping.")
 @click.option("--dim", type=int, default=64, show_default=True)
 @click.option("--layers", type=int, default=3, show_default=True)
-@click.option("--reg", type=float, default=1e-4, show_default=True)
+@click.option("--reg", type=float, default=1e-3, show_default=True,
+              help="L2 weight on the batch's layer-0 embeddings.")
 @click.option("--negatives", type=click.Choice(["auto", "uniform", "popularity"]), default="auto",
               show_default=True)
 @click.option("--neg-alpha", type=float, default=0.5, show_default=True,
               help="Popularity sampler exponent: p(i) ~ (degree + 1)^alpha.")
-@click.option("--neg-candidates", type=int, default=1, show_default=True,
+@click.option("--neg-candidates", type=int, default=8, show_default=True,
               help="Hard negatives: draw this many per triple, train on the one the model "
                    "scores highest (1 = every drawn negative).")
 @click.option("--item-init", type=click.Choice(["auto", "text", "id", "text+id"]),

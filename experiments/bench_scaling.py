@@ -95,7 +95,7 @@ def by_degree(graph: GraphData) -> GraphData:
 def time_steps(graph: GraphData, args) -> dict:
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-3, lr_schedule="constant",
                       dim=args.dim, layers=args.layers, negatives="uniform", item_init="id",
-                      eval_every=0, precision=args.precision)
+                      eval_every=0, precision=args.precision, neg_candidates=args.neg_candidates)
     t0 = time.perf_counter()
     trainer = Trainer(graph, cfg)  # batch size 0 resolves to the default rule
     setup = time.perf_counter() - t0
@@ -137,6 +137,9 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--neg-candidates", type=int, default=1,
+                   help="negatives drawn per triple (1: the recorded tables; default of "
+                        "graphrec train: 8)")
     p.add_argument("--id-order", choices=("own", "degree"), default="own",
                    help="degree: renumber every graph's users and items by popularity")
     args = p.parse_args()

@@ -119,7 +119,8 @@ def run_graphrec(graph, args, device: torch.device, precision: str = "float32") 
 
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=args.lr, lr_schedule="constant",
                       dim=args.dim, layers=args.layers, negatives="uniform", item_init="id",
-                      device=str(device), seed=args.seed, eval_every=0, precision=precision)
+                      device=str(device), seed=args.seed, eval_every=0, precision=precision,
+                      neg_candidates=args.neg_candidates)
     t = Trainer(graph, cfg)
     steps_per_epoch = t.sampler.num_batches(args.batch_size)
     n_steps = args.steps or steps_per_epoch
@@ -187,6 +188,9 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--neg-candidates", type=int, default=1,
+                   help="graphrec's negatives per triple (1: the peer's work per step; "
+                        "graphrec's default is 8, the hardest trained on)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=1,

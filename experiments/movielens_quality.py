@@ -31,9 +31,9 @@ VARIANTS = {
     "id-only (plain LightGCN)": {"item_init": "id"},
     "text-only items": {"item_init": "text"},
     "uniform negatives": {"negatives": "uniform"},
-    "hard negatives (4)": {"neg_candidates": 4},
+    "hard negatives (8)": {"neg_candidates": 8},
+    "hard negatives (8), reg 1e-3": {"neg_candidates": 8, "reg": 1e-3},
     "hard negatives (4), reg 1e-3": {"neg_candidates": 4, "reg": 1e-3},
-    "reg 1e-3": {"reg": 1e-3},
 }
 KEYS = ("recall@20", "ndcg@20", "precision@20", "hit@20", "coverage@20", "tail_recall@20",
         "tail_share@20")

@@ -58,7 +58,9 @@ def train(job: dict) -> str:
     alpha = job["alpha"]
     cfg = TrainConfig(epochs=300, batch_size=8192, lr=0.02, item_init="text", seed=job["seed"],
                       negatives="uniform" if alpha == 0 else "popularity", neg_alpha=alpha,
-                      eval_every=5, patience=5)
+                      eval_every=5, patience=5,
+                      # as recorded in RESULTS.md, before hard negatives were the default
+                      neg_candidates=1, reg=1e-4)
     trainer = Trainer(load_graph(Path(job["graph"])), cfg)
     result = trainer.fit()
     with torch.no_grad():
