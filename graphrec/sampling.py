@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
+DRAW_CHUNK = 2**24
+"""Negatives drawn per call of the redraw loop in an epoch (about 0.5 GB of temporaries)."""
 
 
 class BPRSampler:
@@ -104,8 +106,15 @@ class BPRSampler:
         interactions in key order and shuffled with them: the membership test's binary
         searches then walk the keys in order (2-3x faster on the CPU than in random order).
         """
-        # One redraw loop for all candidates: [K * E] drawn, viewed [E, K].
-        neg = self.negatives(self.users.repeat(candidates), generator).view(candidates, -1).T
+        # Candidate k of interaction e at k * E + e, drawn in chunks of DRAW_CHUNK (one chunk
+        # up to Gowalla with 8 candidates), which bounds the redraw loop's temporaries on
+        # large graphs; viewed [E, K].
+        n = len(self.users)
+        neg = torch.empty(candidates * n, dtype=torch.long, device=self.device)
+        for start in range(0, len(neg), DRAW_CHUNK):
+            rows = torch.arange(start, min(start + DRAW_CHUNK, len(neg)), device=self.device)
+            neg[start:start + len(rows)] = self.negatives(self.users[rows % n], generator)
+        neg = neg.view(candidates, n).T
         perm = torch.randperm(len(self.users), device=self.device, generator=generator)
         users, items, neg = self.users[perm], self.items[perm], neg[perm]
         if candidates == 1:

@@ -60,15 +60,19 @@ def test_training_and_evaluation_on_cuda_match_cpu(planted_graph) -> None:  # no
     assert m["recall@20"] == pytest.approx(a["recall@20"], abs=1e-6)
 
 
-def test_cuda_training_steps_never_wait_on_the_host(planted_graph) -> None:  # noqa: F811
+@pytest.mark.parametrize("candidates", [1, 8])
+def test_cuda_training_steps_never_wait_on_the_host(planted_graph,  # noqa: F811
+                                                    candidates: int) -> None:
     """Inside an epoch (after its negatives are drawn) no step synchronises with the host:
-    CUDA's sync debug mode turns any synchronising call into an error."""
+    CUDA's sync debug mode turns any synchronising call into an error. With hard negatives
+    the choice among the candidates stays on the device too."""
     for schedule in ("constant", "cosine"):
         trainer = Trainer(planted_graph, TrainConfig(
             epochs=2, batch_size=64, lr=0.05, dim=16, layers=3, eval_every=0, seed=0,
-            device="cuda", negatives="popularity", lr_schedule=schedule))
+            device="cuda", negatives="popularity", lr_schedule=schedule,
+            neg_candidates=candidates))
         assert not trainer.batch_rows
-        batches = trainer.sampler.epoch(64, trainer.generator)
+        batches = trainer.sampler.epoch(64, trainer.generator, candidates)
         first = next(batches)  # draws the epoch's negatives (a few syncs, once per epoch)
         torch.cuda.synchronize()
         total = torch.zeros((), device="cuda")

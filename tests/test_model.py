@@ -384,8 +384,11 @@ def test_sampler_is_reproducible() -> None:
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
+@pytest.mark.parametrize("draw_chunk", [2**24, 100])  # one redraw loop, or several
 @pytest.mark.parametrize("negatives", ["uniform", "popularity"])
-def test_negative_candidates_are_independent_draws_and_never_positives(negatives: str) -> None:
+def test_negative_candidates_are_independent_draws_and_never_positives(
+        negatives: str, draw_chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("graphrec.sampling.DRAW_CHUNK", draw_chunk)
     users, items, ni = sampler_graph(2)
     sampler = BPRSampler(users, items, ni, negatives)
     positives = set(zip(users.tolist(), items.tolist(), strict=True))
