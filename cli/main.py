@@ -264,6 +264,7 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
     click.echo(f"training on {trainer.device}: {graph.num_users} users, {graph.num_items} items, "
                f"{c.item_init} items, batch {c.batch_size}, lr {c.lr:g}, {c.layers} layers, "
                f"{c.negatives} negatives"
+               + (f" (hardest of {c.neg_candidates})" if c.neg_candidates > 1 else "")
                + (f", {c.precision} products" if c.precision != "float32" else ""), err=True)
     checkpoint = obj.workdir / "model.ckpt"
     result = trainer.fit(checkpoint=checkpoint, resume=resume,

@@ -31,9 +31,9 @@ VARIANTS = {
     "id-only (plain LightGCN)": {"item_init": "id"},
     "text-only items": {"item_init": "text"},
     "uniform negatives": {"negatives": "uniform"},
-    "hard negatives (8)": {"neg_candidates": 8},
-    "hard negatives (8), reg 1e-3": {"neg_candidates": 8, "reg": 1e-3},
-    "hard negatives (4), reg 1e-3": {"neg_candidates": 4, "reg": 1e-3},
+    "one negative per triple, reg 1e-4 (earlier default)": {"neg_candidates": 1, "reg": 1e-4},
+    "hardest of 8, reg 1e-4": {"reg": 1e-4},
+    "hardest of 4": {"neg_candidates": 4},
 }
 KEYS = ("recall@20", "ndcg@20", "precision@20", "hit@20", "coverage@20", "tail_recall@20",
         "tail_share@20")
