@@ -66,8 +66,8 @@ class TrainConfig:
     neg_candidates: int = 8
     """Hard negatives: draw this many negatives per triple and train on the one the model
     scores highest at that step (dynamic negative sampling); 1 trains on every drawn one.
-    8 with reg 1e-3: Gowalla test recall@20 0.1805 instead of 0.1723, MovieLens 0.240
-    instead of 0.219 (experiments/RESULTS.md)."""
+    8 with reg 1e-3: Gowalla test recall@20 0.1805 instead of 0.1723, MovieLens 0.242
+    instead of 0.226 (3 seeds; experiments/RESULTS.md)."""
     item_init: str = "auto"
     """Item layer-0: text, id, text+id, or auto (text when the graph has text, else id)."""
     device: str = "auto"
