@@ -19,6 +19,8 @@ from torch import Tensor
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
 DRAW_CHUNK = 2**24
 """Negatives drawn per call of the redraw loop in an epoch (about 0.5 GB of temporaries)."""
+HARDEST_CHUNK = 8192
+"""Triples scored at a time when choosing the hardest candidate."""
 
 
 class BPRSampler:
@@ -112,8 +114,8 @@ class BPRSampler:
         n = len(self.users)
         neg = torch.empty(candidates * n, dtype=torch.long, device=self.device)
         for start in range(0, len(neg), DRAW_CHUNK):
-            rows = torch.arange(start, min(start + DRAW_CHUNK, len(neg)), device=self.device)
-            neg[start:start + len(rows)] = self.negatives(self.users[rows % n], generator)
+            stop = min(start + DRAW_CHUNK, len(neg))
+            neg[start:stop] = self.negatives(self._repeated_users(start, stop), generator)
         neg = neg.view(candidates, n).T
         perm = torch.randperm(len(self.users), device=self.device, generator=generator)
         users, items, neg = self.users[perm], self.items[perm], neg[perm]
@@ -123,18 +125,35 @@ class BPRSampler:
             stop = start + batch_size
             yield users[start:stop], items[start:stop], neg[start:stop]
 
+    def _repeated_users(self, start: int, stop: int) -> Tensor:
+        """Rows [start, stop) of the users repeated end to end (slices, not a gather)."""
+        n, parts = len(self.users), []
+        while start < stop:
+            a = start % n
+            b = min(n, a + stop - start)
+            parts.append(self.users[a:b])
+            start += b - a
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self.users) // batch_size)
 
 
-def hardest(user_rows: Tensor, item_emb: Tensor, candidates: Tensor) -> Tensor:
+def hardest(user_rows: Tensor, item_emb: Tensor, candidates: Tensor,
+            chunk: int = HARDEST_CHUNK) -> Tensor:
     """[B] the column of ``candidates`` [B, K] each user scores highest.
 
     user_rows: [B, d] the batch users' embeddings; item_emb: [I', d] item embeddings;
-    candidates: [B, K] rows of item_emb. No gradient flows through the choice.
+    candidates: [B, K] rows of item_emb. No gradient flows through the choice. Rows are
+    scored ``chunk`` triples at a time: the gathered [chunk, K, d] block stays in cache
+    (at 10M interactions, batch 524,288 x 8 candidates: 0.25-0.3 s a step instead of 0.7).
     """
     with torch.no_grad():
         b, k = candidates.shape
-        cand = item_emb.index_select(0, candidates.flatten()).view(b, k, -1)
-        scores = torch.bmm(cand, user_rows.unsqueeze(2)).squeeze(2)
-        return scores.argmax(1)
+        pick = torch.empty(b, dtype=torch.long, device=candidates.device)
+        for start in range(0, b, chunk):
+            c = candidates[start:start + chunk]
+            rows = item_emb.index_select(0, c.flatten()).view(len(c), k, -1)
+            scores = torch.bmm(rows, user_rows[start:start + chunk].unsqueeze(2))
+            pick[start:start + chunk] = scores.squeeze(2).argmax(1)
+        return pick

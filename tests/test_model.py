@@ -407,12 +407,13 @@ def test_negative_candidates_are_independent_draws_and_never_positives(
     assert sorted(pairs) == sorted(positives)
 
 
-def test_hardest_picks_each_users_highest_scoring_candidate() -> None:
+@pytest.mark.parametrize("chunk", [8192, 7])  # one block, or several and a short last one
+def test_hardest_picks_each_users_highest_scoring_candidate(chunk: int) -> None:
     gen = torch.Generator().manual_seed(0)
     user_rows = torch.randn(50, 8, generator=gen)
     item_emb = torch.randn(30, 8, generator=gen)
     candidates = torch.randint(30, (50, 5), generator=gen)
-    pick = hardest(user_rows, item_emb, candidates)
+    pick = hardest(user_rows, item_emb, candidates, chunk=chunk)
     assert pick.shape == (50,) and pick.dtype == torch.long
     for b in range(50):
         scores = [float(user_rows[b] @ item_emb[c]) for c in candidates[b].tolist()]
