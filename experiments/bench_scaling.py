@@ -13,9 +13,10 @@ Times the epoch's negative draws (done up front) and a few training steps of gra
 trainer per graph (after one warm-up step), and scales them to a full epoch; a linear trainer
 keeps the seconds per million interactions per epoch flat across sizes. Tables recorded
 before the draws were timed (2026-11-29, eighth session and earlier) leave them out: with
-one negative per triple they are 3-8% of an epoch (experiments/RESULTS.md, run 8). Between the steps it times the step's
-sparse products alone (2K products each way), splitting the epoch into the products, whose
-cost per nonzero follows the memory's cost of a random row gather, and the rest.
+one negative per triple they are 3-8% of an epoch (experiments/RESULTS.md, run 8). Between
+the steps it times the step's sparse products alone (2K products each way), splitting the
+epoch into the products, whose cost per nonzero follows the memory's cost of a random row
+gather, and the rest.
 
 Synthetic graphs (--shape): "gowalla" keeps Gowalla's interactions per user (27.1) and per
 item (19.8) at every size, with node ids in random order as in real data; "fixed" is 1M
