@@ -37,8 +37,8 @@ def normalized_bipartite(users: np.ndarray, items: np.ndarray, num_users: int,
     With degrees d, entry (u, i) = 1 / sqrt(d_u d_i) (LightGCN eq. 3). Returns
     ``r`` [U, I] and ``rt`` = r.T [I, U], both sparse CSR with ``dtype`` values (weights
     computed in float64; bfloat16 values make the CPU products gather bfloat16 rows,
-    model.spmm). Nodes without edges
-    have empty rows. Duplicate (user, item) pairs must have been removed.
+    model.spmm). Nodes without edges have empty rows. Duplicate (user, item) pairs must have
+    been removed.
     """
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
@@ -214,9 +214,9 @@ def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
 
 def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
          n_cols: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Float32 CSR with 32-bit indices whenever they fit: a product reads half the index
-    bytes, and cuSPARSE (like MKL) would otherwise convert 64-bit indices to 32-bit copies
-    on every call."""
+    """CSR with ``dtype`` values and 32-bit indices whenever they fit: a product reads half
+    the index bytes, and cuSPARSE (like MKL) would otherwise convert 64-bit indices to 32-bit
+    copies on every call."""
     order = np.lexsort((cols, rows))
     fits = max(len(rows), n_rows, n_cols) < np.iinfo(np.int32).max
     index = np.int32 if fits else np.int64

@@ -338,7 +338,7 @@ class Trainer:
             eu, ei, xu0, xi0 = self.model(self.adj)
             u_local, p_local, n_local = users, pos, neg
         if neg.dim() == 2:
-            pick = hardest(eu.index_select(0, u_local), ei, n_local).unsqueeze(1)
+            pick = hardest(eu, u_local, ei, n_local).unsqueeze(1)
             n_local, neg = n_local.gather(1, pick).squeeze(1), neg.gather(1, pick).squeeze(1)
         loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
         if self.model.text_head is not None:  # cold_start "bpr"

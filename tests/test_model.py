@@ -413,7 +413,7 @@ def test_hardest_picks_each_users_highest_scoring_candidate(chunk: int) -> None:
     user_rows = torch.randn(50, 8, generator=gen)
     item_emb = torch.randn(30, 8, generator=gen)
     candidates = torch.randint(30, (50, 5), generator=gen)
-    pick = hardest(user_rows, item_emb, candidates, chunk=chunk)
+    pick = hardest(user_rows, torch.arange(50), item_emb, candidates, chunk=chunk)
     assert pick.shape == (50,) and pick.dtype == torch.long
     for b in range(50):
         scores = [float(user_rows[b] @ item_emb[c]) for c in candidates[b].tolist()]
