@@ -107,7 +107,7 @@ def time_steps(graph: GraphData, args) -> dict:
     times, product_times = [], []
     # The epoch's negatives are drawn up front, at its first batch: timed once, apart.
     t0 = time.perf_counter()
-    batches = trainer.sampler.epoch(batch, trainer.generator, trainer.cfg.neg_candidates)
+    batches = trainer.batches()
     first = next(batches)
     draws = time.perf_counter() - t0
     adj, model = trainer.adj, trainer.model

@@ -132,7 +132,7 @@ def run_graphrec(graph, args, device: torch.device, precision: str = "float32") 
     else:  # the trainer's step, for a fixed number of batches
         done = 0
         t.model.train()
-        for users, pos, neg in t.sampler.epoch(args.batch_size, t.generator):
+        for users, pos, neg in t.batches():
             t.train_step(users, pos, neg)
             done += 1
             if done >= n_steps:

@@ -353,14 +353,18 @@ class Trainer:
         return loss.detach(), bpr
 
     # -- one epoch -------------------------------------------------------------------------
+    def batches(self):
+        """One epoch of (users, pos, neg) batches as this run trains on them: the configured
+        batch size and negative candidates (neg [B, K] when K > 1), from the run's generator."""
+        return self.sampler.epoch(self.cfg.batch_size, self.generator, self.cfg.neg_candidates)
+
     def train_epoch(self, progress: Callable | None = None) -> dict:
         self.model.train()
         total = torch.zeros((), device=self.device)
         bpr_total = torch.zeros((), device=self.device)
         steps = 0
         t0 = time.perf_counter()
-        for users, pos, neg in self.sampler.epoch(self.cfg.batch_size, self.generator,
-                                                  self.cfg.neg_candidates):
+        for users, pos, neg in self.batches():
             loss, bpr = self.train_step(users, pos, neg)
             total += loss
             bpr_total += bpr

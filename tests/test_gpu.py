@@ -72,7 +72,7 @@ def test_cuda_training_steps_never_wait_on_the_host(planted_graph,  # noqa: F811
             device="cuda", negatives="popularity", lr_schedule=schedule,
             neg_candidates=candidates))
         assert not trainer.batch_rows
-        batches = trainer.sampler.epoch(64, trainer.generator, candidates)
+        batches = trainer.batches()
         first = next(batches)  # draws the epoch's negatives (a few syncs, once per epoch)
         torch.cuda.synchronize()
         total = torch.zeros((), device="cuda")
