@@ -23,6 +23,7 @@ from pathlib import Path
 
 from graphrec.build import BuildConfig, build_graph
 from graphrec.data import TEST
+from graphrec.errors import ConfigError
 from graphrec.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,10 @@ def main() -> None:
                       reg=args.reg, layers=args.layers,
                       dim=args.dim, device=args.device, seed=args.seed, eval_every=0,
                       precision=args.precision)
-    trainer = Trainer(graph, cfg)
+    try:
+        trainer = Trainer(graph, cfg)
+    except ConfigError as exc:  # a bad option: one line, as graphrec train gives it
+        raise SystemExit(f"gowalla_quality.py: {exc}") from None
     c = trainer.cfg
     print(f"device {trainer.device} ({c.precision}), batch {c.batch_size}, lr {c.lr} "
           f"({c.lr_schedule}), "

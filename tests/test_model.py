@@ -399,7 +399,7 @@ def test_negative_candidates_are_independent_draws_and_never_positives(
     assert not any((uu, nn) in positives for uu, col in zip(u.tolist(), n.tolist(), strict=True)
                    for nn in col)
     assert (n < 50).all()
-    # Three separate draws: the columns differ, each follows the sampler's distribution.
+    # Three separate draws: the columns differ.
     assert (n[:, 0] != n[:, 1]).float().mean() > 0.9
     assert (n[:, 1] != n[:, 2]).float().mean() > 0.9
     # Every interaction once, as in a single-candidate epoch.
