@@ -31,7 +31,7 @@ from graphrec.model import (
     lightgcn_propagate,
     spmm,
 )
-from graphrec.sampling import BPRSampler, hardest
+from graphrec.sampling import BPRSampler, alias_table, hardest
 from graphrec.store import GraphData
 from graphrec.train import (
     BATCH_ROWS_BELOW,
@@ -453,6 +453,51 @@ def test_uniform_negatives_are_uniform_over_warm_items() -> None:
     p = allowed / allowed.sum()
     assert freq[0] == 0 and (freq[degree == 0] == 0).all()
     assert np.abs(freq - p).max() <= 4.5 * np.sqrt(p.max() * (1 - p.max()) / 200_000)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_alias_table_reproduces_the_probabilities_exactly(seed: int) -> None:
+    # What each column gives to each item, summed: the table's distribution, no sampling.
+    gen = torch.Generator().manual_seed(seed)
+    probs = torch.rand(200, generator=gen) ** 4  # skewed, a few items dominate
+    probs[torch.randperm(200, generator=gen)[:30]] = 0.0  # items that must never be drawn
+    probs /= probs.sum()
+    accept, alias = alias_table(probs)
+    implied = accept.double().clone()
+    implied.index_add_(0, alias, 1.0 - accept.double())
+    implied /= len(probs)
+    assert torch.allclose(implied, probs.double(), atol=1e-6)
+    assert (implied[probs == 0] == 0).all()
+
+
+def test_alias_table_of_a_single_item_and_of_uniform_probabilities() -> None:
+    accept, alias = alias_table(torch.tensor([0.0, 1.0, 0.0]))
+    assert accept.tolist() == [0.0, 1.0, 0.0] and alias.tolist() == [1, 1, 1]
+    accept, alias = alias_table(torch.full((7,), 1 / 7))
+    assert torch.allclose(accept, torch.ones(7)) and alias.tolist() == list(range(7))
+
+
+@pytest.mark.parametrize("use_filter", [True, False])
+def test_membership_test_is_exact_for_every_pair(use_filter: bool) -> None:
+    users, items, ni = sampler_graph(4)
+    sampler = BPRSampler(users, items, ni)
+    if not use_filter:
+        sampler.filter = None  # the plain binary search, as for ids beyond 2^30
+    else:
+        # The pre-filter is not trivial: it stops most non-interactions, passes all positives.
+        h = sampler._hash(users, items)
+        assert ((sampler.filter[h >> 3] >> (h & 7).to(torch.uint8)) & 1).all()
+    every_u, every_i = torch.meshgrid(torch.arange(int(users.max()) + 1), torch.arange(ni),
+                                      indexing="ij")
+    every_u, every_i = every_u.flatten(), every_i.flatten()
+    got = sampler.is_positive(every_u, every_i)
+    positives = set(zip(users.tolist(), items.tolist(), strict=True))
+    want = [(u, i) in positives for u, i in zip(every_u.tolist(), every_i.tolist(), strict=True)]
+    assert got.tolist() == want
+    if use_filter:
+        h = sampler._hash(every_u, every_i)
+        passed = ((sampler.filter[h >> 3] >> (h & 7).to(torch.uint8)) & 1).bool()
+        assert passed[~got].float().mean() < 0.5
 
 
 def test_sampler_rejects_unknown_negatives() -> None:
