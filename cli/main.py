@@ -114,6 +114,10 @@ INPUT_FILE = click.Path(dir_okay=False, path_type=str)
               help="Fraction of items held out of training entirely.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--text-model", help="HF model name or local path [default: packaged MiniLM].")
+@click.option("--text-precision", type=click.Choice(["auto", "float32", "bfloat16"]),
+              default="auto", show_default=True,
+              help="Text encoder arithmetic; auto: bfloat16 on CPUs with native bfloat16 "
+                   "instructions, else float32.")
 @click.option("--no-text", is_flag=True, help="Skip item text embeddings.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.pass_obj

@@ -1,9 +1,11 @@
 """Benchmark graphrec.text on the bundled MovieLens item texts (CPU by default).
 
     python experiments/bench_text.py --batch-size 32 64 128 --threads 2
+    python experiments/bench_text.py --precision float32 bfloat16 float32 bfloat16
 
 Prints items/s of a cold run (fresh temporary cache) and the time of a second run over the
-same texts (every text a cache hit, so the encoder is never loaded).
+same texts (every text a cache hit, so the encoder is never loaded); with several
+precisions, each run's cosine to the first float32 run's embeddings (min and mean).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphrec.text import DEFAULT_TEXT_MODEL, TextEncoder, embed_texts
+from graphrec.text import DEFAULT_TEXT_MODEL, TEXT_PRECISIONS, TextEncoder, embed_texts
 
 ML_DIR = Path(__file__).resolve().parents[1] / "datasets" / "ml-latest-small"
 if not ML_DIR.is_dir():
@@ -46,23 +48,29 @@ def movielens_texts(folder: Path) -> list[str]:
     return texts
 
 
-def bench(texts: list[str], model: str, device: str, batch_size: int, progress: bool) -> None:
-    """One cold run into a fresh cache, then the same texts again (all cache hits)."""
+def bench(texts: list[str], model: str, device: str, batch_size: int, progress: bool,
+          precision: str) -> np.ndarray:
+    """One cold run into a fresh cache, then the same texts again (all cache hits); returns
+    the cold run's embeddings."""
     with tempfile.TemporaryDirectory(prefix="bench-text-") as cache_dir:
         t0, c0 = time.perf_counter(), time.process_time()
-        cold, stats = embed_texts(texts, model, cache_dir, device, batch_size, progress)
+        cold, stats = embed_texts(texts, model, cache_dir, device, batch_size, progress,
+                                  precision)
         cold_s, cold_cpu = time.perf_counter() - t0, time.process_time() - c0
         t0 = time.perf_counter()
-        warm, hits = embed_texts(texts, model, cache_dir, device, batch_size, progress)
+        warm, hits = embed_texts(texts, model, cache_dir, device, batch_size, progress,
+                                 precision)
         warm_s = time.perf_counter() - t0
     same = np.array_equal(cold, warm)
     print(
-        f"batch_size={batch_size:<4d} cold: {cold_s:6.2f} s, {len(texts) / cold_s:5.0f} items/s "
+        f"{stats['precision']:<8s} batch_size={batch_size:<4d} cold: {cold_s:6.2f} s, "
+        f"{len(texts) / cold_s:5.0f} items/s "
         f"(model load included, encoded={stats['encoded']}, cpu={cold_cpu:.0f} s, "
         f"loadavg={os.getloadavg()[0]:.1f}) | cached: {warm_s:.3f} s "
         f"(encoded={hits['encoded']}, cached={hits['cached']}, identical={same})",
         flush=True,
     )
+    return cold
 
 
 def main() -> None:
@@ -78,6 +86,8 @@ def main() -> None:
         choices=[32, 64, 128],
         help="one or more; each gets its own cold and cached run",
     )
+    parser.add_argument("--precision", nargs="+", default=["auto"], choices=TEXT_PRECISIONS,
+                        help="one or more; each gets its own runs")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N items")
     parser.add_argument("--progress", action="store_true")
@@ -95,8 +105,16 @@ def main() -> None:
         f"loadavg={os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    for batch_size in args.batch_size:
-        bench(texts, args.model, args.device, batch_size, args.progress)
+    reference = None
+    for precision in args.precision:
+        for batch_size in args.batch_size:
+            emb = bench(texts, args.model, args.device, batch_size, args.progress, precision)
+            if precision == "float32" and reference is None:
+                reference = emb
+            if reference is not None:
+                cosine = (emb * reference).sum(1)
+                print(f"  cosine to the first float32 run: min {cosine.min():.6f}, "
+                      f"mean {cosine.mean():.6f}", flush=True)
 
 
 if __name__ == "__main__":

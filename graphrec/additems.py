@@ -94,9 +94,12 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
                         "an added item is placed from its text alone")
 
     text_map = arrays["text_map"]
+    # The graph's own precision (float32 for graphs built before it was recorded), whatever
+    # this machine's auto would pick: new items must sit where the training items' text did.
     emb, _ = embed_texts(list(texts), model=config["graph"]["text_model"],
                              cache_dir=cache_dir, device=device, batch_size=batch_size,
-                             progress=progress)
+                             progress=progress,
+                             precision=config["graph"].get("text_precision") or "float32")
     if emb.shape[1] != text_map.shape[0]:
         raise ArtifactError(
             f"model directory {path}: text model {config['graph']['text_model']} gives "

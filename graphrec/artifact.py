@@ -39,6 +39,7 @@ def graph_identity(graph: GraphData) -> dict:
         "num_items": graph.num_items,
         "fingerprint": graph.meta.get("fingerprint"),
         "text_model": graph.meta.get("text_model"),
+        "text_precision": graph.meta.get("text_precision"),
         "text_dim": graph.meta.get("text_dim"),
     }
 

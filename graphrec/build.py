@@ -82,6 +82,8 @@ class BuildConfig:
     """Skip text embeddings."""
     text_batch_size: int = 64
     """Texts per encoder batch."""
+    text_precision: str = "auto"
+    """Encoder arithmetic: auto, float32 or bfloat16 (graphrec.text.TEXT_PRECISIONS)."""
     cache_dir: str | None = None
     """Text-embedding cache directory."""
     device: str | None = None
@@ -109,6 +111,11 @@ class BuildConfig:
                         ("--min-item-interactions", self.min_item_interactions)):
             if v < 1:
                 raise ConfigError(f"{name} {v}: expected an integer >= 1")
+        from graphrec.text import TEXT_PRECISIONS
+
+        if self.text_precision not in TEXT_PRECISIONS:
+            raise ConfigError(f"--text-precision {self.text_precision!r}: expected one of "
+                              f"{TEXT_PRECISIONS}")
 
 
 def _sha256(path: str | Path) -> str:
@@ -218,6 +225,7 @@ def build_graph(cfg: BuildConfig, out_dir: str | Path) -> GraphData:
             "min_item_interactions": cfg.min_item_interactions,
         },
         "text_model": None if cfg.no_text else text_stats.get("model_id"),
+        "text_precision": None if cfg.no_text else text_stats.get("precision"),
         "text_dim": None if text_emb is None else int(text_emb.shape[1]),
         "sources": {str(Path(p).resolve()): _sha256(p) for p in sources},
         "build_seconds": None,
@@ -307,7 +315,7 @@ def _embed(texts: list[str], cfg: BuildConfig) -> tuple[np.ndarray, dict]:
     emb, stats = embed_texts(
         [t for t, h in zip(texts, has_text, strict=True) if h],
         model=cfg.text_model or DEFAULT_TEXT_MODEL, cache_dir=cfg.cache_dir, device=cfg.device,
-        batch_size=cfg.text_batch_size, progress=cfg.progress,
+        batch_size=cfg.text_batch_size, progress=cfg.progress, precision=cfg.text_precision,
     )
     full = np.zeros((len(texts), stats["dim"]), dtype=np.float32)
     full[has_text] = emb

@@ -2,7 +2,7 @@
 
 Item texts become the layer-0 signal of item nodes, so an item with few or no interactions
 still has a position in embedding space. The encoder is never trained: embeddings depend only
-on (model, text), which is what makes a cache keyed by ``model_id`` + sha256(text) exact.
+on (model, precision, text), which is what makes a cache keyed by them exact.
 """
 
 from __future__ import annotations
@@ -43,6 +43,32 @@ CACHE_FILE = "embeddings.npz"
 _DIGEST_BYTES = 32  # sha256
 _LENGTH_CHUNK = 8192  # texts tokenized at once to sort by token count
 
+TEXT_PRECISIONS = ("auto", "float32", "bfloat16")
+"""Encoder arithmetic. auto: bfloat16 on a CPU with native bfloat16 instructions (AVX512-BF16
+or AMX; MovieLens texts 1.8x faster, cosine to float32 >= 0.9999), float32 elsewhere."""
+
+
+def resolve_text_precision(precision: str, device: torch.device) -> str:
+    """float32 or bfloat16 for ``precision`` (one of TEXT_PRECISIONS) on ``device``."""
+    if precision not in TEXT_PRECISIONS:
+        raise ConfigError(f"--text-precision {precision!r}: expected one of {TEXT_PRECISIONS}")
+    if precision != "auto":
+        return precision
+    return "bfloat16" if device.type == "cpu" and _cpu_has_bfloat16() else "float32"
+
+
+def _cpu_has_bfloat16() -> bool:
+    # Private helpers of torch.cpu (present since 2.2); without them, assume no support:
+    # emulated bfloat16 is slower than float32.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def cache_id(model_id: str, precision: str) -> str:
+    """The cache's key for ``model_id`` encoded in ``precision`` (float32 keeps the bare id,
+    so caches written before precisions existed stay valid)."""
+    return model_id if precision == "float32" else f"{model_id} [{precision}]"
+
 
 def resolve_text_model(name: str) -> str:
     """Return what ``from_pretrained`` should load for ``name``.
@@ -75,6 +101,8 @@ class TextEncoder:
     """A frozen transformers encoder: masked mean pooling of the last hidden state, L2-normalised.
 
     ``model`` is the alias ``all-MiniLM-L6-v2``, a local folder or a Hugging Face hub name.
+    ``precision`` is one of TEXT_PRECISIONS (bfloat16 runs the network under autocast; the
+    pooling and the output stay float32).
     Raises :class:`TextModelError` (one line naming ``model``) when it cannot be loaded.
     """
 
@@ -84,6 +112,7 @@ class TextEncoder:
         device: str | torch.device | None = "cpu",
         batch_size: int = 64,
         max_length: int = 128,
+        precision: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"text batch_size: got {batch_size}, expected an integer >= 1")
@@ -92,6 +121,8 @@ class TextEncoder:
         self.model_id: str = text_model_id(model)
         """Cache key of the model (see :func:`text_model_id`)."""
         self.device: torch.device = resolve_device(None if device is None else str(device))
+        self.precision: str = resolve_text_precision(precision, self.device)
+        """float32 or bfloat16, as resolved for the device."""
         self.batch_size = batch_size
         self.max_length = max_length
         self._tokenizer, network = _load_pretrained(model, resolve_text_model(model))
@@ -118,7 +149,9 @@ class TextEncoder:
             file=sys.stderr,
             disable=not progress,
         )
-        with bar, torch.inference_mode():
+        bf16 = self.precision == "bfloat16"
+        with bar, torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
+                                                         enabled=bf16):
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 batch = self._tokenizer(
@@ -128,8 +161,8 @@ class TextEncoder:
                     max_length=self.max_length,
                     return_tensors="pt",
                 ).to(self.device)
-                hidden = self._model(**batch).last_hidden_state
-                out[rows] = mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
+                hidden = self._model(**batch).last_hidden_state.float()
+                out[rows] = mean_pool(hidden, batch["attention_mask"]).cpu().numpy()
                 bar.update(len(rows))
         return out
 
@@ -169,20 +202,25 @@ def embed_texts(
     device: str | torch.device | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, dict]:
     """Embed ``texts`` with ``model``, reusing and extending the cache in ``cache_dir``.
 
     Returns ``(embeddings, stats)``: embeddings [n, dim] float32, unit-norm rows in the order
     of ``texts``; stats ``{"encoded": distinct texts encoded now, "cached": texts served from
-    the cache, "seconds", "model_id", "dim"}``. Duplicate texts are encoded once. When every
-    text is in the cache the encoder is not loaded at all. Encoding uses the default
-    ``max_length`` always, so cache entries of one model are mutually consistent.
+    the cache, "seconds", "model_id", "precision" (as resolved), "dim"}``. Duplicate texts
+    are encoded once. When every text is in the cache the encoder is not loaded at all.
+    Encoding uses the default ``max_length`` always, and each precision has its own cache,
+    so cache entries are mutually consistent.
     """
     start = time.perf_counter()
     texts = _check_texts(texts)
     model_id = text_model_id(model)
+    precision = resolve_text_precision(
+        precision, resolve_device(None if device is None else str(device)))
     digests = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
-    cache = _Cache(Path(cache_dir), model_id) if cache_dir is not None else None
+    cache = (_Cache(Path(cache_dir), cache_id(model_id, precision))
+             if cache_dir is not None else None)
     stored = cache.load() if cache is not None else None
     if stored is not None:
         # Reading config.json costs milliseconds; it catches a folder that now holds another
@@ -191,7 +229,7 @@ def embed_texts(
 
     missing = _missing(texts, digests, stored)
     if missing or stored is None:
-        encoder = TextEncoder(model, device=device, batch_size=batch_size)
+        encoder = TextEncoder(model, device=device, batch_size=batch_size, precision=precision)
         if stored is not None and _same_dim(stored, encoder.dim, cache) is None:
             stored = None
             missing = _missing(texts, digests, None)
@@ -217,11 +255,13 @@ def embed_texts(
         "cached": cached,
         "seconds": time.perf_counter() - start,
         "model_id": model_id,
+        "precision": precision,
         "dim": dim,
     }
     logger.info(
-        "text embeddings: model=%s n=%d encoded=%d cached=%d seconds=%.2f",
+        "text embeddings: model=%s precision=%s n=%d encoded=%d cached=%d seconds=%.2f",
         model_id,
+        precision,
         len(texts),
         stats["encoded"],
         cached,

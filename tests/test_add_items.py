@@ -22,6 +22,7 @@ from graphrec.artifact import load_arrays
 from graphrec.errors import ArtifactError, DataError
 from graphrec.recommend import Recommender
 from graphrec.store import load_graph
+from graphrec.text import embed_texts
 
 TRAIN_ARGS = ["--epochs", "10", "--batch-size", "64", "--lr", "0.05", "--dim", "16",
               "--eval-every", "0", "--device", "cpu", "--seed", "0"]
@@ -284,3 +285,24 @@ def test_text_model_of_another_width_is_refused(work: Path, tiny_bert: str,
     monkeypatch.setattr(text, "embed_texts", wide)
     with pytest.raises(ArtifactError, match="8-dim embeddings, the text map expects 32"):
         add_items(work / "model", ["x"], ["X"], ["space"])
+
+
+@pytest.mark.parametrize("recorded", ["float32", "bfloat16", None])
+def test_added_items_are_encoded_in_the_graphs_text_precision(work: Path, planted,
+                                                              recorded: str | None) -> None:
+    """Whatever this machine's auto picks: the precision the graph was built with (float32
+    for graphs that predate the record)."""
+    config_path = work / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["graph"]["text_precision"] = recorded
+    config_path.write_text(json.dumps(config))
+    text = io.read_items(planted.items).texts[0] + " again"
+    add_items(work / "model", ["p"], ["P"], [text])  # no cache: encoded here
+    got = load_arrays(work / "model")["text_emb"][-1]
+    model = config["graph"]["text_model"]
+    want = {p: embed_texts([text], model, device="cpu", precision=p)[0][0]
+            for p in ("float32", "bfloat16")}
+    used = recorded or "float32"
+    other = "bfloat16" if used == "float32" else "float32"
+    np.testing.assert_allclose(got, want[used], atol=1e-6)
+    assert not np.allclose(got, want[other], atol=1e-6)

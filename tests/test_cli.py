@@ -23,6 +23,7 @@ from cli.main import main
 from graphrec import artifact, store
 from graphrec.build import BuildConfig, build_graph
 from graphrec.data import TRAIN
+from graphrec.errors import ConfigError
 from graphrec.model import TextLightGCN
 from graphrec.recommend import Recommender
 from graphrec.store import load_graph, save_graph
@@ -93,6 +94,7 @@ def test_build_graph_writes_meta_and_stats(trained: Path, planted) -> None:
     assert meta["num_train"] + meta["num_valid"] + meta["num_test"] == planted.num_rows
     assert meta["num_cold_items"] == 3 and meta["num_duplicates_removed"] == 0
     assert meta["num_items_without_text"] == 0 and meta["text_dim"] == 32
+    assert meta["text_precision"] in ("float32", "bfloat16")  # auto, as resolved here
     assert meta["split"] == {"strategy": "random", "test_ratio": 0.2, "valid_ratio": 0.1,
                              "cold_items": 0.1, "seed": 0}
     stats = json.loads((trained / "graph" / "stats.json").read_text())
@@ -107,6 +109,25 @@ def test_rebuild_hits_the_text_cache(work: Path, planted, tiny_bert: str) -> Non
     assert "graph: 42 users, 30 items" in result.stdout
     meta = json.loads((work / "graph" / "meta.json").read_text())
     assert meta["text"]["encoded"] == 0 and meta["text"]["cached"] == 30
+
+
+def test_build_graph_text_precision(work: Path, planted, tiny_bert: str) -> None:
+    args = ["build-graph", "--interactions", str(planted.interactions), "--items",
+            str(planted.items), "--text-model", tiny_bert, "--cold-items", "0.1"]
+    meta = {}
+    for precision in ("float32", "bfloat16"):
+        ok(run(work, *args, "--text-precision", precision))
+        meta[precision] = json.loads((work / "graph" / "meta.json").read_text())
+        assert meta[precision]["text_precision"] == precision
+        # The trained fixture's cache served one of the two; the other was encoded afresh.
+    assert meta["float32"]["text"]["cached"] + meta["bfloat16"]["text"]["cached"] == 30
+    result = run(work, *args, "--text-precision", "float16")
+    assert result.exit_code == 2 and "--text-precision" in result.stderr
+    assert "Traceback" not in result.output
+    # The Python API refuses it before reading any input.
+    with pytest.raises(ConfigError, match="--text-precision 'float16'"):
+        build_graph(BuildConfig(interactions="/nonexistent.csv", text_precision="float16"),
+                    work / "other")
 
 
 def test_train_writes_model_dir(trained: Path) -> None:

@@ -15,13 +15,15 @@ import pytest
 import torch
 
 from graphrec import text as text_mod
-from graphrec.errors import TextModelError
+from graphrec.errors import ConfigError, TextModelError
 from graphrec.text import (
     DEFAULT_TEXT_MODEL,
     TextEncoder,
+    cache_id,
     embed_texts,
     mean_pool,
     resolve_text_model,
+    resolve_text_precision,
     text_model_id,
 )
 
@@ -40,9 +42,16 @@ def other_bert(tiny_bert_factory: Callable[[int], str]) -> str:
     return tiny_bert_factory(1)
 
 
-@pytest.fixture(scope="module")
-def encoder(tiny_bert: str) -> TextEncoder:
-    return TextEncoder(tiny_bert, device="cpu", batch_size=2)
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def encoder(tiny_bert: str, request: pytest.FixtureRequest) -> TextEncoder:
+    # Both precisions on every machine (bfloat16 is emulated where the CPU lacks it).
+    return TextEncoder(tiny_bert, device="cpu", batch_size=2, precision=request.param)
+
+
+def tolerance(encoder: TextEncoder) -> float:
+    """How far one text's embedding may move with its batch (padding, batch size): float32
+    rounding, or bfloat16's (the network's matmuls round to 8 bits of mantissa)."""
+    return 1e-5 if encoder.precision == "float32" else 2e-2
 
 
 def test_encode_shape_dtype_unit_norm(encoder: TextEncoder, tiny_bert: str) -> None:
@@ -65,7 +74,7 @@ def test_padding_is_ignored_by_pooling(encoder: TextEncoder) -> None:
     short, long = "Heat", TEXTS[3]
     alone = encoder.encode([short])[0]
     beside_long = encoder.encode([long, short])[1]  # one batch, padded to the long text
-    np.testing.assert_allclose(alone, beside_long, atol=1e-5)
+    np.testing.assert_allclose(alone, beside_long, atol=tolerance(encoder))
 
 
 def test_mean_pool_known_answer() -> None:
@@ -79,7 +88,10 @@ def test_order_restored_after_length_sorting(encoder: TextEncoder) -> None:
     texts = ["b", "a much longer text than the others, by far", "", "medium length text"]
     batched = encoder.encode(texts)  # batch_size=2: sorting moves texts across batches
     one_by_one = np.stack([encoder.encode([t])[0] for t in texts])
-    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(batched, one_by_one, atol=tolerance(encoder))
+    # Each row is its own text's (not a neighbour's, which a wrong un-sort would give).
+    nearest = (batched @ one_by_one.T).argmax(1)
+    assert nearest.tolist() == list(range(len(texts)))
 
 
 def test_progress_bar_goes_to_stderr(encoder: TextEncoder, capsys: pytest.CaptureFixture) -> None:
@@ -90,10 +102,51 @@ def test_progress_bar_goes_to_stderr(encoder: TextEncoder, capsys: pytest.Captur
 
 
 def test_embed_texts_matches_encoder(encoder: TextEncoder, tiny_bert: str) -> None:
-    out, stats = embed_texts(TEXTS, tiny_bert, device="cpu")
-    np.testing.assert_allclose(out, encoder.encode(TEXTS), atol=1e-6)
+    out, stats = embed_texts(TEXTS, tiny_bert, device="cpu", precision=encoder.precision)
+    np.testing.assert_allclose(out, encoder.encode(TEXTS), atol=tolerance(encoder) / 10)
     assert stats["encoded"] == len(set(TEXTS)) and stats["cached"] == 0
     assert stats["dim"] == 32 and stats["model_id"] == encoder.model_id
+    assert stats["precision"] == encoder.precision
+
+
+def test_bfloat16_embeddings_are_close_to_float32_but_not_equal(tiny_bert: str) -> None:
+    f32 = TextEncoder(tiny_bert, device="cpu", precision="float32").encode(TEXTS)
+    bf16 = TextEncoder(tiny_bert, device="cpu", precision="bfloat16").encode(TEXTS)
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-6)
+    cosine = (f32 * bf16).sum(1)
+    assert cosine.min() > 0.999
+    assert not np.array_equal(f32, bf16)  # autocast did run the network in bfloat16
+
+
+def test_text_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for name in ("float32", "bfloat16"):
+        assert resolve_text_precision(name, cpu) == resolve_text_precision(name, cuda) == name
+    monkeypatch.setattr(text_mod, "_cpu_has_bfloat16", lambda: True)
+    assert resolve_text_precision("auto", cpu) == "bfloat16"
+    assert resolve_text_precision("auto", cuda) == "float32"
+    monkeypatch.setattr(text_mod, "_cpu_has_bfloat16", lambda: False)
+    assert resolve_text_precision("auto", cpu) == "float32"
+    with pytest.raises(ConfigError, match="--text-precision 'float16'") as info:
+        resolve_text_precision("float16", cpu)
+    assert "\n" not in str(info.value)
+
+
+def test_precisions_do_not_share_cache_entries(tiny_bert: str, tmp_path: Path) -> None:
+    a, _ = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu", precision="float32")
+    b, stats = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu",
+                           precision="bfloat16")
+    assert stats["encoded"] == len(set(TEXTS)) and stats["cached"] == 0
+    assert not np.array_equal(a, b)
+    assert len(list(tmp_path.iterdir())) == 2
+    again, stats = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu",
+                               precision="float32")
+    assert stats["encoded"] == 0
+    np.testing.assert_array_equal(again, a)
+    # float32 keeps the key caches had before precisions were recorded.
+    model_id = text_model_id(tiny_bert)
+    assert cache_id(model_id, "float32") == model_id != cache_id(model_id, "bfloat16")
 
 
 def test_cache_second_call_encodes_nothing(tiny_bert: str, tmp_path: Path) -> None:
@@ -106,13 +159,16 @@ def test_cache_second_call_encodes_nothing(tiny_bert: str, tmp_path: Path) -> No
 
 
 def test_cache_encodes_only_new_texts(tiny_bert: str, tmp_path: Path) -> None:
-    embed_texts(TEXTS[:2], tiny_bert, cache_dir=tmp_path, device="cpu")
-    out, stats = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu")
+    # float32: rows encoded in other batches than the cached ones still match to rounding.
+    embed_texts(TEXTS[:2], tiny_bert, cache_dir=tmp_path, device="cpu", precision="float32")
+    out, stats = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu",
+                             precision="float32")
     assert stats["encoded"] == 2  # "" and the long text; "Heat" twice is a hit twice
     assert stats["cached"] == 3
-    fresh, _ = embed_texts(TEXTS, tiny_bert, device="cpu")
+    fresh, _ = embed_texts(TEXTS, tiny_bert, device="cpu", precision="float32")
     np.testing.assert_allclose(out, fresh, atol=1e-6)
-    _, stats = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu")
+    _, stats = embed_texts(TEXTS, tiny_bert, cache_dir=tmp_path, device="cpu",
+                           precision="float32")
     assert stats["encoded"] == 0  # the merge kept the first call's entries
 
 
