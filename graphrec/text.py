@@ -45,7 +45,8 @@ _LENGTH_CHUNK = 8192  # texts tokenized at once to sort by token count
 
 TEXT_PRECISIONS = ("auto", "float32", "bfloat16")
 """Encoder arithmetic. auto: bfloat16 on a CPU with native bfloat16 instructions (AVX512-BF16
-or AMX; MovieLens texts 1.8x faster, cosine to float32 >= 0.9999), float32 elsewhere."""
+or AMX; MovieLens texts 1.5x faster on a 2-core VM, cosine to float32 >= 0.99996), float32
+elsewhere (emulated bfloat16 is slower, and CUDA has not been measured)."""
 
 
 def resolve_text_precision(precision: str, device: torch.device) -> str:
@@ -58,8 +59,7 @@ def resolve_text_precision(precision: str, device: torch.device) -> str:
 
 
 def _cpu_has_bfloat16() -> bool:
-    # Private helpers of torch.cpu (present since 2.2); without them, assume no support:
-    # emulated bfloat16 is slower than float32.
+    # Private helpers of torch.cpu; without them, assume no support.
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
@@ -119,7 +119,7 @@ class TextEncoder:
         if max_length < 2:
             raise ConfigError(f"text max_length: got {max_length}, expected an integer >= 2")
         self.model_id: str = text_model_id(model)
-        """Cache key of the model (see :func:`text_model_id`)."""
+        """Identity of the model (see :func:`text_model_id`); with the precision, the cache key."""
         self.device: torch.device = resolve_device(None if device is None else str(device))
         self.precision: str = resolve_text_precision(precision, self.device)
         """float32 or bfloat16, as resolved for the device."""
