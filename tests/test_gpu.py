@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_model import planted_graph, random_graph  # noqa: F401  (module fixture)
+from test_model import planted_graph, random_graph, sampler_graph  # noqa: F401  (module fixture)
 
 from graphrec.data import TEST
 from graphrec.graph import normalized_bipartite
 from graphrec.metrics import evaluate_ranking, head_item_mask
 from graphrec.model import lightgcn_batch, lightgcn_propagate
+from graphrec.sampling import BPRSampler
 from graphrec.train import TrainConfig, Trainer
 
 pytestmark = [
@@ -91,3 +92,24 @@ def test_bfloat16_products_are_refused_on_cuda(planted_graph) -> None:  # noqa: 
 
     with pytest.raises(ConfigError, match="--precision bfloat16: for the CPU"):
         Trainer(planted_graph, TrainConfig(device="cuda", precision="bfloat16"))
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "popularity"])
+def test_sampler_on_cuda_draws_no_positives(negatives: str) -> None:
+    """The alias table and the membership bitmap on the device: every pair classified as on
+    the CPU, and an epoch's candidates never a user's positive."""
+    users, items, ni = sampler_graph(0)
+    cpu = BPRSampler(users, items, ni, negatives)
+    gpu = BPRSampler(users, items, ni, negatives, device="cuda")
+    every_u = torch.arange(int(users.max()) + 1).repeat_interleave(ni)
+    every_i = torch.arange(ni).repeat(int(users.max()) + 1)
+    assert torch.equal(gpu.is_positive(every_u.cuda(), every_i.cuda()).cpu(),
+                       cpu.is_positive(every_u, every_i))
+    if negatives == "popularity":
+        torch.testing.assert_close(gpu.accept.cpu(), cpu.accept)
+    positives = set(zip(users.tolist(), items.tolist(), strict=True))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for u, _, n in gpu.epoch(64, gen, candidates=4):
+        assert n.is_cuda and n.shape == (len(u), 4)
+        assert not any((uu, nn) in positives for uu, row in zip(u.tolist(), n.tolist(),
+                                                                 strict=True) for nn in row)
