@@ -14,13 +14,12 @@ the sampler's public API, so one checkout's script can time another checkout's s
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_scaling import DEFAULT_DATA, synthetic_graph  # same folder
+from bench_scaling import DEFAULT_DATA, gowalla_graph, synthetic_graph  # same folder
 
 import graphrec
 from graphrec.data import TRAIN
@@ -54,13 +53,8 @@ def main() -> None:
     if args.repeats < 1 or min(args.candidates) < 1 or any(n < 1000 for n in args.synthetic):
         p.error("expected --repeats >= 1, --candidates >= 1 and --synthetic sizes >= 1000")
     graphs = []
-    if (args.data / "train.txt").exists():
-        from graphrec.build import BuildConfig, build_graph
-
-        work = Path(os.environ.get("TMPDIR", "/tmp")) / f"graphrec-sampler-{os.getpid()}"
-        g = build_graph(BuildConfig(train=str(args.data / "train.txt"),
-                                    test=str(args.data / "test.txt"), no_text=True),
-                        work / "graph")
+    g = gowalla_graph(args.data, "sampler")
+    if g is not None:
         graphs.append(("Gowalla", *g.fold_pairs(TRAIN), g.num_items))
     for n in args.synthetic:
         g = synthetic_graph(n, "gowalla", args.seed)

@@ -77,6 +77,17 @@ def power_law_graph(n: int, num_users: int, num_items: int, seed: int,
     return in_memory_graph(users, items, num_users, num_items)
 
 
+def gowalla_graph(data: Path, tag: str) -> GraphData | None:
+    """The Gowalla split in ``data`` built without text under $TMPDIR, or None when absent."""
+    if not (data / "train.txt").exists():
+        return None
+    from graphrec.build import BuildConfig, build_graph
+
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"graphrec-{tag}-{os.getpid()}"
+    return build_graph(BuildConfig(train=str(data / "train.txt"), test=str(data / "test.txt"),
+                                   no_text=True), work / "graph")
+
+
 def synthetic_graph(n: int, shape: str, seed: int) -> GraphData:
     if shape == "fixed":
         return power_law_graph(n, 1_000_000, 500_000, seed)
@@ -158,13 +169,8 @@ def main() -> None:
         p.error(f"expected --synthetic sizes >= 1000, --steps >= 1 and --batch-size >= 0 "
                 f"(got {bad or args.synthetic}, {args.steps}, {args.batch_size})")
     rows = []
-    if (args.data / "train.txt").exists():
-        from graphrec.build import BuildConfig, build_graph
-
-        work = Path(os.environ.get("TMPDIR", "/tmp")) / f"graphrec-scaling-{os.getpid()}"
-        full = build_graph(BuildConfig(train=str(args.data / "train.txt"),
-                                       test=str(args.data / "test.txt"), no_text=True),
-                           work / "graph")
+    full = gowalla_graph(args.data, "scaling")
+    if full is not None:
         u, i = full.fold_pairs(TRAIN)
         rng = np.random.default_rng(args.seed)
         for frac in args.fractions:
