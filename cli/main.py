@@ -291,8 +291,9 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
 @click.option("--baselines", is_flag=True, help="Also score most-popular and item-kNN.")
 @click.option("--tail-boost", type=float, default=0.0, show_default=True,
               help="Lift long-tail items (all but the 20% most-interacted) by up to this many "
-                   "score standard deviations; 0 = rank by the model alone, 1.25 = about 5x "
-                   "the tail recall for ~3% of recall (MovieLens).")
+                   "score standard deviations; 0 = rank by the model alone. MovieLens: 1.25 "
+                   "gives the default model ~2.8x the tail recall for ~3% of its recall, 1.7 "
+                   "a --negatives uniform model ~5x for ~3%.")
 @click.option("--tail-shape", type=click.Choice(["degree", "flat"]), default="degree",
               show_default=True,
               help="How --tail-boost is shared: degree = in proportion to a tail item's "
@@ -349,8 +350,9 @@ def _print_recs(recs, as_json: bool, header: dict) -> None:
                    "items in the list (text-embedding cosine)")
 @click.option("--tail-boost", type=float, default=0.0, show_default=True,
               help="Lift long-tail items (all but the 20% most-interacted) by up to this many "
-                   "score standard deviations; 0 = rank by the model alone, 1.25 = about 5x "
-                   "the tail recall for ~3% of recall (MovieLens).")
+                   "score standard deviations; 0 = rank by the model alone. MovieLens: 1.25 "
+                   "gives the default model ~2.8x the tail recall for ~3% of its recall, 1.7 "
+                   "a --negatives uniform model ~5x for ~3%.")
 @click.option("--tail-shape", type=click.Choice(["degree", "flat"]), default="degree",
               show_default=True,
               help="How --tail-boost is shared: degree = in proportion to a tail item's "
