@@ -12,6 +12,11 @@ the query items:
     graphrec --workdir A build-graph && graphrec --workdir A train
     mkdir B && cp -r A/graph B/ && graphrec --workdir B train --neg-candidates 1 --reg 1e-4
     python experiments/similar_items.py --graph A/graph B/model A/model
+    python experiments/similar_items.py --graph A/graph A/model --scorings all
+
+--scorings all also ranks neighbours other ways than `graphrec similar` does: dot product
+of the final embeddings, cosine of the text embeddings, cosine of the items' training-user
+vectors (co-occurrence), and blends of the final cosine with those.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def main() -> None:
     p.add_argument("--movies", type=Path, default=ROOT / "datasets/ml-latest-small/movies.csv")
     p.add_argument("--min-degree", type=int, default=20)
     p.add_argument("-k", type=int, default=10)
+    p.add_argument("--scorings", choices=("similar", "all"), default="similar",
+                   help="similar: what graphrec similar ranks by; all: alternatives too")
     args = p.parse_args()
     with open(args.movies, newline="", encoding="utf-8") as f:
         genres = {r["movieId"]: set(r["genres"].split("|")) for r in csv.DictReader(f)}
@@ -54,20 +61,48 @@ def main() -> None:
     ids = graph.item_ids
     print(f"{len(queries)} query items (>= {args.min_degree} training interactions), "
           f"top-{args.k} neighbours by cosine")
-    print("| model | genre Jaccard | test co-occurrence (users) | neighbours' median degree |")
-    print("|---|---|---|---|")
+    print("| model | scoring | genre Jaccard | test co-occurrence (users) "
+          "| neighbours' median degree |")
+    print("|---|---|---|---|---|")
+    q = torch.as_tensor(queries)
+    cooc = None if args.scorings == "similar" else cooccurrence_cosine(
+        u_train, i_train, graph.num_users, graph.num_items, q)
     for folder in args.models:
         rec = Recommender.load(folder)
-        emb = torch.nn.functional.normalize(rec.item_emb, dim=1)
-        sims = emb[queries] @ emb.T
-        sims[torch.arange(len(queries)), torch.as_tensor(queries)] = float("-inf")
-        top = torch.topk(sims, args.k, dim=1).indices.numpy()
-        jaccard = np.mean([[len(genres[ids[a]] & genres[ids[b]]) /
-                            len(genres[ids[a]] | genres[ids[b]]) for b in row]
-                           for a, row in zip(queries, top, strict=True)])
-        cooc = np.mean([[len(train_users[a] & test_users[b]) for b in row]
-                        for a, row in zip(queries, top, strict=True)])
-        print(f"| {folder} | {jaccard:.3f} | {cooc:.2f} | {np.median(degree[top]):.0f} |")
+        final = torch.nn.functional.normalize(rec.item_emb, dim=1)
+        cosine = final[q] @ final.T
+        scorings = {"final cosine (graphrec similar)": cosine}
+        if args.scorings == "all":
+            scorings["final dot"] = rec.item_emb[q] @ rec.item_emb.T
+            if rec.text_emb is not None:
+                text = torch.nn.functional.normalize(torch.as_tensor(rec.text_emb), dim=1)
+                scorings["text cosine"] = text[q] @ text.T
+                scorings["final + 0.5 text cosine"] = cosine + 0.5 * scorings["text cosine"]
+            scorings["co-occurrence cosine"] = cooc
+            scorings["final + 0.5 co-occurrence"] = cosine + 0.5 * cooc
+        for name, sims in scorings.items():
+            sims = sims.clone()
+            sims[torch.arange(len(queries)), q] = float("-inf")
+            top = torch.topk(sims, args.k, dim=1).indices.numpy()
+            jaccard = np.mean([[len(genres[ids[a]] & genres[ids[b]]) /
+                                len(genres[ids[a]] | genres[ids[b]]) for b in row]
+                               for a, row in zip(queries, top, strict=True)])
+            together = np.mean([[len(train_users[a] & test_users[b]) for b in row]
+                                for a, row in zip(queries, top, strict=True)])
+            print(f"| {folder} | {name} | {jaccard:.3f} | {together:.2f} | "
+                  f"{np.median(degree[top]):.0f} |", flush=True)
+
+
+def cooccurrence_cosine(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
+                        queries: torch.Tensor) -> torch.Tensor:
+    """[Q, I] cosine between the query items' and every item's training-user sets."""
+    x = torch.sparse_coo_tensor(torch.as_tensor(np.stack([items, users])),
+                                torch.ones(len(users)), (num_items, num_users),
+                                check_invariants=False).coalesce()
+    norms = torch.sqrt(torch.sparse.sum(x, 1).to_dense()).clamp(min=1.0)
+    shared = (x.index_select(0, queries) @ x.T).to_dense() if len(queries) else \
+        torch.zeros(0, num_items)
+    return shared / norms[queries, None] / norms[None, :]
 
 
 if __name__ == "__main__":
