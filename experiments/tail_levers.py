@@ -20,7 +20,9 @@ would do).
 
     python experiments/tail_levers.py --seeds 0 1 2 --workdir W --jobs 2
     python experiments/tail_levers.py --seeds 0 1 2 --neg-candidates 8 --reg 1e-3 \
-        --out experiments/results/tail_levers_hard8      # graphrec's defaults
+        --out experiments/results/tail_levers_hard8      # graphrec's negatives and L2
+    python experiments/tail_levers.py --seeds 0 1 2 --neg-candidates 8 --reg 1e-3 \
+        --batch-size 0 --lr 0 --out experiments/results/tail_levers_defaults  # and its batch rule
     python experiments/tail_levers.py --tables-only      # re-render from levers.json
 
 Models are kept under W/levers/ and reused; the table and raw numbers go to
@@ -58,7 +60,8 @@ def train(job: dict) -> str:
     if out.exists():
         return f"{out.name} (kept)"
     alpha = job["alpha"]
-    cfg = TrainConfig(epochs=300, batch_size=8192, lr=0.02, item_init="text", seed=job["seed"],
+    cfg = TrainConfig(epochs=300, batch_size=job["batch_size"], lr=job["lr"], item_init="text",
+                      seed=job["seed"],
                       negatives="uniform" if alpha == 0 else "popularity", neg_alpha=alpha,
                       eval_every=5, patience=5,
                       # 1 and 1e-4 by default: the settings of the table recorded before hard
@@ -244,6 +247,10 @@ def main() -> None:
                    help="hard negatives per triple (1: the recorded table; graphrec's default 8)")
     p.add_argument("--reg", type=float, default=1e-4,
                    help="L2 weight (1e-4: the recorded table; graphrec's default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=8192,
+                   help="8192: the recorded table; 0: graphrec's rule (about 25 steps per epoch)")
+    p.add_argument("--lr", type=float, default=0.02,
+                   help="0.02: the recorded table; 0: graphrec's rule (from the batch size)")
     p.add_argument("--tables-only", action="store_true",
                    help="no training or scoring: rebuild table.md from OUT/levers.json")
     args = p.parse_args()
@@ -251,6 +258,9 @@ def main() -> None:
         p.error(f"--tolerance {args.tolerance}: expected a number in [0, 1)")
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: expected at least 1")
+    if args.batch_size < 0 or args.lr < 0:
+        p.error(f"--batch-size {args.batch_size} / --lr {args.lr}: expected at least 0 (0: "
+                "graphrec's rule)")
     if args.neg_candidates < 1 or args.reg < 0:
         p.error(f"--neg-candidates {args.neg_candidates} / --reg {args.reg}: expected at least "
                 "1 and at least 0")
@@ -268,10 +278,13 @@ def main() -> None:
     # Models of other training settings than the recorded table's are kept apart.
     settings = ("" if (args.neg_candidates, args.reg) == (1, 1e-4)
                 else f"-k{args.neg_candidates}-r{args.reg:g}")
+    if (args.batch_size, args.lr) != (8192, 0.02):
+        settings += f"-b{args.batch_size}-lr{args.lr:g}"
     models = {s: {str(a): str(work / "levers" / f"emb-a{a:g}-s{s}{settings}.pt")
                   for a in (0.0, 0.5)} for s in args.seeds}
     jobs = [{"graph": str(graphs[s]), "alpha": a, "seed": s, "threads": threads,
-             "out": models[s][str(a)], "neg_candidates": args.neg_candidates, "reg": args.reg}
+             "out": models[s][str(a)], "neg_candidates": args.neg_candidates, "reg": args.reg,
+             "batch_size": args.batch_size, "lr": args.lr}
             for s in args.seeds for a in (0.0, 0.5)]
     with ProcessPoolExecutor(args.jobs) as pool:
         for line in pool.map(train, jobs):
