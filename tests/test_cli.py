@@ -119,7 +119,7 @@ def test_build_graph_text_precision(work: Path, planted, tiny_bert: str) -> None
         ok(run(work, *args, "--text-precision", precision))
         meta[precision] = json.loads((work / "graph" / "meta.json").read_text())
         assert meta[precision]["text_precision"] == precision
-        # The trained fixture's cache served one of the two; the other was encoded afresh.
+    # The trained fixture's cache (auto) served one of the two; the other was encoded afresh.
     assert meta["float32"]["text"]["cached"] + meta["bfloat16"]["text"]["cached"] == 30
     result = run(work, *args, "--text-precision", "float16")
     assert result.exit_code == 2 and "--text-precision" in result.stderr
