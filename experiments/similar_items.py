@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from graphrec.baselines import ItemKNN
 from graphrec.data import TEST, TRAIN
 from graphrec.recommend import Recommender
 from graphrec.store import load_graph
@@ -65,8 +66,7 @@ def main() -> None:
           "| neighbours' median degree |")
     print("|---|---|---|---|---|")
     q = torch.as_tensor(queries)
-    cooc = None if args.scorings == "similar" else cooccurrence_cosine(
-        u_train, i_train, graph.num_users, graph.num_items, q)
+    cooc = None if args.scorings == "similar" else cooccurrence_cosine(graph, q)
     for folder in args.models:
         rec = Recommender.load(folder)
         final = torch.nn.functional.normalize(rec.item_emb, dim=1)
@@ -93,16 +93,11 @@ def main() -> None:
                   f"{np.median(degree[top]):.0f} |", flush=True)
 
 
-def cooccurrence_cosine(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
-                        queries: torch.Tensor) -> torch.Tensor:
-    """[Q, I] cosine between the query items' and every item's training-user sets."""
-    x = torch.sparse_coo_tensor(torch.as_tensor(np.stack([items, users])),
-                                torch.ones(len(users)), (num_items, num_users),
-                                check_invariants=False).coalesce()
-    norms = torch.sqrt(torch.sparse.sum(x, 1).to_dense()).clamp(min=1.0)
-    shared = (x.index_select(0, queries) @ x.T).to_dense() if len(queries) else \
-        torch.zeros(0, num_items)
-    return shared / norms[queries, None] / norms[None, :]
+def cooccurrence_cosine(graph, queries: torch.Tensor) -> torch.Tensor:
+    """[Q, I] cosine between the query items' and every item's training-user sets: the
+    item-kNN baseline's similarity with every neighbour kept."""
+    knn = ItemKNN(graph.csr(TRAIN), graph.num_items, neighbors=graph.num_items)
+    return knn.similarity.to_sparse_coo().index_select(0, queries).to_dense()
 
 
 if __name__ == "__main__":
