@@ -91,14 +91,14 @@ class BPRSampler:
         self.warm_items = torch.nonzero(warm).flatten()
         if not self.uniform:
             self.accept, self.alias = alias_table(self.probs)
-        self._build_filter(len(degree))
+        self._build_filter()
 
-    def _build_filter(self, num_items: int) -> None:
+    def _build_filter(self) -> None:
         """A one-hash bitmap of the interactions: a pair whose bit is clear is not one. Most
         draws end there; only the ~7% that pass go on to the binary search."""
         num_users = int(self.users.max()) + 1 if len(self.users) else 0
         self.filter = None
-        if max(num_users, num_items) >= 2**30:  # the hash below would overflow int64
+        if max(num_users, self.num_items) >= 2**30:  # the hash below would overflow int64
             return
         self.filter_mask = (1 << max(10, (FILTER_BITS_PER_KEY * len(self.keys) - 1)
                                      .bit_length())) - 1
@@ -107,6 +107,11 @@ class BPRSampler:
         weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8,
                                device=self.device)
         self.filter = (hit.view(-1, 8).to(torch.uint8) * weights).sum(1, dtype=torch.uint8)
+
+    def passes_filter(self, users: Tensor, items: Tensor) -> Tensor:
+        """[B] bool: the pair's bit is set (every interaction's is; ~7% of the others')."""
+        h = self._hash(users, items)
+        return ((self.filter[h >> 3] >> (h & 7).to(torch.uint8)) & 1).bool()
 
     def _hash(self, users: Tensor, items: Tensor) -> Tensor:
         return (users * _HASH_USER + items * _HASH_ITEM) & self.filter_mask
@@ -124,8 +129,7 @@ class BPRSampler:
         """[B] bool: whether each (user, item) pair is a training interaction."""
         if self.filter is None:
             return self._search(users, items)
-        h = self._hash(users, items)
-        passed = torch.nonzero((self.filter[h >> 3] >> (h & 7).to(torch.uint8)) & 1).flatten()
+        passed = torch.nonzero(self.passes_filter(users, items)).flatten()
         out = torch.zeros(len(users), dtype=torch.bool, device=self.device)
         out[passed] = self._search(users[passed], items[passed])
         return out
