@@ -82,6 +82,10 @@ def main(ctx: click.Context, workdir: Path, debug: bool, verbose: int, quiet: bo
 
 # Existence is checked by the readers, which name the option and the file in one line.
 INPUT_FILE = click.Path(dir_okay=False, path_type=str)
+TAIL_BOOST_HELP = ("Lift long-tail items (all but the 20% most-interacted) by up to this many "
+                   "score standard deviations; 0 = rank by the model alone. MovieLens: 1.25 "
+                   "gives the default model ~2.8x the tail recall for ~3% of its recall, 1.7 "
+                   "a --negatives uniform model ~5x for ~3%.")
 
 
 @main.command("build-graph")
@@ -290,10 +294,7 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
 @click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True)
 @click.option("--baselines", is_flag=True, help="Also score most-popular and item-kNN.")
 @click.option("--tail-boost", type=float, default=0.0, show_default=True,
-              help="Lift long-tail items (all but the 20% most-interacted) by up to this many "
-                   "score standard deviations; 0 = rank by the model alone. MovieLens: 1.25 "
-                   "gives the default model ~2.8x the tail recall for ~3% of its recall, 1.7 "
-                   "a --negatives uniform model ~5x for ~3%.")
+              help=TAIL_BOOST_HELP)
 @click.option("--tail-shape", type=click.Choice(["degree", "flat"]), default="degree",
               show_default=True,
               help="How --tail-boost is shared: degree = in proportion to a tail item's "
@@ -349,10 +350,7 @@ def _print_recs(recs, as_json: bool, header: dict) -> None:
               help="MMR re-ranking weight in [0, 1]: 0 = pure relevance, higher = less similar "
                    "items in the list (text-embedding cosine)")
 @click.option("--tail-boost", type=float, default=0.0, show_default=True,
-              help="Lift long-tail items (all but the 20% most-interacted) by up to this many "
-                   "score standard deviations; 0 = rank by the model alone. MovieLens: 1.25 "
-                   "gives the default model ~2.8x the tail recall for ~3% of its recall, 1.7 "
-                   "a --negatives uniform model ~5x for ~3%.")
+              help=TAIL_BOOST_HELP)
 @click.option("--tail-shape", type=click.Choice(["degree", "flat"]), default="degree",
               show_default=True,
               help="How --tail-boost is shared: degree = in proportion to a tail item's "
