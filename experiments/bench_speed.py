@@ -201,8 +201,9 @@ def main() -> None:
                         "(graphrec.device.retain_freed_memory); off = the peer as PyG ships it")
     p.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.rounds < 1:
-        p.error(f"--rounds {args.rounds}: expected an integer >= 1")
+    if args.rounds < 1 or args.neg_candidates < 1:
+        p.error(f"--rounds {args.rounds} / --neg-candidates {args.neg_candidates}: expected "
+                "integers >= 1")
     if args.child:
         child(args)
         return
