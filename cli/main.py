@@ -6,30 +6,60 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from graphrec.data.split import SPLIT_STRATEGIES
 from graphrec.errors import ConfigError, GraphrecError
+from graphrec.eval.context import SPLITS
+from graphrec.model.coldstart import COLD_STARTS
+from graphrec.popularity import TAIL_SHAPES
+from graphrec.serve.workdir import DEFAULT_WORKDIR, WORKDIR_ENV, Workdir
+from graphrec.text import TEXT_PRECISIONS
+from graphrec.train.config import (
+    ITEM_INIT_CHOICES,
+    LR_SCHEDULES,
+    NEGATIVE_CHOICES,
+    PRECISIONS,
+    config_defaults,
+    config_field_docs,
+)
 
-DEFAULT_WORKDIR = "graphrec-run"
+TRAIN_DEFAULTS = config_defaults()
+TRAIN_HELP = config_field_docs()
 
 
 class Context:
     def __init__(self, workdir: Path, debug: bool):
+        self.layout = Workdir(workdir)
         self.workdir = workdir
         self.debug = debug
 
     @property
     def graph_dir(self) -> Path:
-        return self.workdir / "graph"
+        return self.layout.graph_dir
 
     @property
     def model_dir(self) -> Path:
-        return self.workdir / "model"
+        return self.layout.model_dir
+
+
+def flag_speller(command: click.Command | None):
+    """Library parameter name -> this command's flag for it (``ks`` -> ``--k``,
+    ``k`` -> ``-k``), else another command's (``no_text`` -> build-graph's ``--no-text``);
+    names no command has an option for stay as they are."""
+    flags = {}
+    others = [c for c in main.commands.values() if c is not command]
+    for param in [p for c in [command, *others] for p in getattr(c, "params", [])]:
+        if isinstance(param, click.Option) and param.name:
+            flag = max(param.opts, key=len) if param.name != "k" else param.opts[0]
+            flags.setdefault(param.name, flag)
+            # The library's name for an option whose destination differs (--items -> items_file).
+            flags.setdefault(max(param.opts, key=len).lstrip("-").replace("-", "_"), flag)
+    return lambda name: flags.get(name, name)
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -54,7 +84,7 @@ def handle_errors(fn):
         except GraphrecError as exc:
             if debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {exc.describe(flag_speller(ctx.command))}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             if debug:
@@ -67,7 +97,7 @@ def handle_errors(fn):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
-              envvar="GRAPHREC_WORKDIR", default=DEFAULT_WORKDIR, show_default=True,
+              envvar=WORKDIR_ENV, default=DEFAULT_WORKDIR, show_default=True,
               help="Where graph/ and model/ live (env GRAPHREC_WORKDIR).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.option("-v", "--verbose", count=True, help="More log output.")
@@ -109,7 +139,7 @@ TAIL_BOOST_HELP = ("Lift long-tail items (all but the 20% most-interacted) by up
               help="k-core bound for users.")
 @click.option("--min-item-interactions", type=int, default=1, show_default=True,
               help="k-core bound for items.")
-@click.option("--split", type=click.Choice(["random", "temporal", "leave-one-out"]),
+@click.option("--split", type=click.Choice(SPLIT_STRATEGIES),
               default="random", show_default=True, help="Per-user split strategy.")
 @click.option("--test-ratio", type=float, default=0.2, show_default=True)
 @click.option("--valid-ratio", type=float, default=None,
@@ -118,7 +148,7 @@ TAIL_BOOST_HELP = ("Lift long-tail items (all but the 20% most-interacted) by up
               help="Fraction of items held out of training entirely.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--text-model", help="HF model name or local path [default: packaged MiniLM].")
-@click.option("--text-precision", type=click.Choice(["auto", "float32", "bfloat16"]),
+@click.option("--text-precision", type=click.Choice(TEXT_PRECISIONS),
               default="auto", show_default=True,
               help="Text encoder arithmetic; auto: bfloat16 on CPUs with native bfloat16 "
                    "instructions, else float32.")
@@ -128,13 +158,13 @@ TAIL_BOOST_HELP = ("Lift long-tail items (all but the 20% most-interacted) by up
 @handle_errors
 def build_graph_cmd(obj: Context, **opts) -> None:
     """Read interactions and item text, split, embed text, write WORKDIR/graph."""
-    from graphrec.build import BuildConfig, build_graph
+    from graphrec.data import BuildConfig, build_graph
 
     text_cols = opts.pop("text_cols")
     text_cols = tuple(c.strip() for c in text_cols.split(",")) if text_cols else ()
     cfg = BuildConfig(
         train=opts.pop("train_file"), test=opts.pop("test_file"), text_cols=text_cols,
-        cache_dir=str(obj.workdir / "cache" / "text"), progress=True, **opts,
+        cache_dir=str(obj.layout.text_cache), progress=True, **opts,
     )
     graph = build_graph(cfg, obj.graph_dir)
     m, s = graph.meta, graph.stats
@@ -156,20 +186,18 @@ def build_graph_cmd(obj: Context, **opts) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_output(output: Path, option: str) -> Iterator[Path]:
-    """Yield a temporary sibling of ``output`` that replaces it on success; a path that
-    cannot be written is one error line naming ``option``, not a traceback."""
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+def _atomic_output(output: Path, parameter: str, mode: str = "w") -> Iterator:
+    """An open file that replaces ``output`` on success (graphrec.fsio.atomic_file); a path
+    that cannot be written is one error line naming ``parameter``, not a traceback."""
+    from graphrec.fsio import atomic_file
+
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        yield tmp
-        os.replace(tmp, output)
+        with atomic_file(output, mode) as f:
+            yield f
     except OSError as exc:
-        raise ConfigError(f"{option} {output}: cannot write there ({exc.strerror or exc})") \
-            from exc
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write there ({exc.strerror or exc})", parameter=parameter,
+                          value=str(output)) from exc
 
 
 @main.command("export-graph")
@@ -183,15 +211,15 @@ def export_graph_cmd(obj: Context, fmt: str, output: Path | None) -> None:
     """Write the training graph for Gephi or networkx (GraphML or GEXF)."""
     import networkx as nx
 
+    from graphrec.artifacts import load_graph
     from graphrec.data import TRAIN
     from graphrec.graph import to_networkx
-    from graphrec.store import load_graph
 
     graph = load_graph(obj.graph_dir)
     g = to_networkx(graph.csr(TRAIN), graph.user_ids, graph.item_ids, graph.item_titles)
-    output = output or obj.workdir / f"graph.{fmt}"
-    with _atomic_output(output, "--output") as tmp:
-        (nx.write_graphml if fmt == "graphml" else nx.write_gexf)(g, tmp)
+    output = output or obj.layout.export_path(fmt)
+    with _atomic_output(output, "output", "wb") as f:
+        (nx.write_graphml if fmt == "graphml" else nx.write_gexf)(g, f)
     click.echo(f"wrote {output}: {g.number_of_nodes()} nodes, {g.number_of_edges()} edges")
 
 
@@ -218,51 +246,42 @@ def _progress_factory(total: int, epoch: int):
                 disable=not sys.stderr.isatty())
 
 
+def _train_option(name: str, *flags: str, **kw):
+    """A train option whose default and help come from TrainConfig (one source of truth)."""
+    field = name.replace("-", "_")
+    kw.setdefault("default", TRAIN_DEFAULTS[field])
+    kw.setdefault("help", TRAIN_HELP[field])
+    kw.setdefault("show_default", True)
+    return click.option(f"--{name}", *flags, field, **kw)
+
+
 @main.command("train")
-@click.option("--epochs", type=int, default=200, show_default=True)
-@click.option("--batch-size", type=int, default=0, show_default=True,
-              help="BPR triples per step (0 = about 25 steps per epoch).")
-@click.option("--lr", type=float, default=0.0, show_default=True,
-              help="Adam learning rate (0 = 5e-3 at batch 2048, scaled with sqrt(batch)).")
-@click.option("--lr-schedule", type=click.Choice(["auto", "constant", "cosine"]), default="auto",
-              show_default=True,
-              help="cosine: decay the learning rate to 0 over --epochs; auto: cosine when the "
-                   "run has a fixed length (no validation split or --eval-every 0), else "
-                   "constant with early stopping.")
-@click.option("--dim", type=int, default=64, show_default=True)
-@click.option("--layers", type=int, default=3, show_default=True)
-@click.option("--reg", type=float, default=1e-3, show_default=True,
-              help="L2 weight on the batch's layer-0 embeddings.")
-@click.option("--negatives", type=click.Choice(["auto", "uniform", "popularity"]), default="auto",
-              show_default=True)
-@click.option("--neg-alpha", type=float, default=0.5, show_default=True,
-              help="Popularity sampler exponent: p(i) ~ (degree + 1)^alpha.")
-@click.option("--neg-candidates", type=int, default=8, show_default=True,
-              help="Hard negatives: draw this many per triple, train on the one the model "
-                   "scores highest (1 = every drawn negative).")
-@click.option("--item-init", type=click.Choice(["auto", "text", "id", "text+id"]),
-              default="auto", show_default=True)
-@click.option("--cold-start", type=click.Choice(["ridge", "bpr", "layer0"]), default="ridge",
-              show_default=True,
-              help="How items without training interactions are placed from their text.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32",
-              show_default=True,
-              help="bfloat16: the CPU's sparse products gather half-size rows (faster steps, "
-                   "about 0.4% relative error per layer). CPU only.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-every", type=int, default=5, show_default=True,
-              help="Validate every N epochs (0 = never).")
-@click.option("--patience", type=int, default=5, show_default=True,
-              help="Validations without improvement before stopping.")
-@click.option("--k", "ks", default="20", show_default=True, help="Cut-offs, e.g. 10,20,50.")
-@click.option("--resume", is_flag=True, help="Continue from WORKDIR/model.ckpt.")
+@_train_option("epochs", type=int)
+@_train_option("batch-size", type=int)
+@_train_option("lr", type=float)
+@_train_option("lr-schedule", type=click.Choice(LR_SCHEDULES))
+@_train_option("dim", type=int)
+@_train_option("layers", type=int)
+@_train_option("reg", type=float)
+@_train_option("negatives", type=click.Choice(NEGATIVE_CHOICES))
+@_train_option("neg-alpha", type=float)
+@_train_option("neg-candidates", type=int)
+@_train_option("item-init", type=click.Choice(ITEM_INIT_CHOICES))
+@_train_option("cold-start", type=click.Choice(COLD_STARTS))
+@_train_option("device")
+@_train_option("precision", type=click.Choice(PRECISIONS))
+@_train_option("seed", type=int)
+@_train_option("eval-every", type=int)
+@_train_option("patience", type=int)
+@click.option("--k", "ks", default=",".join(map(str, TRAIN_DEFAULTS["ks"])), show_default=True,
+              help="Cut-offs, e.g. 10,20,50.")
+@click.option("--resume", is_flag=True, help="Continue from the work directory's checkpoint.")
 @click.pass_obj
 @handle_errors
 def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
     """Train TextLightGCN on WORKDIR/graph and write WORKDIR/model."""
-    from graphrec.artifact import save_model
-    from graphrec.store import load_graph
+    from graphrec.artifacts import load_graph, save_model
+    from graphrec.pipeline import train_model
     from graphrec.train import TrainConfig, Trainer
 
     graph = load_graph(obj.graph_dir)
@@ -274,8 +293,8 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
                f"{c.negatives} negatives"
                + (f" (hardest of {c.neg_candidates})" if c.neg_candidates > 1 else "")
                + (f", {c.precision} products" if c.precision != "float32" else ""), err=True)
-    checkpoint = obj.workdir / "model.ckpt"
-    result = trainer.fit(checkpoint=checkpoint, resume=resume,
+    checkpoint = obj.layout.checkpoint
+    result = train_model(graph, trainer=trainer, checkpoint=checkpoint, resume=resume,
                          progress_factory=_progress_factory)
     save_model(result, graph, obj.model_dir)
     checkpoint.unlink(missing_ok=True)
@@ -291,11 +310,11 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
 
 @main.command("evaluate")
 @click.option("--k", "ks", default="20", show_default=True, help="Cut-offs, e.g. 10,20,50.")
-@click.option("--split", type=click.Choice(["test", "valid"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(list(SPLITS)[::-1]), default="test", show_default=True)
 @click.option("--baselines", is_flag=True, help="Also score most-popular and item-kNN.")
 @click.option("--tail-boost", type=float, default=0.0, show_default=True,
               help=TAIL_BOOST_HELP)
-@click.option("--tail-shape", type=click.Choice(["degree", "flat"]), default="degree",
+@click.option("--tail-shape", type=click.Choice(TAIL_SHAPES), default="degree",
               show_default=True,
               help="How --tail-boost is shared: degree = in proportion to a tail item's "
                    "interactions (the whole boost just below the head), flat = equally.")
@@ -306,8 +325,8 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
 def evaluate_cmd(obj: Context, ks: str, split: str, baselines: bool, tail_boost: float,
                  tail_shape: str, as_json: bool, device: str) -> None:
     """Full-ranking metrics of WORKDIR/model on the graph's test (or validation) split."""
-    from graphrec.evaluation import evaluate_model
-    from graphrec.store import load_graph
+    from graphrec.artifacts import load_graph
+    from graphrec.eval import evaluate_model
 
     graph = load_graph(obj.graph_dir)
     result = evaluate_model(graph, obj.model_dir, split, _parse_ks(ks), baselines, device,
@@ -325,7 +344,7 @@ def evaluate_cmd(obj: Context, ks: str, split: str, baselines: bool, tail_boost:
 
 
 def _load_recommender(obj: Context, tail_boost: float = 0.0, tail_shape: str = "degree"):
-    from graphrec.recommend import Recommender
+    from graphrec.serve import Recommender
 
     return Recommender.load(obj.model_dir, tail_boost, tail_shape)
 
@@ -351,7 +370,7 @@ def _print_recs(recs, as_json: bool, header: dict) -> None:
                    "items in the list (text-embedding cosine)")
 @click.option("--tail-boost", type=float, default=0.0, show_default=True,
               help=TAIL_BOOST_HELP)
-@click.option("--tail-shape", type=click.Choice(["degree", "flat"]), default="degree",
+@click.option("--tail-shape", type=click.Choice(TAIL_SHAPES), default="degree",
               show_default=True,
               help="How --tail-boost is shared: degree = in proportion to a tail item's "
                    "interactions (the whole boost just below the head), flat = equally.")
@@ -364,8 +383,8 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
     """Top-K items for a user (--user), a new user (--history) or everyone (--all-users)."""
     if sum(x is not None and x is not False for x in (user, history, all_users or None)) != 1:
         raise click.UsageError("give exactly one of --user, --history or --all-users")
-    from graphrec.metrics import check_tail_boost
-    from graphrec.recommend import check_diversity, check_k
+    from graphrec.popularity import check_tail_boost
+    from graphrec.serve import check_diversity, check_k, write_recommendations
 
     check_k(k)  # before loading the model: a bad -k, --diversity or --tail-boost costs nothing
     check_diversity(diversity)
@@ -374,12 +393,9 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
     if all_users:
         if output is None:
             raise click.UsageError("--all-users needs --output FILE")
-        n = 0
-        with _atomic_output(output, "--output") as tmp, open(tmp, "w", encoding="utf-8") as f:
-            for u, items, scores in rec.recommend_all(k, include_seen=include_seen,
-                                                        diversity=diversity):
-                f.write(json.dumps({"user": u, "items": items, "scores": scores}) + "\n")
-                n += 1
+        with _atomic_output(output, "output") as f:
+            n = write_recommendations(f, rec.recommend_all(k, include_seen=include_seen,
+                                                           diversity=diversity))
         if as_json:
             echo_json({"users": n, "k": k, "output": str(output)})
         else:
@@ -423,12 +439,12 @@ def add_items_cmd(obj: Context, items_file: str, item_id_col: str | None,
 
     Evaluate still scores only the graph's items; train rewrites the model without them.
     """
-    from graphrec.additems import add_items_from_file
+    from graphrec.serve import add_items_from_file
 
     model_dir = model_dir or obj.model_dir
     cols = tuple(c.strip() for c in text_cols.split(",")) if text_cols else ()
     added = add_items_from_file(model_dir, items_file, item_id_col, cols,
-                                cache_dir=obj.workdir / "cache" / "text", device=device,
+                                cache_dir=obj.layout.text_cache, device=device,
                                 progress=True)
     click.echo(f"added {added.added} items to {model_dir} ({added.num_items} items now)")
 

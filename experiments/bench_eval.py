@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphrec.baselines import ItemKNN, MostPopular
+from graphrec.eval.baselines import ItemKNN, MostPopular
 from graphrec.data import Csr
-from graphrec.metrics import default_batch_users, evaluate_ranking, head_item_mask, topk_rows
+from graphrec.eval.protocol import evaluate_ranking
+from graphrec.eval.ranking import default_batch_users, topk_rows
+from graphrec.popularity import head_item_mask
 
 GOWALLA = Path("/work/shared/datasets/gowalla")
 
@@ -76,7 +78,7 @@ def compare_pyg(user_emb: torch.Tensor, item_emb: torch.Tensor, train: Csr, test
         LinkPredRecall,
     )
 
-    from graphrec.metrics import gather_rows
+    from graphrec.data.csr import gather_rows
 
     users = torch.arange(4096)
     scores = user_emb[users] @ item_emb.T

@@ -38,7 +38,7 @@ VARIANTS = ("peer-edge_index", "peer-csr", "graphrec", "graphrec-bf16")
 
 
 def load_gowalla(folder: Path):
-    from graphrec.build import BuildConfig, build_graph
+    from graphrec.data.build import BuildConfig, build_graph
 
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"graphrec-bench-{os.getpid()}"
     return build_graph(BuildConfig(train=str(folder / "train.txt"), test=str(folder / "test.txt"),

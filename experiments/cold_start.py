@@ -40,9 +40,9 @@ TRAIN_ARGS = dict(epochs=300, batch_size=8192, lr=0.02)
 
 def graphs(seed: int, work: Path) -> dict[str, Path]:
     """The cold split (with and without text) and the all-items twin of the same split."""
-    from graphrec.build import BuildConfig, build_graph
+    from graphrec.data.build import BuildConfig, build_graph
     from graphrec.data import TRAIN
-    from graphrec.store import load_graph, save_graph
+    from graphrec.artifacts.graph_dir import load_graph, save_graph
 
     paths = {name: work / f"{name}-{seed}" for name in ("cold", "cold-notext", "all")}
     if all(p.exists() for p in paths.values()):
@@ -77,8 +77,9 @@ def score_table(graph, score_fn, cold_split=None) -> dict:
     import torch
 
     from graphrec.data import TEST, TRAIN, VALID, Csr
-    from graphrec.metrics import evaluate_ranking, topk_rows
-    from graphrec.recommend import mask_known
+    from graphrec.eval.protocol import evaluate_ranking
+    from graphrec.eval.ranking import topk_rows
+    from graphrec.serve.recommender import mask_known
 
     seen = graph.csr(TRAIN, VALID)
     target = graph.csr(TEST)
@@ -122,8 +123,9 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from graphrec.store import load_graph
+    from graphrec.artifacts.graph_dir import load_graph
     from graphrec.train import TrainConfig, Trainer, text_map_for
+    from graphrec.pipeline import train_model
 
     graph = load_graph(Path(job["graph"]))
     kind, seed = job["kind"], job["seed"]
@@ -148,7 +150,7 @@ def run_one(job: dict) -> dict:
                           item_init="id" if kind == "text off" else "text",
                           cold_start="bpr" if kind == "text" else "ridge")
         trainer = Trainer(graph, cfg)
-        result = trainer.fit()
+        result = train_model(graph, trainer=trainer)
         if kind == "text":
             # One trained model, three placements of its cold items.
             with torch.inference_mode():

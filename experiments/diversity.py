@@ -20,12 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphrec.artifact import save_model
-from graphrec.build import BuildConfig, build_graph
+from graphrec.artifacts.model_dir import save_model
+from graphrec.data.build import BuildConfig, build_graph
 from graphrec.data import TEST, TRAIN, VALID
-from graphrec.metrics import evaluate_ranking, gather_rows, head_item_mask, self_information
-from graphrec.recommend import Recommender
+from graphrec.data.csr import gather_rows
+from graphrec.eval.protocol import evaluate_ranking
+from graphrec.popularity import head_item_mask, self_information
+from graphrec.serve.recommender import Recommender
 from graphrec.train import TrainConfig, Trainer
+from graphrec.pipeline import train_model
 
 KEYS = ("recall@20", "ndcg@20", "ild@20", "novelty@20", "coverage@20", "tail_share@20")
 
@@ -46,7 +49,7 @@ def main() -> None:
     if not model_dir.exists():
         # Single negatives and reg 1e-4, as recorded in RESULTS.md.
         cfg = TrainConfig(batch_size=8192, lr=0.02, seed=args.seed, neg_candidates=1, reg=1e-4)
-        result = Trainer(graph, cfg).fit()
+        result = train_model(graph, cfg)
         save_model(result, graph, model_dir)
     rec = Recommender.load(model_dir)
     seen, target = graph.csr(TRAIN, VALID), graph.csr(TEST)

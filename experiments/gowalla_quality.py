@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from graphrec.build import BuildConfig, build_graph
+from graphrec.data.build import BuildConfig, build_graph
 from graphrec.data import TEST
 from graphrec.errors import ConfigError
 from graphrec.train import TrainConfig, Trainer
@@ -105,8 +105,8 @@ def main() -> None:
           + (f"at epoch {first_170['epoch']} ({first_170['wall_seconds']:.0f} s)"
              if first_170 else "not reached"))
     # Serving: save the model, load it back and write top-20 for every user (JSON lines).
-    from graphrec.artifact import save_model
-    from graphrec.recommend import Recommender
+    from graphrec.artifacts.model_dir import save_model
+    from graphrec.serve.recommender import Recommender
     from graphrec.train import TrainResult
 
     eu, ei, text_map = trainer.embeddings()

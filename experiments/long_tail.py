@@ -39,7 +39,7 @@ def graph_dir(work: Path, dataset: str, seed: int) -> Path:
 
 
 def build(dataset: str, seed: int, work: Path, gowalla: Path) -> Path:
-    from graphrec.build import BuildConfig, build_graph
+    from graphrec.data.build import BuildConfig, build_graph
 
     out = graph_dir(work, dataset, seed)
     if out.exists():
@@ -61,8 +61,9 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from graphrec.store import load_graph
+    from graphrec.artifacts.graph_dir import load_graph
     from graphrec.train import TrainConfig, Trainer
+    from graphrec.pipeline import train_model
 
     graph = load_graph(Path(job["graph"]))
     alpha = job["alpha"]
@@ -74,7 +75,7 @@ def run_one(job: dict) -> dict:
                       neg_candidates=1, reg=1e-4)
     t0 = time.perf_counter()
     trainer = Trainer(graph, cfg)
-    result = trainer.fit()
+    result = train_model(graph, trainer=trainer)
     row = {k: result.test.get(k) for k in KEYS}
     # Validation metrics of the restored (best) epoch: what selection may look at.
     best = [h for h in result.history if h["epoch"] == result.best_epoch and "valid" in h]

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from graphrec.artifact import save_model
-from graphrec.build import BuildConfig, build_graph
-from graphrec.evaluation import evaluate_model
+from graphrec.artifacts.model_dir import save_model
+from graphrec.data.build import BuildConfig, build_graph
+from graphrec.eval.protocol import evaluate_model
 from graphrec.train import TrainConfig, Trainer
+from graphrec.pipeline import train_model
 
 VARIANTS = {
     "default": {},
@@ -58,7 +59,7 @@ def main() -> None:
             cfg = replace(TrainConfig(epochs=args.epochs, seed=seed), **VARIANTS[name])
             t0 = time.perf_counter()
             trainer = Trainer(graph, cfg)
-            result = trainer.fit()
+            result = train_model(graph, trainer=trainer)
             seconds = time.perf_counter() - t0
             model_dir = work / f"model-{seed}-{len(rows.get(name, []))}-{hash(name) % 997}"
             save_model(result, graph, model_dir)

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphrec.baselines import ItemKNN
+from graphrec.eval.baselines import ItemKNN
 from graphrec.data import TEST, TRAIN
-from graphrec.recommend import Recommender
-from graphrec.store import load_graph
+from graphrec.serve.recommender import Recommender
+from graphrec.artifacts.graph_dir import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -53,8 +53,9 @@ def train(job: dict) -> str:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from graphrec.store import load_graph
+    from graphrec.artifacts.graph_dir import load_graph
     from graphrec.train import TrainConfig, Trainer
+    from graphrec.pipeline import train_model
 
     out = Path(job["out"])
     if out.exists():
@@ -68,7 +69,7 @@ def train(job: dict) -> str:
                       # negatives became graphrec's default (8 and 1e-3)
                       neg_candidates=job["neg_candidates"], reg=job["reg"])
     trainer = Trainer(load_graph(Path(job["graph"])), cfg)
-    result = trainer.fit()
+    result = train_model(trainer.graph, trainer=trainer)
     with torch.no_grad():
         xi0 = trainer.model.item_layer0().clone()
     tmp = out.with_suffix(".tmp")
@@ -106,8 +107,9 @@ def score_levers(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     from graphrec.data import TEST, VALID
-    from graphrec.metrics import evaluate_ranking, tail_boost_weights
-    from graphrec.store import load_graph
+    from graphrec.eval.protocol import evaluate_ranking
+    from graphrec.popularity import tail_boost_weights
+    from graphrec.artifacts.graph_dir import load_graph
     from graphrec.train import TrainConfig, Trainer
 
     graph = load_graph(Path(job["graph"]))

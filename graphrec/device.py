@@ -26,13 +26,14 @@ def resolve_device(name: str | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError) as exc:
-        raise DeviceError(
-            f"--device {name!r}: not a device name (expected auto, cpu or cuda)") from exc
+        raise DeviceError("not a device name", parameter="device", value=name,
+                          expected="auto, cpu or cuda") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name!r}: CUDA was requested but no GPU is available here")
+        raise DeviceError("CUDA was requested but no GPU is available here",
+                          parameter="device", value=name)
     if device.type not in ("cpu", "cuda"):
-        raise DeviceError(
-            f"--device {name!r}: unsupported device type (expected auto, cpu or cuda)")
+        raise DeviceError("unsupported device type", parameter="device", value=name,
+                          expected="auto, cpu or cuda")
     return device
 
 

@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from graphrec.data import Csr
+from graphrec.data.csr import Csr, indptr_from_rows
 
 
 def item_node(item_idx: np.ndarray | torch.Tensor | int, num_users: int):
@@ -190,28 +190,6 @@ def ordered_adjacency(users: np.ndarray, items: np.ndarray, num_users: int, num_
     return Adjacency(*normalized_bipartite(users, items, num_users, num_items, dtype), order)
 
 
-def csr_row_positions(indptr: torch.Tensor, rows: torch.Tensor,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where the entries of several CSR rows sit, without a Python loop per row.
-
-    ``indptr``: [R + 1] int32 or int64; ``rows``: [b] int64. Returns
-    ``(local_row, position, ends)``:
-    entry j of the selection is ``indices[position[j]]`` of row ``rows[local_row[j]]`` (both
-    [n] int64, in row-then-CSR order), and ``ends`` [b] is one past each selected row's last
-    entry in the selection (the row pointers of the selection, less the leading 0).
-    """
-    starts = indptr[rows]
-    lengths = indptr[rows + 1] - starts
-    ends = torch.cumsum(lengths, 0)
-    total = int(ends[-1]) if len(ends) else 0
-    local_row = torch.repeat_interleave(
-        torch.arange(rows.numel(), device=rows.device), lengths, output_size=total
-    )
-    # position = starts[row] + (j - first[row]) with first = ends - lengths.
-    shift = (starts - ends + lengths)[local_row]
-    return local_row, shift.add_(torch.arange(total, device=rows.device)), ends
-
-
 def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
          n_cols: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """CSR with ``dtype`` values and 32-bit indices whenever they fit: a product reads half
@@ -220,8 +198,7 @@ def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
     order = np.lexsort((cols, rows))
     fits = max(len(rows), n_rows, n_cols) < np.iinfo(np.int32).max
     index = np.int32 if fits else np.int64
-    indptr = np.zeros(n_rows + 1, dtype=index)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    indptr = indptr_from_rows(rows, n_rows, index)
     with warnings.catch_warnings():
         # torch flags sparse CSR as beta on every construction; the layout is what we want.
         warnings.simplefilter("ignore", UserWarning)

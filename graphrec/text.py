@@ -52,7 +52,8 @@ elsewhere (emulated bfloat16 is slower, and CUDA has not been measured)."""
 def resolve_text_precision(precision: str, device: torch.device) -> str:
     """float32 or bfloat16 for ``precision`` (one of TEXT_PRECISIONS) on ``device``."""
     if precision not in TEXT_PRECISIONS:
-        raise ConfigError(f"--text-precision {precision!r}: expected one of {TEXT_PRECISIONS}")
+        raise ConfigError(parameter="text_precision", value=precision,
+                          expected=f"one of {', '.join(TEXT_PRECISIONS)}")
     if precision != "auto":
         return precision
     return "bfloat16" if device.type == "cpu" and _cpu_has_bfloat16() else "float32"
@@ -314,13 +315,13 @@ def _load_pretrained(name: str, resolved: str):
         local_error = exc
     if Path(resolved).is_dir():
         raise TextModelError(
-            f"--text-model {name!r}: the folder {resolved} does not hold a loadable "
-            f"transformers model ({_one_line(local_error)})"
+            f"the folder {resolved} does not hold a loadable transformers model "
+            f"({_one_line(local_error)})", parameter="text_model", value=name,
         ) from local_error
     if _hub_offline():
         raise TextModelError(
-            f"--text-model {name!r}: not a local folder and not in the Hugging Face cache, "
-            f"and HF_HUB_OFFLINE forbids downloading ({_one_line(local_error)})"
+            "not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE forbids "
+            f"downloading ({_one_line(local_error)})", parameter="text_model", value=name,
         ) from local_error
     try:
         # Probe with a short timeout first: from_pretrained retries an unreachable hub with
@@ -331,8 +332,8 @@ def _load_pretrained(name: str, resolved: str):
         return _from_pretrained(resolved, local_files_only=False)
     except Exception as exc:
         raise TextModelError(
-            f"--text-model {name!r}: not a local folder and not loadable from the Hugging Face "
-            f"hub or its cache ({_one_line(exc)})"
+            "not a local folder and not loadable from the Hugging Face hub or its cache "
+            f"({_one_line(exc)})", parameter="text_model", value=name,
         ) from exc
 
 

@@ -16,12 +16,13 @@ import torch
 from conftest import COMMUNITY_WORDS, write_csv
 from test_cli import ok, one_line_error, run, temp_leftovers, tree_bytes
 
-from graphrec import additems, io
-from graphrec.additems import add_items, add_items_from_file
-from graphrec.artifact import load_arrays
+from graphrec.data import io
+from graphrec.serve import additems
+from graphrec.serve.additems import add_items, add_items_from_file
+from graphrec.artifacts.model_dir import load_arrays
 from graphrec.errors import ArtifactError, DataError
-from graphrec.recommend import Recommender
-from graphrec.store import load_graph
+from graphrec.serve.recommender import Recommender
+from graphrec.artifacts.graph_dir import load_graph
 from graphrec.text import embed_texts
 
 TRAIN_ARGS = ["--epochs", "10", "--batch-size", "64", "--lr", "0.05", "--dim", "16",
@@ -226,7 +227,7 @@ def test_model_without_text(tmp_path: Path, planted) -> None:
     ok(run(workdir, "train", "--epochs", "1", *TRAIN_ARGS[2:]))
     one_line_error(run(workdir, "add-items", "--items", str(new_items_file(tmp_path))),
                    f"model directory {workdir / 'model'} has no text map", "--no-text",
-                   "add-items needs text")
+                   "adding items needs text")
 
 
 def test_missing_model(tmp_path: Path) -> None:

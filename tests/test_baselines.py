@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from graphrec.baselines import ItemKNN, MostPopular
+from graphrec.eval.baselines import ItemKNN, MostPopular
 from graphrec.data import Csr
 from graphrec.errors import ConfigError, DataError
-from graphrec.metrics import evaluate_ranking
+from graphrec.eval.protocol import evaluate_ranking
 
 # 6 users x 6 items; item 5 has no training user; every other item has a unique best
 # neighbour (cosines below), so top-1 neighbour selection has a single right answer.
@@ -105,9 +105,9 @@ def test_item_knn_random_matrix_against_dense():
 
 
 def test_item_knn_bad_arguments():
-    with pytest.raises(ConfigError, match="--neighbors"):
+    with pytest.raises(ConfigError, match="neighbors"):
         ItemKNN(as_csr(X), 6, neighbors=0)
-    with pytest.raises(ConfigError, match="--shrink"):
+    with pytest.raises(ConfigError, match="shrink"):
         ItemKNN(as_csr(X), 6, shrink=-1.0)
     with pytest.raises(DataError, match="item indices"):
         ItemKNN(as_csr(X), 4)
@@ -118,7 +118,7 @@ def test_item_knn_through_the_shared_evaluation():
     target = Csr.from_pairs(np.array([0, 2, 3, 5]), np.array([0, 4, 2, 3]), 6)
     model = ItemKNN(train, 6, neighbors=2)
     dense_scores = torch.from_numpy(X @ model.similarity.to_dense().numpy().astype(np.float64))
-    from graphrec.metrics import evaluate_scores
+    from graphrec.eval.protocol import evaluate_scores
 
     expected = evaluate_scores(dense_scores.float(), train, target, ks=(1, 3))
     got = evaluate_ranking(model.score, train, target, num_items=6, ks=(1, 3), batch_users=2)

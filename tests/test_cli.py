@@ -19,15 +19,17 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from cli.main import main
-from graphrec import artifact, store
-from graphrec.build import BuildConfig, build_graph
+from graphrec_cli.main import main
+from graphrec.artifacts import graph_dir as store
+from graphrec.artifacts import model_dir as artifact
+from graphrec.data.build import BuildConfig, build_graph
 from graphrec.data import TRAIN
 from graphrec.errors import ConfigError
 from graphrec.model import TextLightGCN
-from graphrec.recommend import Recommender
-from graphrec.store import load_graph, save_graph
+from graphrec.serve.recommender import Recommender
+from graphrec.artifacts.graph_dir import load_graph, save_graph
 from graphrec.train import TrainConfig, Trainer
+from graphrec.pipeline import train_model
 
 TRAIN_ARGS = ["--epochs", "3", "--batch-size", "64", "--lr", "0.05", "--dim", "8",
               "--eval-every", "1", "--device", "cpu"]
@@ -125,7 +127,7 @@ def test_build_graph_text_precision(work: Path, planted, tiny_bert: str) -> None
     assert result.exit_code == 2 and "--text-precision" in result.stderr
     assert "Traceback" not in result.output
     # The Python API refuses it before reading any input.
-    with pytest.raises(ConfigError, match="--text-precision 'float16'"):
+    with pytest.raises(ConfigError, match="text_precision 'float16'"):
         build_graph(BuildConfig(interactions="/nonexistent.csv", text_precision="float16"),
                     work / "other")
 
@@ -244,7 +246,7 @@ def test_save_load_round_trip_gives_identical_scores(planted, tiny_bert: str,
                         tmp_path / "graph")
     trainer = Trainer(graph, TrainConfig(epochs=2, batch_size=64, lr=0.05, dim=8,
                                          device="cpu", eval_every=0))
-    result = trainer.fit()
+    result = train_model(graph, trainer=trainer)
     artifact.save_model(result, graph, tmp_path / "model")
     rec = Recommender.load(tmp_path / "model")
     torch.testing.assert_close(rec.user_emb, result.user_emb, atol=0, rtol=0)
@@ -577,12 +579,12 @@ def test_debug_prints_traceback_in_a_real_process(tmp_path: Path) -> None:
     missing = tmp_path / "nope.csv"
     env = {k: v for k, v in os.environ.items() if k != "GRAPHREC_WORKDIR"}
     debug = subprocess.run(
-        [sys.executable, "-m", "cli.main", "--workdir", str(tmp_path / "w"), "--debug",
+        [sys.executable, "-m", "graphrec_cli.main", "--workdir", str(tmp_path / "w"), "--debug",
          "build-graph", "--interactions", str(missing)],
         capture_output=True, text=True, env=env, timeout=120)
     assert debug.returncode != 0 and debug.stdout == ""
     assert "Traceback" in debug.stderr and "graphrec.errors.DataError" in debug.stderr
-    assert f"--interactions {missing}: file not found" in debug.stderr
+    assert f"interactions {missing}: file not found" in debug.stderr
 
 
 # ----------------------------------------------------------------------------- bundled data
@@ -653,13 +655,13 @@ def test_temporal_split_without_timestamps(tmp_path: Path) -> None:
     path.write_text("user,item\n1,2\n1,3\n2,2\n")
     result = run(tmp_path / "w", "build-graph", "--interactions", str(path), "--no-text",
                  "--split", "temporal")
-    one_line_error(result, "--split temporal", str(path), "timestamp")
+    one_line_error(result, "--split 'temporal'", str(path), "timestamp")
     assert_no_graph(tmp_path / "w")
 
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--epochs", "0"], "--epochs 0"),
-    (["--item-init", "text"], "--item-init text"),
+    (["--item-init", "text"], "--item-init 'text'"),
     (["--layers", "-1"], "--layers -1"),
     (["--neg-candidates", "0"], "--neg-candidates 0"),
     (["--k", "0"], "--k '0'"),

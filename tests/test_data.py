@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphrec.build import BuildConfig, build_graph
+from graphrec.data.build import BuildConfig, build_graph
 from graphrec.data import (
     TEST,
     TRAIN,

@@ -11,8 +11,8 @@ import torch
 from test_cli import ok, one_line_error, run, trained  # noqa: F401  (module fixture)
 
 from graphrec.errors import ConfigError
-from graphrec.recommend import mmr_rerank
-from graphrec.store import load_graph
+from graphrec.serve.recommender import mmr_rerank
+from graphrec.artifacts.graph_dir import load_graph
 
 # Items 0, 1 are cluster A, items 2, 3 cluster B (unit vectors; exact cosines below).
 HAND_VECS = torch.tensor([[1.00, 0.00, 0.00],
@@ -80,7 +80,7 @@ def test_diversity_rises_with_lambda() -> None:
 
 @pytest.mark.parametrize("diversity", [-0.1, 1.5, math.nan])
 def test_diversity_out_of_range(diversity: float) -> None:
-    with pytest.raises(ConfigError, match=r"--diversity .*: expected a number in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"diversity .*: expected a number in \[0, 1\]"):
         mmr_rerank(HAND_REL, torch.arange(4), HAND_VECS, 2, diversity)
 
 

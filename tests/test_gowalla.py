@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from graphrec_cli.main import main
 
 GOWALLA = Path(os.environ.get(
     "GRAPHREC_GOWALLA", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gowalla"))

@@ -10,9 +10,10 @@ from test_model import planted_graph, random_graph, sampler_graph  # noqa: F401 
 
 from graphrec.data import TEST
 from graphrec.graph import normalized_bipartite
-from graphrec.metrics import evaluate_ranking, head_item_mask
+from graphrec.eval.protocol import evaluate_ranking
+from graphrec.popularity import head_item_mask
 from graphrec.model import lightgcn_batch, lightgcn_propagate
-from graphrec.sampling import BPRSampler
+from graphrec.train.sampling import BPRSampler
 from graphrec.train import TrainConfig, Trainer
 
 pytestmark = [
@@ -90,7 +91,7 @@ def test_cuda_training_steps_never_wait_on_the_host(planted_graph,  # noqa: F811
 def test_bfloat16_products_are_refused_on_cuda(planted_graph) -> None:  # noqa: F811
     from graphrec.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="--precision bfloat16: for the CPU"):
+    with pytest.raises(ConfigError, match="precision 'bfloat16': for the CPU"):
         Trainer(planted_graph, TrainConfig(device="cuda", precision="bfloat16"))
 
 

@@ -1,4 +1,4 @@
-"""graphrec.io: the readers, and a DataError naming file and line for every bad input."""
+"""graphrec.data.io: the readers, and a DataError naming file and line for every bad input."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graphrec import io
-from graphrec.build import BUNDLED_DATASET
+from graphrec.data import io
+from graphrec.data.build import BUNDLED_DATASET
 from graphrec.errors import DataError
 
 
@@ -99,14 +99,14 @@ def test_missing_item_column(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no item column") as info:
         io.read_interactions_csv(path)
     message = str(info.value)
-    assert str(path) in message and "product" in message and "--item-col" in message
+    assert str(path) in message and "product" in message and "item_col" in message
 
 
 def test_misnamed_column_override(tmp_path: Path) -> None:
     path = write(tmp_path / "a.csv", "user,item,rating\n1,2,3\n")
     with pytest.raises(DataError, match="no column 'stars'") as info:
         io.read_interactions_csv(path, rating_col="stars")
-    assert str(path) in str(info.value) and "--rating-col" in str(info.value)
+    assert str(path) in str(info.value) and "rating_col" in str(info.value)
 
 
 def test_non_numeric_rating_names_line(tmp_path: Path) -> None:
@@ -179,20 +179,20 @@ def test_lightgcn_malformed_line(tmp_path: Path, text: str, expected: str) -> No
     path = write(tmp_path / "train.txt", text)
     with pytest.raises(DataError, match=expected) as info:
         io.read_lightgcn(path)
-    assert f"--train {path}" in str(info.value)
+    assert f"train {path}" in str(info.value)
 
 
 def test_lightgcn_malformed_test_line_names_test_file(tmp_path: Path) -> None:
     train = write(tmp_path / "train.txt", "0 1\n")
     test = write(tmp_path / "test.txt", "0 2\n0 two\n")
-    with pytest.raises(DataError, match=rf"--test {test} line 2"):
+    with pytest.raises(DataError, match=rf"test {test} line 2"):
         io.read_lightgcn(train, test)
 
 
 def test_lightgcn_binary_file(tmp_path: Path) -> None:
     path = tmp_path / "train.txt"
     path.write_bytes(b"0 1 2\n1 \xff\xfe 3\n")
-    with pytest.raises(DataError, match=rf"--train {path}: not UTF-8 text"):
+    with pytest.raises(DataError, match=rf"train {path}: not UTF-8 text"):
         io.read_lightgcn(path)
 
 
@@ -226,18 +226,18 @@ def test_items_reader_chosen_columns(tmp_path: Path) -> None:
 
 
 def test_items_reader_errors(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="--items .*file not found"):
+    with pytest.raises(DataError, match="items .*file not found"):
         io.read_items(tmp_path / "nope.csv")
     with pytest.raises(DataError, match="header only"):
         io.read_items(write(tmp_path / "h.csv", "item_id,title\n"))
     with pytest.raises(DataError, match="only an id column"):
         io.read_items(write(tmp_path / "id.csv", "item_id\n1\n"))
-    with pytest.raises(DataError, match="no column 'blurb'.*--text-cols"):
+    with pytest.raises(DataError, match="no column 'blurb'.*text_cols"):
         io.read_items(write(tmp_path / "t.csv", "item_id,title\n1,x\n"), text_cols=["blurb"])
     with pytest.raises(DataError, match="no item id column"):
         io.read_items(write(tmp_path / "n.csv", "code,title\n1,x\n"))
     path = write(tmp_path / "w.csv", "item_id,title\n1,x\n2,y,z\n")
-    with pytest.raises(DataError, match=rf"--items {path} line 3: 3 fields, expected 2"):
+    with pytest.raises(DataError, match=rf"items {path} line 3: 3 fields, expected 2"):
         io.read_items(path)
 
 

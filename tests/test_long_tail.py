@@ -12,10 +12,10 @@ from test_cli import ok, one_line_error, run, trained  # noqa: F401  (module fix
 
 from graphrec.data import TRAIN
 from graphrec.errors import ConfigError
-from graphrec.metrics import boost_tail, check_tail_boost, tail_boost_weights
-from graphrec.recommend import Recommender
-from graphrec.sampling import BPRSampler
-from graphrec.store import load_graph
+from graphrec.popularity import boost_tail, check_tail_boost, tail_boost_weights
+from graphrec.serve.recommender import Recommender
+from graphrec.train.sampling import BPRSampler
+from graphrec.artifacts.graph_dir import load_graph
 
 
 def test_boost_tail_moves_tail_items_by_score_spreads() -> None:
@@ -44,13 +44,13 @@ def test_tail_boost_weights_grow_with_degree_below_the_head() -> None:
     out = boost_tail(scores, torch.tensor([0.0, 0.0, 1.0, 0.5]), 1.0)
     std = (5 / 3) ** 0.5
     torch.testing.assert_close(out[0], torch.tensor([4.0, 3.0, 2.0 + std, 1.0 + std / 2]))
-    with pytest.raises(ConfigError, match="--tail-shape 'steep'"):
+    with pytest.raises(ConfigError, match="tail_shape 'steep'"):
         tail_boost_weights(degree, "steep")
 
 
 @pytest.mark.parametrize("bad", [-0.5, 11.0, float("nan")])
 def test_tail_boost_range(bad: float) -> None:
-    with pytest.raises(ConfigError, match="--tail-boost"):
+    with pytest.raises(ConfigError, match="tail_boost"):
         check_tail_boost(bad)
 
 

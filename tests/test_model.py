@@ -1,4 +1,4 @@
-"""graphrec.model, graphrec.sampling and graphrec.train: equivalence with PyG's LightGCN,
+"""graphrec.model, graphrec.train.sampling and graphrec.train: equivalence with PyG's LightGCN,
 gradients of the custom propagation, the BPR sampler's guarantees and distributions, and a
 planted community structure the trained model must recover."""
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch_geometric.nn.models import LightGCN
 
-from graphrec.build import BuildConfig, build_graph
+from graphrec.data.build import BuildConfig, build_graph
 from graphrec.data import TRAIN
 from graphrec.errors import ConfigError
 from graphrec.graph import (
@@ -31,17 +31,12 @@ from graphrec.model import (
     lightgcn_propagate,
     spmm,
 )
-from graphrec.sampling import BPRSampler, alias_table, hardest
-from graphrec.store import GraphData
-from graphrec.train import (
-    BATCH_ROWS_BELOW,
-    TrainConfig,
-    Trainer,
-    fit_text_map,
-    resolved_batch_size,
-    resolved_lr,
-    text_map_for,
-)
+from graphrec.train.sampling import BPRSampler, alias_table, hardest
+from graphrec.artifacts.graph_dir import GraphData
+from graphrec.model.coldstart import fit_text_map, text_map_for
+from graphrec.train import TrainConfig, Trainer, resolved_batch_size, resolved_lr
+from graphrec.pipeline import train_model
+from graphrec.train.config import BATCH_ROWS_BELOW
 
 
 def random_graph(seed: int, num_users: int = 15, num_items: int = 11, n: int = 50):
@@ -181,7 +176,7 @@ def test_bfloat16_products_stay_within_their_rounding_of_dense_autograd(seed: in
 
 def test_precision_setting() -> None:
     graph = popularity_ordered_graph()
-    with pytest.raises(ConfigError, match="--precision 'float16'"):
+    with pytest.raises(ConfigError, match="precision 'float16'"):
         Trainer(graph, TrainConfig(precision="float16", device="cpu"))
     trainer = Trainer(graph, TrainConfig(precision="bfloat16", device="cpu", epochs=1,
                                          batch_size=256, dim=8, eval_every=0))
@@ -388,7 +383,7 @@ def test_sampler_is_reproducible() -> None:
 @pytest.mark.parametrize("negatives", ["uniform", "popularity"])
 def test_negative_candidates_are_independent_draws_and_never_positives(
         negatives: str, draw_chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("graphrec.sampling.DRAW_CHUNK", draw_chunk)
+    monkeypatch.setattr("graphrec.train.sampling.DRAW_CHUNK", draw_chunk)
     users, items, ni = sampler_graph(2)
     sampler = BPRSampler(users, items, ni, negatives)
     positives = set(zip(users.tolist(), items.tolist(), strict=True))
@@ -537,7 +532,7 @@ def community_share(graph, planted, user_emb: torch.Tensor, item_emb: torch.Tens
 def test_trainer_recovers_planted_communities(planted_graph, planted, negatives: str) -> None:
     cfg = TrainConfig(epochs=8, batch_size=64, lr=0.05, dim=16, layers=2, item_init="id",
                       negatives=negatives, device="cpu", eval_every=0, seed=0)
-    result = Trainer(planted_graph, cfg).fit()
+    result = train_model(planted_graph, cfg)
     losses = [row["loss"] for row in result.history]
     assert len(losses) == 8 and losses[-1] < losses[0]
     assert result.user_emb.shape == (planted_graph.num_users, 16)
@@ -551,10 +546,10 @@ def test_trainer_recovers_planted_communities(planted_graph, planted, negatives:
 def test_trainer_is_deterministic(planted_graph) -> None:
     cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, dim=8, layers=2, item_init="id",
                       device="cpu", eval_every=0, seed=3)
-    a = Trainer(planted_graph, cfg).fit()
-    b = Trainer(planted_graph, cfg).fit()
+    a = train_model(planted_graph, cfg)
+    b = train_model(planted_graph, cfg)
     torch.testing.assert_close(a.user_emb, b.user_emb, atol=0, rtol=0)
-    c = Trainer(planted_graph, TrainConfig(**{**cfg.__dict__, "seed": 4})).fit()
+    c = train_model(planted_graph, TrainConfig(**{**cfg.__dict__, "seed": 4}))
     assert not torch.allclose(a.user_emb, c.user_emb)
 
 
@@ -689,10 +684,10 @@ def test_text_model_places_cold_items_by_text(planted, tiny_bert: str, tmp_path:
                       seed=0, cache_dir=str(tmp_path / "cache"))
     graph = build_graph(cfg, tmp_path / "graph")
     assert graph.text_emb.shape == (graph.num_items, 32)
-    result = Trainer(graph, TrainConfig(epochs=10, batch_size=64, lr=0.05, dim=16, layers=2,
+    result = train_model(graph, TrainConfig(epochs=10, batch_size=64, lr=0.05, dim=16, layers=2,
                                         device="cpu", eval_every=2, seed=0, item_init="text",
                                         cold_start=cold_start,
-                                        neg_candidates=neg_candidates)).fit()
+                                        neg_candidates=neg_candidates))
     assert result.text_map is not None and result.text_map.shape == (32, 16)
     np.testing.assert_allclose(result.item_emb[graph.cold_items],
                                torch.as_tensor(graph.text_emb[graph.cold_items]) @ result.text_map,
@@ -722,8 +717,8 @@ def test_text_head_leaves_the_warm_model_unchanged(planted_graph_text) -> None:
     """cold_start=bpr trains its head on detached user embeddings: same warm embeddings."""
     cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, dim=16, layers=2, device="cpu",
                       eval_every=0, seed=0, item_init="text")
-    ridge = Trainer(planted_graph_text, cfg).fit()
-    bpr = Trainer(planted_graph_text, TrainConfig(**{**cfg.__dict__, "cold_start": "bpr"})).fit()
+    ridge = train_model(planted_graph_text, cfg)
+    bpr = train_model(planted_graph_text, TrainConfig(**{**cfg.__dict__, "cold_start": "bpr"}))
     warm = ~planted_graph_text.cold_items
     torch.testing.assert_close(bpr.user_emb, ridge.user_emb, atol=1e-6, rtol=0)
     torch.testing.assert_close(bpr.item_emb[warm], ridge.item_emb[warm], atol=1e-6, rtol=0)
@@ -737,7 +732,7 @@ def test_ridge_placement_rescaled_only_for_text_items(planted_graph_text, item_i
     cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, dim=16, layers=2, device="cpu",
                       eval_every=0, seed=0, item_init=item_init)
     trainer = Trainer(planted_graph_text, cfg)
-    trainer.fit()
+    train_model(planted_graph_text, trainer=trainer)
     _, ei, _, _ = trainer.model(trainer.adj)
     ei, warm, text = ei.detach(), trainer.warm, trainer.text_emb
     w = text_map_for("ridge", trainer.model, text, ei, warm)
@@ -752,9 +747,9 @@ def test_ridge_placement_rescaled_only_for_text_items(planted_graph_text, item_i
 
 
 def test_layer0_cold_start_needs_text_items(planted_graph_text) -> None:
-    with pytest.raises(ConfigError, match="--cold-start layer0 needs --item-init text"):
+    with pytest.raises(ConfigError, match="cold_start 'layer0': needs item_init text"):
         Trainer(planted_graph_text, TrainConfig(item_init="text+id", cold_start="layer0"))
-    with pytest.raises(ConfigError, match="--cold-start 'x'"):
+    with pytest.raises(ConfigError, match="cold_start 'x'"):
         Trainer(planted_graph_text, TrainConfig(cold_start="x"))
 
 
@@ -762,15 +757,18 @@ def test_cosine_schedule_decays_the_learning_rate(planted_graph) -> None:
     cfg = TrainConfig(epochs=4, batch_size=64, lr=0.05, dim=8, layers=2, device="cpu",
                       eval_every=0, seed=0, lr_schedule="cosine")
     trainer = Trainer(planted_graph, cfg)
-    lrs = []
+    assert isinstance(trainer.scheduler, torch.optim.lr_scheduler.LambdaLR)
+    lrs = []  # the learning rate each optimizer step ran at
+    trainer.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: lrs.append(opt.param_groups[0]["lr"]))
     for _ in range(cfg.epochs):
         trainer.train_epoch()
-        lrs.append(trainer.optimizer.param_groups[0]["lr"])
-    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.05
     steps = trainer.sampler.num_batches(64) * cfg.epochs
-    # the last step ran at 0.5 lr (1 + cos(pi (n - 1) / n)): nearly zero
+    assert len(lrs) == steps and lrs == sorted(lrs, reverse=True) and lrs[0] == 0.05
+    # step s ran at 0.5 lr (1 + cos(pi s / n)); the last (s = n - 1) nearly at zero
+    assert lrs[steps // 2] == pytest.approx(0.025 * (1 + math.cos(math.pi * (steps // 2) / steps)))
     assert lrs[-1] == pytest.approx(0.025 * (1 + math.cos(math.pi * (steps - 1) / steps)))
-    with pytest.raises(ConfigError, match="--lr-schedule 'step'"):
+    with pytest.raises(ConfigError, match="lr_schedule 'step'"):
         Trainer(planted_graph, TrainConfig(lr_schedule="step"))
 
 

@@ -128,7 +128,7 @@ def test_text_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_text_precision("auto", cuda) == "float32"
     monkeypatch.setattr(text_mod, "_cpu_has_bfloat16", lambda: False)
     assert resolve_text_precision("auto", cpu) == "float32"
-    with pytest.raises(ConfigError, match="--text-precision 'float16'") as info:
+    with pytest.raises(ConfigError, match="text_precision 'float16'") as info:
         resolve_text_precision("float16", cpu)
     assert "\n" not in str(info.value)
 
@@ -262,7 +262,7 @@ def test_unknown_model_raises_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(TextModelError) as info:
         TextEncoder(name)
     message = str(info.value)
-    assert f"--text-model {name!r}" in message and "\n" not in message
+    assert f"text_model {name!r}" in message and "\n" not in message
     with pytest.raises(TextModelError, match="no-such-model-xyz"):
         embed_texts(["x"], name, cache_dir=tmp_path)
 

@@ -1,7 +1,7 @@
 """Reference scorers evaluated with the same code as the model: most-popular and item-kNN.
 
 Both expose ``score(user_idx [b] int64) -> [b, num_items] float32`` on ``user_idx``'s device,
-so ``graphrec.metrics.evaluate_ranking(model.score, ...)`` evaluates them unchanged.
+so ``graphrec.eval.evaluate_ranking(model.score, ...)`` evaluates them unchanged.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import warnings
 import numpy as np
 import torch
 
-from graphrec.data import Csr
+from graphrec.data.csr import Csr, csr_row_positions, indptr_from_rows, unique_pairs
 from graphrec.errors import ConfigError, DataError
-from graphrec.metrics import gather_rows
 
 __all__ = ["ItemKNN", "MostPopular"]
 
@@ -25,16 +24,14 @@ def _binary_pairs(train: Csr, num_items: int) -> tuple[np.ndarray, np.ndarray]:
             f"train: item indices span [{int(train.indices.min())}, {int(train.indices.max())}], "
             f"expected [0, {num_items})"
         )
-    keys = np.unique(train.row_index() * num_items + np.asarray(train.indices, dtype=np.int64))
-    return keys // num_items, keys % num_items
+    return unique_pairs(train, num_items)
 
 
 def _csr_from_sorted(
     rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int], device
 ) -> torch.Tensor:
     """torch sparse CSR from entries already sorted by row."""
-    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    indptr = indptr_from_rows(rows, shape[0])
     return _sparse_csr(
         torch.from_numpy(indptr),
         torch.from_numpy(np.ascontiguousarray(cols, dtype=np.int64)),
@@ -98,9 +95,10 @@ class ItemKNN:
         chunk_items: int | None = None,
     ):
         if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 1:
-            raise ConfigError(f"--neighbors {neighbors!r}: expected a positive integer")
+            raise ConfigError(parameter="neighbors", value=neighbors,
+                              expected="a positive integer")
         if not shrink >= 0.0:
-            raise ConfigError(f"--shrink {shrink!r}: expected a non-negative number")
+            raise ConfigError(parameter="shrink", value=shrink, expected="a non-negative number")
         self.num_items = num_items
         self.neighbors = neighbors
         self.shrink = float(shrink)
@@ -169,10 +167,9 @@ class ItemKNN:
         """``user_idx`` [b] int64 -> [b, I] float32 ``X[user_idx] @ S`` on ``user_idx``'s device."""
         users = user_idx.to(self.device)
         crow = self.user_items.crow_indices()
-        local_row, items = gather_rows(crow, self.user_items.col_indices(), users)
-        counts = torch.bincount(local_row, minlength=users.numel())
-        indptr = torch.zeros(users.numel() + 1, dtype=torch.int64, device=self.device)
-        torch.cumsum(counts, 0, out=indptr[1:])
+        _, position, ends = csr_row_positions(crow, users)
+        items = self.user_items.col_indices()[position]
+        indptr = torch.cat([ends.new_zeros(1), ends])  # the selected rows' own row pointers
         rows = _sparse_csr(
             indptr,
             items,

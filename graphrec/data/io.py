@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphrec.errors import DataError
+from graphrec.errors import DataError, mention
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,11 @@ class ItemText:
 def _check_file(path: Path, what: str) -> Path:
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{what} {path}: file not found")
+        raise DataError(f"{mention(what)} {path}: file not found")
     if path.is_dir():
-        raise DataError(f"{what} {path}: is a directory, expected a file")
+        raise DataError(f"{mention(what)} {path}: is a directory, expected a file")
     if path.stat().st_size == 0:
-        raise DataError(f"{what} {path}: file is empty, expected a header row and data rows")
+        raise DataError(f"{mention(what)} {path}: file is empty, expected a header row and data rows")
     return path
 
 
@@ -83,7 +83,7 @@ def _pick_column(header: list[str], wanted: str | None, candidates: tuple[str, .
     if wanted is not None:
         if wanted not in header:
             raise DataError(
-                f"{path}: no column {wanted!r} (given by {option}); found columns {header}"
+                f"{path}: no column {wanted!r} (given by {mention(option)}); found columns {header}"
             )
         return header.index(wanted)
     lowered = [h.strip().lower() for h in header]
@@ -93,7 +93,7 @@ def _pick_column(header: list[str], wanted: str | None, candidates: tuple[str, .
     if required:
         raise DataError(
             f"{path}: no {what} column; found columns {header}, expected one of "
-            f"{list(candidates)} or name it with {option}"
+            f"{list(candidates)} or name it with {mention(option)}"
         )
     return None
 
@@ -110,17 +110,17 @@ def _read_table(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
             header = next(reader)
             rows = list(reader)
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{what} {path}: cannot parse as delimited text ({exc})") from exc
+        raise DataError(f"{mention(what)} {path}: cannot parse as delimited text ({exc})") from exc
     header = [h.strip() for h in header]
     if not any(header):
-        raise DataError(f"{what} {path}: line 1 is empty, expected a header row")
+        raise DataError(f"{mention(what)} {path}: line 1 is empty, expected a header row")
     width = len(header)
     # Blank lines are skipped; a short or long row is an error with its line number.
     bad = [k for k, r in enumerate(rows) if len(r) != width and r]
     if bad:
         k = bad[0]
         raise DataError(
-            f"{what} {path} line {k + 2}: {len(rows[k])} fields, expected {width} "
+            f"{mention(what)} {path} line {k + 2}: {len(rows[k])} fields, expected {width} "
             f"as in the header {header}"
         )
     rows = [r for r in rows if r]
@@ -155,14 +155,14 @@ def read_interactions_csv(
     (e.g. Unix seconds).
     """
     path = Path(path)
-    header, rows = _read_table(path, "--interactions")
+    header, rows = _read_table(path, "interactions")
     if not rows:
-        raise DataError(f"--interactions {path}: header only, expected at least one data row")
-    ui = _pick_column(header, user_col, USER_COLUMNS, "user", "--user-col", path)
-    ii = _pick_column(header, item_col, ITEM_COLUMNS, "item", "--item-col", path)
-    ri = _pick_column(header, rating_col, RATING_COLUMNS, "rating", "--rating-col", path,
+        raise DataError(f"{mention('interactions')} {path}: header only, expected at least one data row")
+    ui = _pick_column(header, user_col, USER_COLUMNS, "user", "user_col", path)
+    ii = _pick_column(header, item_col, ITEM_COLUMNS, "item", "item_col", path)
+    ri = _pick_column(header, rating_col, RATING_COLUMNS, "rating", "rating_col", path,
                       required=False)
-    ti = _pick_column(header, time_col, TIME_COLUMNS, "timestamp", "--time-col", path,
+    ti = _pick_column(header, time_col, TIME_COLUMNS, "timestamp", "time_col", path,
                       required=False)
     cols = list(zip(*rows, strict=True))
     users = np.asarray(cols[ui], dtype=str)
@@ -170,7 +170,7 @@ def read_interactions_csv(
     for arr, name in ((users, header[ui]), (items, header[ii])):
         empty = np.flatnonzero(np.char.str_len(np.char.strip(arr)) == 0)
         if len(empty):
-            raise DataError(f"--interactions {path} line {empty[0] + 2}: empty {name} id")
+            raise DataError(f"{mention('interactions')} {path} line {empty[0] + 2}: empty {name} id")
     ratings = _parse_floats(list(cols[ri]), path, header[ri]) if ri is not None else None
     times = _parse_floats(list(cols[ti]), path, header[ti]) if ti is not None else None
     return RawInteractions(np.char.strip(users), np.char.strip(items), ratings, times,
@@ -191,7 +191,7 @@ def _lines(f, option: str, path: Path):
         yield from f
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{option} {path}: not UTF-8 text ({exc}), expected lines 'user item item ...'"
+            f"{mention(option)} {path}: not UTF-8 text ({exc}), expected lines 'user item item ...'"
         ) from None
 
 
@@ -202,8 +202,8 @@ def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -
     the split (``fold``). A user line without items is allowed.
     """
     users, items, folds = [], [], []
-    for option, path, fold in (("--train", train_path, FOLD_TRAIN),
-                               ("--test", test_path, FOLD_TEST)):
+    for option, path, fold in (("train", train_path, FOLD_TRAIN),
+                               ("test", test_path, FOLD_TEST)):
         if path is None:
             continue
         path = _check_file(Path(path), option)
@@ -218,12 +218,12 @@ def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -
                 except (ValueError, OverflowError):
                     bad = next((p for p in parts if not _is_int64(p)), line.strip())
                     raise DataError(
-                        f"{option} {path} line {lineno}: {bad!r} is not an integer id, "
+                        f"{mention(option)} {path} line {lineno}: {bad!r} is not an integer id, "
                         "expected 'user item item ...' with integer ids"
                     ) from None
                 if (ids < 0).any():
                     raise DataError(
-                        f"{option} {path} line {lineno}: negative id {int(ids.min())}, "
+                        f"{mention(option)} {path} line {lineno}: negative id {int(ids.min())}, "
                         "expected non-negative integer ids"
                     )
                 users.append(np.full(len(ids) - 1, ids[0], dtype=np.int64))
@@ -231,10 +231,10 @@ def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -
                 folds.append(np.full(len(ids) - 1, fold, dtype=np.int8))
         if fold == FOLD_TRAIN and sum(len(x) for x in items) == before:
             raise DataError(
-                f"{option} {path}: no interactions, expected lines 'user item item ...'")
+                f"{mention(option)} {path}: no interactions, expected lines 'user item item ...'")
     if not users:
         raise DataError(
-            f"--train {train_path}: no interactions, expected lines 'user item item ...'")
+            f"{mention('train')} {train_path}: no interactions, expected lines 'user item item ...'")
     u = np.concatenate(users)
     i = np.concatenate(items)
     return RawInteractions(u.astype(str), i.astype(str), fold=np.concatenate(folds),
@@ -258,17 +258,17 @@ def read_items(
     column, else the first text column.
     """
     path = Path(path)
-    header, rows = _read_table(path, "--items")
+    header, rows = _read_table(path, "items")
     if not rows:
-        raise DataError(f"--items {path}: header only, expected at least one item row")
-    ii = _pick_column(header, id_col, ITEM_COLUMNS + ("id",), "item id", "--item-id-col", path)
+        raise DataError(f"{mention('items')} {path}: header only, expected at least one item row")
+    ii = _pick_column(header, id_col, ITEM_COLUMNS + ("id",), "item id", "item_id_col", path)
     if text_cols:
-        tcols = [_pick_column(header, c, (), "text", "--text-cols", path) for c in text_cols]
+        tcols = [_pick_column(header, c, (), "text", "text_cols", path) for c in text_cols]
     else:
         tcols = [k for k in range(len(header)) if k != ii]
     if not tcols:
-        raise DataError(f"--items {path}: only an id column {header}, expected text columns too")
-    ti = _pick_column(header, title_col, TITLE_COLUMNS, "title", "--title-col", path,
+        raise DataError(f"{mention('items')} {path}: only an id column {header}, expected text columns too")
+    ti = _pick_column(header, title_col, TITLE_COLUMNS, "title", "title_col", path,
                       required=False)
     if ti is None:
         ti = tcols[0]

@@ -19,7 +19,6 @@ rewrites the model from the graph, without the added items.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from collections.abc import Sequence
@@ -28,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from graphrec import io
-from graphrec.artifact import load_arrays, read_model_config
-from graphrec.errors import ArtifactError, DataError
-from graphrec.store import atomic_directory, write_json
+from graphrec.artifacts.idfiles import append_items
+from graphrec.artifacts.model_dir import load_arrays, read_model_config
+from graphrec.data import io
+from graphrec.errors import NO_VALUE, ArtifactError, DataError
+from graphrec.fsio import atomic_directory, write_json
 
 _SHOWN = 5  # ids named in an error message before "and N more"
 
@@ -50,13 +50,14 @@ def _first(ids: Sequence[str]) -> str:
 
 
 def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[str],
-              texts: Sequence[str], source: str = "items", cache_dir: str | Path | None = None,
+              texts: Sequence[str], source: str = "items", source_path: Path | None = None,
+              cache_dir: str | Path | None = None,
               device: str | None = None, batch_size: int = 64,
               progress: bool = False) -> AddedItems:
     """Append items to the model directory ``model_path``, placed from their text.
 
-    ``item_ids``, ``titles``, ``texts``: n raw ids, titles and texts; ``source`` names where
-    they came from in error messages. Text is encoded with the model's text model (config
+    ``item_ids``, ``titles``, ``texts``: n raw ids, titles and texts; ``source`` names the
+    argument they came from in error messages (``source_path``: the file, when read from one). Text is encoded with the model's text model (config
     ``graph.text_model``), through the embedding cache in ``cache_dir``. Raises ArtifactError
     for a model without a text map, DataError for ids already in the model, repeated or empty
     ids, and items without text.
@@ -68,29 +69,30 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
     arrays = load_arrays(path)
     if "text_map" not in arrays or arrays["text_emb"] is None:
         raise ArtifactError(
-            f"model directory {path} has no text map (its graph was built with --no-text); "
-            "add-items needs text"
+            f"model directory {path} has no text map (its graph was built without text, "
+            "{no_text}); adding items needs text"
         )
+    where = {"parameter": source, "value": source_path if source_path is not None else NO_VALUE}
     ids = [str(i).strip() for i in item_ids]
     if not ids:
-        raise DataError(f"{source}: no items to add")
+        raise DataError(**where, message="no items to add")
     if not len(ids) == len(titles) == len(texts):
-        raise DataError(f"{source}: {len(ids)} ids, {len(titles)} titles, {len(texts)} texts; "
+        raise DataError(**where, message=f"{len(ids)} ids, {len(titles)} titles, {len(texts)} texts; "
                         "expected one of each per item")
     empty = [k for k, i in enumerate(ids) if not i]
     if empty:
-        raise DataError(f"{source}: item #{empty[0] + 1} has an empty id")
+        raise DataError(**where, message=f"item #{empty[0] + 1} has an empty id")
     present = set(arrays["item_ids"].tolist())
     clash = [i for i in ids if i in present]
     if clash:
-        raise DataError(f"{source}: {len(clash)} item ids already in model directory {path} "
+        raise DataError(**where, message=f"{len(clash)} item ids already in model directory {path} "
                         f"({_first(clash)}); add only new items")
     repeated = [i for i, n in Counter(ids).items() if n > 1]
     if repeated:
-        raise DataError(f"{source}: item ids given more than once ({_first(repeated)})")
+        raise DataError(**where, message=f"item ids given more than once ({_first(repeated)})")
     no_text = [i for i, t in zip(ids, texts, strict=True) if not t.strip()]
     if no_text:
-        raise DataError(f"{source}: {len(no_text)} items have no text ({_first(no_text)}); "
+        raise DataError(**where, message=f"{len(no_text)} items have no text ({_first(no_text)}); "
                         "an added item is placed from its text alone")
 
     text_map = arrays["text_map"]
@@ -129,9 +131,7 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
         np.savez(tmp / "embeddings.npz", **out)
         np.save(tmp / "text_emb.npy",
                 np.concatenate([arrays["text_emb"], emb.astype(arrays["text_emb"].dtype)]))
-        with open(tmp / "items.jsonl", "a", encoding="utf-8") as f:
-            for rid, title in zip(ids, titles, strict=True):
-                f.write(json.dumps({"id": rid, "title": str(title)}, ensure_ascii=False) + "\n")
+        append_items(tmp, ids, titles)
         write_json(tmp / "config.json", config)
     return AddedItems(added=len(ids), num_items=len(arrays["item_ids"]) + len(ids))
 
@@ -140,8 +140,8 @@ def add_items_from_file(model_path: str | Path, items_file: str | Path,
                         id_col: str | None = None, text_cols: Sequence[str] = (),
                         cache_dir: str | Path | None = None, device: str | None = None,
                         progress: bool = False) -> AddedItems:
-    """:func:`add_items` from an item file read as build-graph reads ``--items``."""
+    """:func:`add_items` from an item file read as build-graph reads its item file."""
     text = io.read_items(items_file, id_col, list(text_cols) or None)
     return add_items(model_path, text.ids.tolist(), text.titles, text.texts,
-                     source=f"--items {items_file}", cache_dir=cache_dir, device=device,
+                     source="items", source_path=Path(items_file), cache_dir=cache_dir, device=device,
                      progress=progress)

@@ -250,29 +250,3 @@ class TextLightGCN(nn.Module):
         their layer-0 rows: ([bu, d], [bi, d], [bu, d], [bi, d])."""
         return lightgcn_batch(self.user_emb.weight, self.item_layer0(), adj.r, adj.rt, users,
                               items, self.num_layers, adj.order)
-
-
-def bpr_loss(eu: Tensor, ei: Tensor, xu0: Tensor, xi0: Tensor, users: Tensor, pos: Tensor,
-             neg: Tensor, reg: float) -> tuple[Tensor, Tensor]:
-    """BPR loss with L2 on the batch's layer-0 embeddings (LightGCN eq. 15).
-
-    loss = mean(softplus(s_un - s_up)) + reg * (|x_u|^2 + |x_p|^2 + |x_n|^2) / (2 B).
-    users/pos/neg: [B] int64 rows of eu/xu0 and ei/xi0. Returns (total loss, the BPR part).
-    The L2 sum is taken over the rows of xu0/xi0 weighted by how often the batch names each,
-    which equals the per-triple sum without gathering [B, d] copies of the rows.
-    """
-    # s_un - s_up = u . (e_n - e_p): one [B, d] product forward and two backward, not 2 and 4.
-    # index_select rather than eu[users]: its backward is index_add_, 2-5x faster on the CPU
-    # than the accumulating index_put_ that indexing's backward uses (experiments/RESULTS.md).
-    rows = eu.index_select(0, users)
-    margin = (rows * (ei.index_select(0, neg) - ei.index_select(0, pos))).sum(-1)
-    bpr = nn.functional.softplus(margin).mean()
-    l2 = (_row_counts(users, len(xu0), xu0.dtype) * xu0.square().sum(1)).sum() + (
-        _row_counts(torch.cat([pos, neg]), len(xi0), xi0.dtype) * xi0.square().sum(1)).sum()
-    return bpr + reg * l2 / (2 * len(users)), bpr.detach()
-
-
-def _row_counts(index: Tensor, rows: int, dtype: torch.dtype) -> Tensor:
-    """[rows] how often each row occurs in ``index`` (no host sync, unlike bincount)."""
-    return torch.zeros(rows, dtype=dtype, device=index.device).index_add_(
-        0, index, torch.ones(len(index), dtype=dtype, device=index.device))

@@ -1,0 +1,121 @@
+"""The graph directory (written by build-graph, read by train and evaluate).
+
+Files: interactions.npz (users, items, folds, cold_items), text_emb.npy (item text
+embeddings, when built with text), users.txt and items.jsonl (raw ids, titles, text),
+stats.json and meta.json (counts, split settings, seed, source hashes, text model).
+Everything is plain JSON, text and ``.npy``/``.npz`` arrays loaded with ``allow_pickle=False``;
+the directory is written atomically (:func:`graphrec.fsio.atomic_directory`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from graphrec.artifacts.idfiles import read_id_files, write_id_files
+from graphrec.data.csr import Csr
+from graphrec.data.split import TEST, TRAIN, VALID
+from graphrec.errors import ArtifactError
+from graphrec.fsio import atomic_directory, read_json, read_versioned, write_json
+
+GRAPH_FORMAT_VERSION = 1
+
+
+@dataclass
+class GraphData:
+    """Everything build-graph produces, in index space.
+
+    ``users``/``items``/``folds``: [n] int64/int64/int8 interactions with their fold
+    (TRAIN, VALID, TEST); ``cold_items``: [I] bool items held out of training;
+    ``text_emb``: [I, d] float32 L2-normalised item text embeddings (zero rows for items
+    without text), or None for a graph built without text.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    item_titles: list[str]
+    item_texts: list[str]
+    users: np.ndarray
+    items: np.ndarray
+    folds: np.ndarray
+    cold_items: np.ndarray
+    text_emb: np.ndarray | None
+    meta: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    def fold_pairs(self, *folds: int) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) [n] int64 of the interactions in any of ``folds``."""
+        mask = np.isin(self.folds, folds)
+        return self.users[mask], self.items[mask]
+
+    def csr(self, *folds: int) -> Csr:
+        u, i = self.fold_pairs(*folds)
+        return Csr.from_pairs(u, i, self.num_users)
+
+    @property
+    def train(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.fold_pairs(TRAIN)
+
+    def train_item_degree(self) -> np.ndarray:
+        """[I] int64 number of training interactions per item."""
+        return np.bincount(self.train[1], minlength=self.num_items)
+
+    def has_valid(self) -> bool:
+        return bool((self.folds == VALID).any())
+
+    def has_test(self) -> bool:
+        return bool((self.folds == TEST).any())
+
+
+def save_graph(graph: GraphData, path: str | Path) -> None:
+    """Write ``graph`` to the directory ``path`` atomically."""
+    with atomic_directory(path) as tmp:
+        np.savez(tmp / "interactions.npz", users=graph.users, items=graph.items,
+                 folds=graph.folds, cold_items=graph.cold_items)
+        if graph.text_emb is not None:
+            np.save(tmp / "text_emb.npy", graph.text_emb.astype(np.float32))
+        write_id_files(tmp, graph.user_ids, graph.item_ids, graph.item_titles,
+                       graph.item_texts)
+        write_json(tmp / "stats.json", graph.stats)
+        write_json(tmp / "meta.json", graph.meta)
+
+
+def load_graph(path: str | Path) -> GraphData:
+    """Read a graph directory written by :func:`save_graph`."""
+    path = Path(path)
+    meta = read_versioned(path, "meta.json", "graph directory", GRAPH_FORMAT_VERSION,
+                          "graphrec build-graph")
+    try:
+        with np.load(path / "interactions.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("users", "items", "folds", "cold_items")}
+        text_emb = None
+        if (path / "text_emb.npy").exists():
+            text_emb = np.load(path / "text_emb.npy", allow_pickle=False)
+        user_ids, item_ids, titles, texts = read_id_files(path)
+        if texts is None and len(item_ids):
+            raise KeyError("text")  # a graph directory keeps every item's text
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"graph directory {path}: unreadable ({exc})") from None
+    stats = read_json(path / "stats.json", "graph directory")
+    graph = GraphData(
+        user_ids=user_ids,
+        item_ids=item_ids, item_titles=titles,
+        item_texts=texts or [],
+        text_emb=text_emb, meta=meta, stats=stats, **arrays,
+    )
+    if graph.num_users != meta["num_users"] or graph.num_items != meta["num_items"]:
+        raise ArtifactError(
+            f"graph directory {path}: {graph.num_users} users / {graph.num_items} items on disk, "
+            f"meta.json says {meta['num_users']} / {meta['num_items']}"
+        )
+    return graph

@@ -1,0 +1,128 @@
+"""The model directory: everything `recommend` needs, without the raw data or the encoder.
+
+Files: model.pt (state_dict, loads with weights_only=True), config.json (resolved training
+config + graph identity), metrics.json (history, test metrics, timings), embeddings.npz (final
+user/item embeddings for serving, the text map, item degrees, cold mask), text_emb.npy (item
+text embeddings, when the graph has text), known.npz (every user's known items, CSR),
+users.txt and items.jsonl (raw ids and titles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import graphrec
+from graphrec.artifacts.graph_dir import GraphData
+from graphrec.artifacts.idfiles import read_id_files, write_id_files
+from graphrec.data.csr import Csr
+from graphrec.data.split import TEST, TRAIN, VALID
+from graphrec.errors import ArtifactError
+from graphrec.fsio import atomic_directory, read_versioned, write_json
+
+MODEL_FORMAT_VERSION = 1
+
+
+class TrainedModel(Protocol):
+    """What :func:`save_model` reads of a training result (``graphrec.train.TrainResult``
+    has these), so that this module needs nothing of the training stack."""
+
+    model: torch.nn.Module
+    config: Any  # a dataclass: saved with dataclasses.asdict
+    user_emb: Tensor
+    item_emb: Tensor
+    text_map: Tensor | None
+    history: list[dict]
+    test: dict
+    best_epoch: int | None
+    timings: dict
+
+
+def graph_identity(graph: GraphData) -> dict:
+    """What a model must agree on with the graph it is evaluated on."""
+    return {
+        "num_users": graph.num_users,
+        "num_items": graph.num_items,
+        "fingerprint": graph.meta.get("fingerprint"),
+        "text_model": graph.meta.get("text_model"),
+        "text_precision": graph.meta.get("text_precision"),
+        "text_dim": graph.meta.get("text_dim"),
+    }
+
+
+def save_model(result: TrainedModel, graph: GraphData, path: str | Path) -> None:
+    """Write the model directory ``path`` atomically."""
+    with atomic_directory(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+                   tmp / "model.pt")
+        arrays = {
+            "user_emb": result.user_emb.numpy(),
+            "item_emb": result.item_emb.numpy(),
+            "item_degree": graph.train_item_degree(),
+            "cold_items": graph.cold_items,
+        }
+        if result.text_map is not None:
+            arrays["text_map"] = result.text_map.numpy()
+        np.savez(tmp / "embeddings.npz", **arrays)
+        if graph.text_emb is not None:
+            np.save(tmp / "text_emb.npy", graph.text_emb.astype(np.float32))
+        known = graph.csr(TRAIN, VALID, TEST)
+        np.savez(tmp / "known.npz", indptr=known.indptr, indices=known.indices)
+        write_id_files(tmp, graph.user_ids, graph.item_ids, graph.item_titles)
+        write_json(tmp / "config.json", {
+            "format_version": MODEL_FORMAT_VERSION,
+            "graphrec_version": graphrec.__version__,
+            "train": asdict(result.config),
+            "graph": graph_identity(graph),
+        })
+        write_json(tmp / "metrics.json", {
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "test": result.test,
+            "timings": result.timings,
+        })
+
+
+def read_model_config(path: str | Path) -> dict:
+    """config.json of a model directory, checked for format version."""
+    return read_versioned(Path(path), "config.json", "model directory", MODEL_FORMAT_VERSION,
+                          "graphrec train")
+
+
+def check_compatible(model_cfg: dict, graph: GraphData, model_path: str | Path) -> None:
+    """Raise ArtifactError when a model was not trained on ``graph``."""
+    want, have = model_cfg["graph"], graph_identity(graph)
+    diff = [k for k in ("num_users", "num_items", "fingerprint") if want.get(k) != have.get(k)]
+    if diff:
+        raise ArtifactError(
+            f"model directory {model_path} was trained on a different graph "
+            f"({', '.join(f'{k}: model {want.get(k)} vs graph {have.get(k)}' for k in diff)}); "
+            "retrain with `graphrec train`"
+        )
+
+
+def load_arrays(path: str | Path) -> dict:
+    """Serving arrays of a model directory (embeddings, text, known items, ids, titles)."""
+    path = Path(path)
+    try:
+        with np.load(path / "embeddings.npz", allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+        with np.load(path / "known.npz", allow_pickle=False) as z:
+            out["known"] = Csr(z["indptr"], z["indices"])
+        text_path = path / "text_emb.npy"
+        out["text_emb"] = np.load(text_path, allow_pickle=False) if text_path.exists() else None
+        out["user_ids"], out["item_ids"], out["item_titles"], _ = read_id_files(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"model directory {path}: unreadable ({exc})") from None
+    n_users, n_items = len(out["user_ids"]), len(out["item_ids"])
+    if out["user_emb"].shape[0] != n_users or out["item_emb"].shape[0] != n_items:
+        raise ArtifactError(
+            f"model directory {path}: embeddings for {out['user_emb'].shape[0]} users / "
+            f"{out['item_emb'].shape[0]} items, but {n_users} / {n_items} ids"
+        )
+    return out

@@ -1,0 +1,109 @@
+"""Raw ids to contiguous indices, interaction arrays in index space, de-duplication, k-core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _unique_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique raw ids (numeric order when every id is an integer) and the inverse."""
+    try:
+        as_int = values.astype(np.int64)
+    except (ValueError, OverflowError):
+        uniq, inverse = np.unique(values, return_inverse=True)
+        return uniq.astype(str), inverse.astype(np.int64)
+    # Integer ids keep numeric order, so LightGCN files keep index == raw id.
+    uniq, first, inverse = np.unique(as_int, return_index=True, return_inverse=True)
+    if len(uniq) != len(np.unique(values)):
+        # "01" and "1" are different ids in the input; do not merge them.
+        uniq, inverse = np.unique(values, return_inverse=True)
+        return uniq.astype(str), inverse.astype(np.int64)
+    # The ids as spelled in the input ("007" stays "007"), in numeric order.
+    return values[first].astype(str), inverse.astype(np.int64)
+
+
+@dataclass
+class IdMap:
+    """Raw id (str) <-> contiguous index. ``ids``: [n] str, index k holds the raw id of k."""
+
+    ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        self._lookup: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def build(cls, values: np.ndarray) -> tuple[IdMap, np.ndarray]:
+        """Map raw ids to indices; returns the map and [n] int64 indices of ``values``."""
+        uniq, inverse = _unique_ids(np.asarray(values, dtype=str))
+        return cls(uniq), inverse
+
+    def get(self, raw: str) -> int | None:
+        """Index of a raw id, or None when unknown."""
+        if self._lookup is None:
+            self._lookup = {str(r): k for k, r in enumerate(self.ids)}
+        return self._lookup.get(str(raw).strip())
+
+    def subset(self, keep: np.ndarray) -> tuple[IdMap, np.ndarray]:
+        """Keep indices where ``keep`` [n] bool is True; returns the new map and old->new
+        index array ([n] int64, -1 for dropped)."""
+        remap = np.full(len(self.ids), -1, dtype=np.int64)
+        remap[keep] = np.arange(int(keep.sum()), dtype=np.int64)
+        return IdMap(self.ids[keep]), remap
+
+
+@dataclass
+class Interactions:
+    """Interactions in index space: ``users``, ``items`` [n] int64, optional ``ratings``,
+    ``timestamps`` [n] float64 and ``fold`` [n] int8 (a split fixed by the input)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    fold: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def take(self, mask_or_index: np.ndarray) -> Interactions:
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[mask_or_index]
+
+        return Interactions(self.users[mask_or_index], self.items[mask_or_index],
+                            pick(self.ratings), pick(self.timestamps), pick(self.fold))
+
+
+def deduplicate(inter: Interactions, num_items: int) -> tuple[Interactions, int]:
+    """Keep one row per (user, item): the latest by timestamp, else the last in file order.
+
+    Returns the deduplicated interactions and the number of rows dropped.
+    """
+    key = inter.users * num_items + inter.items
+    when = inter.timestamps if inter.timestamps is not None else np.zeros(len(key))
+    # lexsort is stable, so equal timestamps keep file order and the later row wins.
+    order = np.lexsort((when, key))
+    sorted_key = key[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = sorted_key[1:] != sorted_key[:-1]
+    keep = np.sort(order[last])
+    return inter.take(keep), len(key) - len(keep)
+
+
+def k_core(inter: Interactions, num_users: int, num_items: int,
+           min_user: int, min_item: int) -> Interactions:
+    """Iteratively drop users with < ``min_user`` and items with < ``min_item`` interactions."""
+    if min_user <= 1 and min_item <= 1:
+        return inter
+    keep = np.ones(len(inter), dtype=bool)
+    while True:
+        u_deg = np.bincount(inter.users[keep], minlength=num_users)
+        i_deg = np.bincount(inter.items[keep], minlength=num_items)
+        new_keep = keep & (u_deg[inter.users] >= min_user) & (i_deg[inter.items] >= min_item)
+        if new_keep.sum() == keep.sum():
+            return inter.take(keep)
+        keep = new_keep

@@ -1,0 +1,105 @@
+"""EvalContext: everything full-ranking evaluation on one graph needs, built once.
+
+The trainer's validation, ``graphrec evaluate`` and the experiments all evaluate through one
+of these, so the seen / target sets, the head / tail split and the item inputs of the
+beyond-accuracy metrics are defined in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from graphrec.artifacts.graph_dir import GraphData
+from graphrec.data.csr import Csr
+from graphrec.data.split import TEST, TRAIN, VALID
+from graphrec.device import resolve_device
+from graphrec.errors import ConfigError, DataError
+from graphrec.eval.protocol import evaluate_ranking
+from graphrec.popularity import head_item_mask, self_information, tail_boost_weights
+
+SPLITS = {"valid": VALID, "test": TEST}
+"""Split names as the evaluation protocol spells them, and their fold codes."""
+
+
+@dataclass
+class EvalContext:
+    """Full-ranking evaluation sets of one graph.
+
+    ``folds``: fold code -> (seen, target): VALID is scored with the training items masked,
+    TEST with training and validation items masked (or recall is inflated).
+    ``head_items`` [I] bool (the 20% most-interacted training items); ``cold_items`` [I]
+    bool or None when no item is held out; ``information`` [I] float64 self-information;
+    ``item_vectors`` [I, t] text embeddings or None; ``item_degree`` [I] training degrees.
+    """
+
+    num_users: int
+    num_items: int
+    folds: dict[int, tuple[Csr, Csr]]
+    head_items: np.ndarray
+    cold_items: np.ndarray | None
+    information: np.ndarray
+    item_vectors: np.ndarray | Tensor | None
+    item_degree: np.ndarray
+    device: torch.device
+    ks: tuple[int, ...] = (20,)
+
+    @classmethod
+    def from_graph(cls, graph: GraphData, ks: Sequence[int] = (20,),
+                   device: torch.device | str | None = None) -> EvalContext:
+        """The evaluation sets of ``graph``'s split, on ``device`` (the device policy's
+        choice when None)."""
+        device = resolve_device(device) if not isinstance(device, torch.device) else device
+        degree = graph.train_item_degree()
+        vectors = graph.text_emb
+        if vectors is not None and device.type != "cpu":
+            vectors = torch.as_tensor(vectors).to(device)
+        return cls(
+            num_users=graph.num_users, num_items=graph.num_items,
+            folds={VALID: (graph.csr(TRAIN), graph.csr(VALID)),
+                   TEST: (graph.csr(TRAIN, VALID), graph.csr(TEST))},
+            head_items=head_item_mask(degree),
+            cold_items=graph.cold_items if graph.cold_items.any() else None,
+            information=self_information(degree, graph.num_users),
+            item_vectors=vectors, item_degree=degree, device=device, ks=tuple(ks),
+        )
+
+    def fold(self, split: str | int) -> int:
+        """The fold code of ``split`` ("valid", "test", VALID or TEST)."""
+        fold = SPLITS.get(split, split) if isinstance(split, str) else split
+        if fold not in self.folds:
+            raise ConfigError(parameter="split", value=split, expected="valid or test")
+        return fold
+
+    def has_targets(self, split: str | int) -> bool:
+        """Whether the split has any held-out interaction to score."""
+        return self.folds[self.fold(split)][1].nnz > 0
+
+    def evaluate(self, split: str | int, *, factors: tuple[Tensor, Tensor] | None = None,
+                 score_fn: Callable[[Tensor], Tensor] | None = None,
+                 ks: Sequence[int] | None = None, tail_boost: float = 0.0,
+                 tail_shape: str = "degree") -> dict[str, float]:
+        """Metrics on ``split`` of exactly one of ``factors`` (user [U, d], item [I, d]
+        embeddings) and ``score_fn`` (user_idx [b] -> [b, I] scores), with the serving-time
+        tail boost of ``tail_shape`` when ``tail_boost`` is not 0 (factors only)."""
+        fold = self.fold(split)
+        seen, target = self.folds[fold]
+        if target.nnz == 0:
+            raise DataError(f"the graph has no {split} interactions to evaluate on")
+        weights = tail_boost_weights(self.item_degree, tail_shape) if tail_boost else None
+        return evaluate_ranking(
+            score_fn, seen, target, self.num_items, tuple(ks or self.ks),
+            head_items=self.head_items, cold_items=self.cold_items, device=self.device,
+            item_information=self.information, item_vectors=self.item_vectors,
+            factors=factors, tail_boost=tail_boost, boost_weights=weights,
+        )
+
+    def validator(self, split: str | int = VALID) -> Callable[[Tensor, Tensor], dict]:
+        """``(user_emb, item_emb) -> metrics`` on ``split``: the trainer's evaluation
+        callback."""
+        fold = self.fold(split)
+        return lambda user_emb, item_emb: self.evaluate(fold, factors=(user_emb, item_emb))

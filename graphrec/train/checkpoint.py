@@ -1,0 +1,54 @@
+"""Training checkpoints: one plain dict (model, optimizer, schedule, sampler generator, epoch,
+history, early-stopping state) saved with ``torch.save`` atomically and loaded with
+``weights_only=True``; and the check that a checkpoint belongs to this run."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from graphrec.errors import ArtifactError, ConfigError
+from graphrec.fsio import atomic_file
+from graphrec.train.config import TrainConfig
+
+RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "patience", "device", "precision"})
+"""TrainConfig fields that may differ between an interrupted run and its resumption."""
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically (a crash leaves the previous checkpoint)."""
+    with atomic_file(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> dict:
+    """The state dict saved at ``path``, tensors on ``device``."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"no checkpoint at {path}", parameter="resume")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ArtifactError(f"checkpoint {path} is unreadable ({exc})",
+                            parameter="resume") from None
+
+
+def check_resumable(state: dict, cfg: TrainConfig, fingerprint: str | None) -> None:
+    """Raise ConfigError unless ``state`` was trained on the graph with ``fingerprint`` and
+    with ``cfg``'s settings (bar :data:`RESUMABLE_CHANGES`)."""
+    if state.get("graph") != fingerprint:
+        raise ConfigError(
+            f"the checkpoint was trained on another graph (fingerprint {state.get('graph')}, "
+            f"this graph {fingerprint}); start over without resuming", parameter="resume")
+    # Checkpoints older than neg_candidates trained on every drawn negative.
+    saved = TrainConfig(**{"neg_candidates": 1, **state["config"],
+                           "ks": tuple(state["config"]["ks"])})
+    diff = [f.name for f in fields(TrainConfig)
+            if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(cfg, f.name)]
+    if diff:
+        raise ConfigError(
+            f"the checkpoint was trained with different {', '.join(diff)} "
+            f"({', '.join(f'{d}={getattr(saved, d)!r}' for d in diff)}); "
+            "start over without resuming", parameter="resume")

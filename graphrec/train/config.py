@@ -1,0 +1,204 @@
+"""Training configuration: one frozen dataclass, each field documented, defaults that work,
+and the rules that resolve the automatic settings (batch size, learning rate, schedule,
+negatives, item init) from the graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from graphrec.artifacts.graph_dir import GraphData
+from graphrec.data.split import TRAIN
+from graphrec.errors import ConfigError
+from graphrec.model.coldstart import COLD_STARTS
+from graphrec.model.lightgcn import ITEM_INITS
+from graphrec.train.sampling import NEGATIVE_SAMPLERS
+
+LR_SCHEDULES = ("auto", "constant", "cosine")
+"""Choices of ``TrainConfig.lr_schedule``."""
+PRECISIONS = ("float32", "bfloat16")
+"""Choices of ``TrainConfig.precision``."""
+NEGATIVE_CHOICES = ("auto",) + NEGATIVE_SAMPLERS
+"""Choices of ``TrainConfig.negatives``."""
+ITEM_INIT_CHOICES = ("auto",) + ITEM_INITS
+"""Choices of ``TrainConfig.item_init``."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Model and optimisation settings; saved, fully resolved, with the model."""
+
+    epochs: int = 200
+    """Maximum number of passes over the training interactions."""
+    batch_size: int = 0
+    """BPR triples per step; 0 picks one from the data size (see resolved_batch_size)."""
+    lr: float = 0.0
+    """Adam learning rate; 0 picks one to go with the batch size."""
+    lr_schedule: str = "auto"
+    """constant; cosine: decay per step from lr to 0 over ``epochs`` epochs; or auto: cosine
+    when the run has a fixed length (no validation split, or eval_every 0), constant when
+    early stopping on validation decides the length (experiments/RESULTS.md)."""
+    dim: int = 64
+    """Embedding width."""
+    layers: int = 3
+    """LightGCN propagation layers."""
+    reg: float = 1e-3
+    """L2 weight on the batch's layer-0 embeddings (1e-3 goes with hard negatives: 1e-4
+    over-fits with them on Gowalla, experiments/RESULTS.md)."""
+    negatives: str = "auto"
+    """Negative sampler: uniform, popularity ((degree + 1)^neg_alpha), or auto: popularity
+    for text items, uniform for id items (best recall for each on MovieLens and Gowalla,
+    experiments/RESULTS.md)."""
+    neg_alpha: float = 0.5
+    """Exponent of the popularity negative sampler."""
+    neg_candidates: int = 8
+    """Hard negatives: draw this many negatives per triple and train on the one the model
+    scores highest at that step (dynamic negative sampling); 1 trains on every drawn one.
+    8 with reg 1e-3: Gowalla test recall@20 0.1805 instead of 0.1723, MovieLens 0.242
+    instead of 0.226 (3 seeds; experiments/RESULTS.md)."""
+    item_init: str = "auto"
+    """Item layer-0: text, id, text+id, or auto (text when the graph has text, else id)."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    seed: int = 0
+    """Seed of initialisation and sampling."""
+    eval_every: int = 5
+    """Validate every this many epochs; 0 turns evaluation during training off."""
+    patience: int = 5
+    """Stop after this many validations without improvement."""
+    monitor: str = "ndcg@20"
+    """Validation metric for early stopping and best-checkpoint restore."""
+    ks: tuple[int, ...] = (20,)
+    """Cut-offs reported."""
+    ridge: float = 1.0
+    """Ridge penalty of the text -> embedding map that places cold items (cold_start=ridge)."""
+    cold_start: str = "ridge"
+    """How items without training edges are placed from their text: ridge (a ridge map
+    text -> final embedding fit on warm items after training, rescaled to warm norms), bpr
+    (a linear text head trained jointly by a second BPR term against the users' final
+    embeddings) or layer0 (the item's own text projection, rescaled; item_init text only).
+    experiments/RESULTS.md compares them."""
+    precision: str = "float32"
+    """float32, or bfloat16: the CPU's sparse products gather bfloat16 copies of the node
+    tables (half the bytes; sums in float32, each layer's rows rounded to bfloat16, about
+    0.4% relative error): faster steps (experiments/RESULTS.md). CPU only."""
+
+    def validate(self, has_text: bool) -> None:
+        """Raise ConfigError naming the first field out of range (``has_text``: whether the
+        graph has item text)."""
+        checks = [
+            ("epochs", self.epochs, self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size, self.batch_size >= 0, "an integer >= 1 (0 = auto)"),
+            ("lr", self.lr, self.lr >= 0, "a positive number (0 = auto)"),
+            ("dim", self.dim, self.dim >= 1, "an integer >= 1"),
+            ("layers", self.layers, self.layers >= 0, "an integer >= 0"),
+            ("reg", self.reg, self.reg >= 0, "a number >= 0"),
+            ("eval_every", self.eval_every, self.eval_every >= 0, "an integer >= 0"),
+            ("patience", self.patience, self.patience >= 1, "an integer >= 1"),
+            ("neg_alpha", self.neg_alpha, -2 <= self.neg_alpha <= 2, "a number in [-2, 2]"),
+            ("neg_candidates", self.neg_candidates, self.neg_candidates >= 1,
+             "an integer >= 1"),
+        ]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise ConfigError(parameter=name, value=value, expected=expected)
+        choices = [("negatives", NEGATIVE_CHOICES), ("item_init", ITEM_INIT_CHOICES),
+                   ("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS),
+                   ("cold_start", COLD_STARTS)]
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(parameter=name, value=getattr(self, name),
+                                  expected=f"one of {', '.join(allowed)}")
+        if self.item_init in ("text", "text+id") and not has_text:
+            raise ConfigError("the graph was built without text; use id",
+                              parameter="item_init", value=self.item_init)
+        if not self.ks or any(k <= 0 for k in self.ks):
+            raise ConfigError(parameter="ks", value=",".join(map(str, self.ks)),
+                              expected="positive integers")
+
+    def resolve(self, graph: GraphData) -> TrainConfig:
+        """Fill the automatic settings from the graph."""
+        num_train = int((graph.folds == TRAIN).sum())
+        batch = self.batch_size or resolved_batch_size(num_train)
+        lr = self.lr or resolved_lr(batch)
+        init = self.item_init
+        if init == "auto":
+            # Best on MovieLens validation and test (experiments/RESULTS.md): the projection
+            # of text regularises items far better than a free ID embedding per item.
+            init = "text" if graph.text_emb is not None else "id"
+        negatives = self.negatives
+        if negatives == "auto":
+            # Popularity negatives raise recall and tail recall with text items, and cost
+            # recall for free ID items (MovieLens alpha sweep; Gowalla: uniform 0.1496 vs
+            # alpha 0.5 0.1434 after 20 epochs).
+            negatives = "uniform" if init == "id" else "popularity"
+        schedule = self.lr_schedule
+        if schedule == "auto":
+            # A run of known length can decay its learning rate to the end (Gowalla: recall
+            # 0.150 constant vs 0.171 cosine); a run that early stopping ends cannot, and
+            # constant lr with early stopping was best on MovieLens (0.2276 vs 0.2214).
+            fixed_length = self.eval_every == 0 or not graph.has_valid()
+            schedule = "cosine" if fixed_length else "constant"
+        if self.cold_start == "layer0" and init != "text":
+            raise ConfigError(f"needs item_init text (resolved: {init})",
+                              parameter="cold_start", value=self.cold_start)
+        return replace(self, batch_size=batch, lr=lr, item_init=init, negatives=negatives,
+                       lr_schedule=schedule, ks=tuple(self.ks))
+
+
+MAX_AUTO_BATCH = 2**21
+LR_GROWTH_STOPS = 32768
+"""Batch size beyond which the automatic learning rate stops growing (0.02 there)."""
+BATCH_ROWS_BELOW = 0.25
+"""On the CPU, gather final embeddings at the batch's rows only while the batch size is
+below this share of the graph's nodes: it saves the full-size layer sums but costs two
+``unique`` sorts, a trade measured to pay at Gowalla's batch 8192 (0.12 of the nodes) and not
+at 32,768 (0.46) or at 10M interactions with batch 524,288 (0.60) (experiments/RESULTS.md)."""
+
+
+def resolved_batch_size(num_train: int) -> int:
+    """About 25 steps per epoch at any size: a power of two between 1024 and 2^21 triples.
+
+    Every step propagates the whole graph, so its cost barely depends on the batch: fewer,
+    larger batches reach a given quality in less wall time (experiments/RESULTS.md), and a
+    constant number of steps per epoch keeps epoch time linear in the interactions. The
+    upper bound (reached at about 50M interactions) keeps one [B, d] batch tensor at dim 64
+    to 512 MB.
+    """
+    return int(np.clip(2 ** round(np.log2(max(num_train, 1) / 25)), 1024, MAX_AUTO_BATCH))
+
+
+def resolved_lr(batch_size: int) -> float:
+    """Adam learning rate growing with the square root of the batch size (5e-3 at 2048) up to
+    0.02 at 32768, constant above.
+
+    Above that size the batch rule keeps about 25 steps per epoch, so a row with a given
+    degree gets the same number of triples per step on a larger graph; the mean over the
+    batch only rescales every row's gradient, which Adam's per-coordinate normalisation
+    cancels. The step a row takes is then set by the learning rate alone, and 0.02 is the
+    value checked at 32768 on Gowalla (experiments/RESULTS.md). Not checked on a real graph
+    larger than Gowalla.
+    """
+    return float(round(5e-3 * (min(batch_size, LR_GROWTH_STOPS) / 2048) ** 0.5, 5))
+
+
+def config_field_docs() -> dict[str, str]:
+    """Each TrainConfig field's one-line description (its docstring's first sentence), for
+    help texts."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    docs: dict[str, str] = {}
+    body = tree.body[0].body
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def config_defaults() -> dict[str, object]:
+    """Each TrainConfig field's default."""
+    return {f.name: f.default for f in fields(TrainConfig)}
