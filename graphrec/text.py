@@ -7,14 +7,12 @@ on (model, precision, text), which is what makes a cache keyed by them exact.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ from tqdm import tqdm
 
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, DataError, TextModelError
+from graphrec.fsio import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -464,13 +463,9 @@ class _Cache:
             merged = new
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _atomic_savez(
-                self.path,
-                keys=merged.keys,
-                vectors=merged.vectors,
-                dim=np.int64(merged.dim),
-                model_id=np.array(self.model_id),
-            )
+            with atomic_file(self.path, "wb") as f:
+                np.savez(f, keys=merged.keys, vectors=merged.vectors,
+                         dim=np.int64(merged.dim), model_id=np.array(self.model_id))
         except OSError as exc:
             logger.warning("could not write text-embedding cache %s (%s)", self.path, exc)
 
@@ -479,18 +474,3 @@ def _model_key(model_id: str) -> str:
     """A folder name unique to ``model_id``: a readable slug plus a hash of the full id."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("._-")[-60:] or "model"
     return f"{slug}-{hashlib.sha256(model_id.encode('utf-8')).hexdigest()[:12]}"
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared cache should stay readable
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

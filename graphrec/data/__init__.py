@@ -18,7 +18,8 @@ from graphrec.data.split import (
 
 __all__ = [
     "SPLIT_STRATEGIES", "TEST", "TRAIN", "VALID", "BuildConfig", "Csr", "IdMap",
-    "Interactions", "assign_folds", "build_graph", "choose_cold_items", "cold_item_folds", "deduplicate", "gather_rows",
+    "Interactions", "assign_folds", "build_graph", "choose_cold_items", "cold_item_folds",
+    "deduplicate", "gather_rows",
     "indptr_from_rows", "k_core", "unique_pairs",
 ]
 

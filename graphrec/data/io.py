@@ -66,7 +66,8 @@ def _check_file(path: Path, what: str) -> Path:
     if path.is_dir():
         raise DataError(f"{mention(what)} {path}: is a directory, expected a file")
     if path.stat().st_size == 0:
-        raise DataError(f"{mention(what)} {path}: file is empty, expected a header row and data rows")
+        raise DataError(
+            f"{mention(what)} {path}: file is empty, expected a header row and data rows")
     return path
 
 
@@ -157,7 +158,8 @@ def read_interactions_csv(
     path = Path(path)
     header, rows = _read_table(path, "interactions")
     if not rows:
-        raise DataError(f"{mention('interactions')} {path}: header only, expected at least one data row")
+        raise DataError(
+            f"{mention('interactions')} {path}: header only, expected at least one data row")
     ui = _pick_column(header, user_col, USER_COLUMNS, "user", "user_col", path)
     ii = _pick_column(header, item_col, ITEM_COLUMNS, "item", "item_col", path)
     ri = _pick_column(header, rating_col, RATING_COLUMNS, "rating", "rating_col", path,
@@ -170,7 +172,8 @@ def read_interactions_csv(
     for arr, name in ((users, header[ui]), (items, header[ii])):
         empty = np.flatnonzero(np.char.str_len(np.char.strip(arr)) == 0)
         if len(empty):
-            raise DataError(f"{mention('interactions')} {path} line {empty[0] + 2}: empty {name} id")
+            raise DataError(
+                f"{mention('interactions')} {path} line {empty[0] + 2}: empty {name} id")
     ratings = _parse_floats(list(cols[ri]), path, header[ri]) if ri is not None else None
     times = _parse_floats(list(cols[ti]), path, header[ti]) if ti is not None else None
     return RawInteractions(np.char.strip(users), np.char.strip(items), ratings, times,
@@ -234,7 +237,8 @@ def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -
                 f"{mention(option)} {path}: no interactions, expected lines 'user item item ...'")
     if not users:
         raise DataError(
-            f"{mention('train')} {train_path}: no interactions, expected lines 'user item item ...'")
+            f"{mention('train')} {train_path}: no interactions, "
+            "expected lines 'user item item ...'")
     u = np.concatenate(users)
     i = np.concatenate(items)
     return RawInteractions(u.astype(str), i.astype(str), fold=np.concatenate(folds),
@@ -267,7 +271,8 @@ def read_items(
     else:
         tcols = [k for k in range(len(header)) if k != ii]
     if not tcols:
-        raise DataError(f"{mention('items')} {path}: only an id column {header}, expected text columns too")
+        raise DataError(
+            f"{mention('items')} {path}: only an id column {header}, expected text columns too")
     ti = _pick_column(header, title_col, TITLE_COLUMNS, "title", "title_col", path,
                       required=False)
     if ti is None:

@@ -29,7 +29,6 @@ import torch
 from graphrec.artifacts.graph_dir import GraphData
 from graphrec.artifacts.model_dir import check_compatible, load_arrays, read_model_config
 from graphrec.data.csr import Csr, indptr_from_rows, unique_pairs
-from graphrec.data.split import TEST, VALID
 from graphrec.errors import ConfigError, DataError, check_positive_int
 from graphrec.eval.metrics import MetricAccumulator
 from graphrec.eval.ranking import (
@@ -42,6 +41,7 @@ from graphrec.eval.ranking import (
     default_batch_users,
 )
 from graphrec.popularity import check_tail_boost, check_tail_shape
+
 
 def _check_ks(ks: Sequence[int]) -> list[int]:
     ks = list(ks)

@@ -57,7 +57,8 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
     """Append items to the model directory ``model_path``, placed from their text.
 
     ``item_ids``, ``titles``, ``texts``: n raw ids, titles and texts; ``source`` names the
-    argument they came from in error messages (``source_path``: the file, when read from one). Text is encoded with the model's text model (config
+    argument they came from in error messages (``source_path``: the file, when read from
+    one). Text is encoded with the model's text model (config
     ``graph.text_model``), through the embedding cache in ``cache_dir``. Raises ArtifactError
     for a model without a text map, DataError for ids already in the model, repeated or empty
     ids, and items without text.
@@ -77,8 +78,8 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
     if not ids:
         raise DataError(**where, message="no items to add")
     if not len(ids) == len(titles) == len(texts):
-        raise DataError(**where, message=f"{len(ids)} ids, {len(titles)} titles, {len(texts)} texts; "
-                        "expected one of each per item")
+        raise DataError(**where, message=f"{len(ids)} ids, {len(titles)} titles, "
+                        f"{len(texts)} texts; expected one of each per item")
     empty = [k for k, i in enumerate(ids) if not i]
     if empty:
         raise DataError(**where, message=f"item #{empty[0] + 1} has an empty id")
@@ -143,5 +144,5 @@ def add_items_from_file(model_path: str | Path, items_file: str | Path,
     """:func:`add_items` from an item file read as build-graph reads its item file."""
     text = io.read_items(items_file, id_col, list(text_cols) or None)
     return add_items(model_path, text.ids.tolist(), text.titles, text.texts,
-                     source="items", source_path=Path(items_file), cache_dir=cache_dir, device=device,
-                     progress=progress)
+                     source="items", source_path=Path(items_file), cache_dir=cache_dir,
+                     device=device, progress=progress)
