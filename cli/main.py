@@ -12,13 +12,15 @@ from pathlib import Path
 
 import click
 
-from graphrec.data.split import SPLIT_STRATEGIES
+from graphrec.data.split import SPLITS
 from graphrec.errors import ConfigError, GraphrecError
-from graphrec.eval.context import SPLITS
-from graphrec.model.coldstart import COLD_STARTS
-from graphrec.popularity import TAIL_SHAPES
+from graphrec.options import (
+    COLD_STARTS,
+    SPLIT_STRATEGIES,
+    TAIL_SHAPES,
+    TEXT_PRECISIONS,
+)
 from graphrec.serve.workdir import DEFAULT_WORKDIR, WORKDIR_ENV, Workdir
-from graphrec.text import TEXT_PRECISIONS
 from graphrec.train.config import (
     ITEM_INIT_CHOICES,
     LR_SCHEDULES,

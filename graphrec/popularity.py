@@ -7,10 +7,15 @@ it sits below both.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from graphrec.errors import ConfigError, DataError, check_range
+from graphrec.options import TAIL_SHAPES
+
+if TYPE_CHECKING:  # only the tensors' own methods are called here: no torch import needed
+    import torch
 
 HEAD_SHARE = 0.2
 """Share of the items, the most interacted with in training, that make up the head."""
@@ -40,10 +45,6 @@ def head_item_mask(train_item_degree: np.ndarray, head_share: float = HEAD_SHARE
 def check_tail_boost(boost: float) -> None:
     """Raise ConfigError unless the tail boost is in [0, 10] (NaN refused)."""
     check_range("tail_boost", boost, 0.0, 10.0)
-
-
-TAIL_SHAPES = ("degree", "flat")
-"""How the tail boost is shared among tail items (:func:`tail_boost_weights`)."""
 
 
 def check_tail_shape(shape: str) -> None:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, DataError, TextModelError
 from graphrec.fsio import atomic_file
+from graphrec.options import TEXT_PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ CACHE_FILE = "embeddings.npz"
 _DIGEST_BYTES = 32  # sha256
 _LENGTH_CHUNK = 8192  # texts tokenized at once to sort by token count
 
-TEXT_PRECISIONS = ("auto", "float32", "bfloat16")
 """Encoder arithmetic. auto: bfloat16 on a CPU with native bfloat16 instructions (AVX512-BF16
 or AMX; MovieLens texts 1.5x faster on a 2-core VM, cosine to float32 >= 0.99996), float32
 elsewhere (emulated bfloat16 is slower, and CUDA has not been measured)."""

@@ -1,14 +1,17 @@
-"""Shared fixtures: a tiny random BERT, a planted-community dataset, a LightGCN-format pair.
+"""Shared fixtures: a tiny random BERT, a planted-community dataset and the graphs built
+from it, a LightGCN-format pair, and a command-line workdir trained on the planted data.
 
 The planted dataset has three communities of users and items; users interact mostly with
 their own community's items, and each community's item texts share a vocabulary. A model
 that learns anything must put a user's own-community items on top.
+
+Plain helper functions and constants are in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +20,15 @@ import numpy as np
 import pytest
 import torch
 
-COMMUNITY_WORDS = (
-    ("space", "rocket", "astronaut", "galaxy", "orbit", "planet", "star", "mission"),
-    ("love", "romance", "paris", "wedding", "kiss", "heart", "letter", "dance"),
-    ("kitchen", "recipe", "chef", "bake", "pasta", "flavor", "garden", "harvest"),
-)
+from graphrec.data.build import BuildConfig, build_graph
+from tests.helpers import COMMUNITY_WORDS, TRAIN_ARGS, ok, run, write_csv
+
 NUM_USERS = 42
+
+
 NUM_ITEMS = 30
+
+
 ITEMS_PER_USER = 6
 
 
@@ -91,15 +96,6 @@ class Planted:
     num_rows: int
 
 
-def write_csv(path: Path, header: list[str], rows: list[list[object]],
-              delimiter: str = ",") -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter=delimiter)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
 def make_planted(folder: Path, seed: int = 0) -> Planted:
     """42 users x 30 items in 3 communities (14 users, 10 items each). Each user rates 6 of
     their community's items (rating 4-5) and, one time in three, one item of another
@@ -149,6 +145,8 @@ class LightGCNFiles:
 
 LIGHTGCN_TRAIN = "0 0 1 2\n1 1 2 3\n2 3 4\n3 0 4 5\n4 2 5\n"
 """5 users, items 0..5 in training."""
+
+
 LIGHTGCN_TEST = "0 3\n1 4\n2 0 6\n3 1\n4 0\n"
 """Item 6 appears only here: a cold item."""
 
@@ -159,3 +157,43 @@ def lightgcn_files(tmp_path_factory: pytest.TempPathFactory) -> LightGCNFiles:
     (folder / "train.txt").write_text(LIGHTGCN_TRAIN)
     (folder / "test.txt").write_text(LIGHTGCN_TEST)
     return LightGCNFiles(folder / "train.txt", folder / "test.txt")
+
+
+# ----------------------------------------------------------------------- graphs of the planted data
+# Module-scoped, like the command-line workdir below: each test module that uses one builds
+# its own.
+
+
+@pytest.fixture(scope="module")
+def planted_graph(planted, tmp_path_factory: pytest.TempPathFactory):
+    cfg = BuildConfig(interactions=str(planted.interactions), no_text=True, test_ratio=0.2,
+                      valid_ratio=0.0, seed=0)
+    return build_graph(cfg, tmp_path_factory.mktemp("planted-graph") / "graph")
+
+
+@pytest.fixture(scope="module")
+def planted_graph_text(planted, tiny_bert: str, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("planted-graph-text")
+    cfg = BuildConfig(interactions=str(planted.interactions), items=str(planted.items),
+                      text_model=tiny_bert, cold_items=0.2, test_ratio=0.2, valid_ratio=0.1,
+                      seed=0, cache_dir=str(folder / "cache"))
+    return build_graph(cfg, folder / "graph")
+
+
+# ------------------------------------------------------------------- a trained command-line workdir
+
+
+@pytest.fixture(scope="module")
+def trained(planted, tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir with graph/ (10% cold items, tiny BERT text) and model/ (3 epochs)."""
+    workdir = tmp_path_factory.mktemp("cli") / "work"
+    ok(run(workdir, "build-graph", "--interactions", str(planted.interactions), "--items",
+           str(planted.items), "--text-model", tiny_bert, "--cold-items", "0.1", "--seed", "0"))
+    ok(run(workdir, "train", *TRAIN_ARGS))
+    return workdir
+
+
+@pytest.fixture
+def work(trained: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained workdir."""
+    return Path(shutil.copytree(trained, tmp_path / "work"))

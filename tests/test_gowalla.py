@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from graphrec_cli.main import main
 
 GOWALLA = Path(os.environ.get(

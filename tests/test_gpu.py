@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_model import planted_graph, random_graph, sampler_graph  # noqa: F401  (module fixture)
 
 from graphrec.data import TEST
-from graphrec.graph import normalized_bipartite
 from graphrec.eval.protocol import evaluate_ranking
-from graphrec.popularity import head_item_mask
+from graphrec.graph import normalized_bipartite
 from graphrec.model import lightgcn_batch, lightgcn_propagate
-from graphrec.train.sampling import BPRSampler
+from graphrec.popularity import head_item_mask
 from graphrec.train import TrainConfig, Trainer
+from graphrec.train.sampling import BPRSampler
+from tests.helpers import random_graph, sampler_graph
 
 pytestmark = [
     pytest.mark.gpu,
@@ -41,7 +41,7 @@ def test_propagation_and_gradients_match_cpu(layers: int) -> None:
         torch.testing.assert_close(g, c, atol=1e-5, rtol=1e-5)
 
 
-def test_training_and_evaluation_on_cuda_match_cpu(planted_graph) -> None:  # noqa: F811
+def test_training_and_evaluation_on_cuda_match_cpu(planted_graph) -> None:
     cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, dim=16, layers=2, eval_every=0,
                       seed=0, negatives="uniform")
     cpu = Trainer(planted_graph, TrainConfig(**{**cfg.__dict__, "device": "cpu"}))
@@ -63,7 +63,7 @@ def test_training_and_evaluation_on_cuda_match_cpu(planted_graph) -> None:  # no
 
 
 @pytest.mark.parametrize("candidates", [1, 8])
-def test_cuda_training_steps_never_wait_on_the_host(planted_graph,  # noqa: F811
+def test_cuda_training_steps_never_wait_on_the_host(planted_graph,
                                                     candidates: int) -> None:
     """Inside an epoch (after its negatives are drawn) no step synchronises with the host:
     CUDA's sync debug mode turns any synchronising call into an error. With hard negatives
@@ -88,7 +88,7 @@ def test_cuda_training_steps_never_wait_on_the_host(planted_graph,  # noqa: F811
         assert np.isfinite(total.item())
 
 
-def test_bfloat16_products_are_refused_on_cuda(planted_graph) -> None:  # noqa: F811
+def test_bfloat16_products_are_refused_on_cuda(planted_graph) -> None:
     from graphrec.errors import ConfigError
 
     with pytest.raises(ConfigError, match="precision 'bfloat16': for the CPU"):

@@ -22,13 +22,7 @@ from graphrec.graph import (
     thread_balanced_order,
     to_networkx,
 )
-
-
-def random_bipartite(seed: int, num_users: int = 12, num_items: int = 9, n: int = 30):
-    """Distinct (user, item) pairs; the last user and the last item have no edges."""
-    rng = np.random.default_rng(seed)
-    keys = rng.choice((num_users - 1) * (num_items - 1), size=n, replace=False)
-    return keys // (num_items - 1), keys % (num_items - 1), num_users, num_items
+from tests.helpers import random_graph
 
 
 def dense_reference(users, items, num_users, num_items) -> np.ndarray:
@@ -44,7 +38,7 @@ def dense_reference(users, items, num_users, num_items) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_normalized_adjacency_matches_dense(seed: int) -> None:
-    users, items, nu, ni = random_bipartite(seed)
+    users, items, nu, ni = random_graph(seed, 12, 9, 30, isolated_last=True)
     adj = normalized_adjacency(users, items, nu, ni)
     assert adj.layout == torch.sparse_csr and adj.dtype == torch.float32
     assert adj.shape == (nu + ni, nu + ni)
@@ -57,7 +51,7 @@ def test_normalized_adjacency_matches_dense(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_normalized_bipartite_blocks_match_dense(seed: int) -> None:
-    users, items, nu, ni = random_bipartite(seed)
+    users, items, nu, ni = random_graph(seed, 12, 9, 30, isolated_last=True)
     r, rt = normalized_bipartite(users, items, nu, ni)
     assert r.layout == rt.layout == torch.sparse_csr
     assert r.shape == (nu, ni) and rt.shape == (ni, nu)
@@ -76,7 +70,7 @@ def test_normalized_bipartite_blocks_match_dense(seed: int) -> None:
 
 def test_blocks_use_32_bit_indices() -> None:
     # Half the index bytes per product; cuSPARSE would copy 64-bit indices to 32 bits.
-    r, rt = normalized_bipartite(*random_bipartite(0))
+    r, rt = normalized_bipartite(*random_graph(0, 12, 9, 30, isolated_last=True))
     for m in (r, rt):
         assert m.crow_indices().dtype == m.col_indices().dtype == torch.int32
 

@@ -22,7 +22,7 @@ PACKAGE = Path(graphrec.__file__).parent
 # Each module group may import only groups of a lower rank (and itself). Groups of equal
 # rank are independent: train, eval and serve never import one another.
 RANKS = {
-    "errors": 0,
+    "errors": 0, "options": 0, "lazy": 0,
     "device": 1, "fsio": 1,
     "data.csr": 2, "data.interactions": 2, "data.io": 2,
     "data.split": 3,
@@ -201,3 +201,12 @@ def test_a_metric_is_one_registered_function() -> None:
         assert {k: v for k, v in after.items() if k != "first_hit@2"} == before
     finally:
         del METRICS["first_hit"]
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    # Choices and defaults come from torch-free modules (graphrec.options, train.config), so
+    # `graphrec --help` and a usage error cost a fraction of a second, not a torch import.
+    code = "import sys, graphrec_cli.main; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"

@@ -25,6 +25,7 @@ from graphrec.data.split import (
 )
 from graphrec.errors import ConfigError, DataError
 from graphrec.graph import graph_statistics
+from graphrec.options import TEXT_PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,6 @@ class BuildConfig:
                         ("min_item_interactions", self.min_item_interactions)):
             if v < 1:
                 raise ConfigError(parameter=name, value=v, expected="an integer >= 1")
-        from graphrec.text import TEXT_PRECISIONS
-
         if self.text_precision not in TEXT_PRECISIONS:
             raise ConfigError(parameter="text_precision", value=self.text_precision,
                               expected=f"one of {', '.join(TEXT_PRECISIONS)}")

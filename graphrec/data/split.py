@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from graphrec.data.interactions import Interactions
+from graphrec.options import SPLIT_STRATEGIES  # noqa: F401  (re-exported)
 
 TRAIN, VALID, TEST = 0, 1, 2
 """Fold codes of an interaction."""
-SPLIT_STRATEGIES = ("random", "temporal", "leave-one-out")
+SPLITS = {"valid": VALID, "test": TEST}
+"""Split names as the evaluation protocol spells them, and their fold codes."""
 
 
 def _rank_within_user(users: np.ndarray, sort_key: np.ndarray,

@@ -19,15 +19,11 @@ with PyG's classes where both apply, and ``experiments/bench_eval.py --compare-p
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from graphrec.artifacts.graph_dir import GraphData
-from graphrec.artifacts.model_dir import check_compatible, load_arrays, read_model_config
 from graphrec.data.csr import Csr, indptr_from_rows, unique_pairs
 from graphrec.errors import ConfigError, DataError, check_positive_int
 from graphrec.eval.metrics import MetricAccumulator
@@ -40,7 +36,7 @@ from graphrec.eval.ranking import (
     UserRows,
     default_batch_users,
 )
-from graphrec.popularity import check_tail_boost, check_tail_shape
+from graphrec.popularity import check_tail_boost
 
 
 def _check_ks(ks: Sequence[int]) -> list[int]:
@@ -316,56 +312,3 @@ def evaluate_scores(
         item_information=item_information,
         item_vectors=item_vectors,
     )
-
-
-
-
-
-def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test",
-                   ks: tuple[int, ...] = (20,), baselines: bool = False,
-                   device: str | None = None, tail_boost: float = 0.0,
-                   tail_shape: str = "degree") -> dict:
-    """Full-ranking metrics of the model in ``model_path`` on ``graph``'s ``split``.
-
-    ``tail_boost`` / ``tail_shape`` score the model as served with that boost
-    (``graphrec.popularity.boost_tail``); baselines are never boosted.
-
-    Seen items (masked) are the training items, plus validation items when scoring test.
-    With ``baselines``, most-popular and item-kNN are scored by the same code on the same
-    split. Items appended after training (add-items) are not ranked: the metrics are those
-    of the model as trained. Returns {"split", "model": metrics, "baselines": {name:
-    metrics}, "seconds"}.
-    """
-    from graphrec.eval.baselines import ItemKNN, MostPopular
-    from graphrec.eval.context import SPLITS, EvalContext
-
-    check_tail_boost(tail_boost)
-    check_tail_shape(tail_shape)
-    if split not in SPLITS:
-        raise ConfigError(parameter="split", value=split, expected="valid or test")
-    cfg = read_model_config(model_path)
-    check_compatible(cfg, graph, model_path)
-    fold = SPLITS[split]
-    if graph.csr(fold).nnz == 0:
-        raise DataError(f"graph has no {split} interactions to evaluate on")
-    ctx = EvalContext.from_graph(graph, ks, device)
-    arrays = load_arrays(model_path)
-    user_emb = torch.as_tensor(arrays["user_emb"]).to(ctx.device)
-    # Only the graph's items: rows past them were appended by add-items, have no interactions
-    # in this split and would only push real test items down the ranking.
-    item_emb = torch.as_tensor(arrays["item_emb"][:graph.num_items]).to(ctx.device)
-    t0 = time.perf_counter()
-    out = {"split": split,
-           "model": ctx.evaluate(fold, factors=(user_emb, item_emb), tail_boost=tail_boost,
-                                 tail_shape=tail_shape)}
-    out["seconds"] = round(time.perf_counter() - t0, 3)
-    if baselines:
-        # Baselines see everything the model may not recommend: train (+ valid at test time).
-        seen = ctx.folds[fold][0]
-        pop = MostPopular(seen, graph.num_items)
-        knn = ItemKNN(seen, graph.num_items, device=ctx.device)
-        out["baselines"] = {
-            "most-popular": ctx.evaluate(fold, score_fn=pop.score),
-            "item-knn": ctx.evaluate(fold, score_fn=knn.score),
-        }
-    return out

@@ -13,11 +13,7 @@ from torch import Tensor
 
 from graphrec.errors import ConfigError
 from graphrec.model.lightgcn import TextLightGCN
-
-COLD_STARTS = ("ridge", "bpr", "layer0")
-"""ridge: ridge regression text -> final embedding over warm items, rescaled to warm norms;
-bpr: a linear text head trained jointly by a BPR term; layer0: the item's own text
-projection, rescaled (text items only)."""
+from graphrec.options import COLD_STARTS  # noqa: F401  (the designs; re-exported)
 
 
 def fit_text_map(text_emb: Tensor, item_emb: Tensor, warm: Tensor, ridge: float) -> Tensor:

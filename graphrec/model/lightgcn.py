@@ -14,8 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from graphrec.graph import Adjacency, NodeOrder
-
-ITEM_INITS = ("text", "id", "text+id")
+from graphrec.options import ITEM_INITS
 
 
 class _BipartiteLightGCN(torch.autograd.Function):

@@ -1,21 +1,20 @@
 """Training: the configuration, BPR sampling, the trainer (step / epoch / fit), checkpoints.
 
-Never imports ``graphrec.eval``: evaluation reaches the trainer as callbacks.
+Never imports ``graphrec.eval``: evaluation reaches the trainer as callbacks. Names load on
+first use (``graphrec.lazy``): ``graphrec.train.config`` needs no torch.
 """
 
-from graphrec.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
-from graphrec.train.config import (
-    LR_SCHEDULES,
-    PRECISIONS,
-    TrainConfig,
-    resolved_batch_size,
-    resolved_lr,
-)
-from graphrec.train.sampling import NEGATIVE_SAMPLERS, BPRSampler, alias_table, hardest
-from graphrec.train.trainer import Trainer, TrainResult, cosine_schedule
+from graphrec import lazy
 
-__all__ = [
-    "LR_SCHEDULES", "NEGATIVE_SAMPLERS", "PRECISIONS", "BPRSampler", "TrainConfig",
-    "TrainResult", "Trainer", "alias_table", "check_resumable", "cosine_schedule", "hardest",
-    "load_checkpoint", "resolved_batch_size", "resolved_lr", "save_checkpoint",
-]
+_EXPORTS = lazy.exports({
+    "graphrec.train.checkpoint": ("check_resumable", "load_checkpoint", "save_checkpoint"),
+    "graphrec.train.config": ("LR_SCHEDULES", "NEGATIVE_SAMPLERS", "PRECISIONS",
+                              "TrainConfig", "resolved_batch_size", "resolved_lr"),
+    "graphrec.train.sampling": ("BPRSampler", "alias_table", "hardest"),
+    "graphrec.train.trainer": ("TrainResult", "Trainer", "cosine_schedule"),
+})
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    return lazy.load(__name__, _EXPORTS, name)

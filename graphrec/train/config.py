@@ -5,20 +5,17 @@ negatives, item init) from the graph."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from graphrec.artifacts.graph_dir import GraphData
 from graphrec.data.split import TRAIN
 from graphrec.errors import ConfigError
-from graphrec.model.coldstart import COLD_STARTS
-from graphrec.model.lightgcn import ITEM_INITS
-from graphrec.train.sampling import NEGATIVE_SAMPLERS
+from graphrec.options import COLD_STARTS, ITEM_INITS, LR_SCHEDULES, NEGATIVE_SAMPLERS, PRECISIONS
 
-LR_SCHEDULES = ("auto", "constant", "cosine")
-"""Choices of ``TrainConfig.lr_schedule``."""
-PRECISIONS = ("float32", "bfloat16")
-"""Choices of ``TrainConfig.precision``."""
+if TYPE_CHECKING:  # torch-free at run time: the command line imports this module for --help
+    from graphrec.artifacts.graph_dir import GraphData
+
 NEGATIVE_CHOICES = ("auto",) + NEGATIVE_SAMPLERS
 """Choices of ``TrainConfig.negatives``."""
 ITEM_INIT_CHOICES = ("auto",) + ITEM_INITS

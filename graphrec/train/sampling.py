@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-NEGATIVE_SAMPLERS = ("uniform", "popularity")
+from graphrec.options import NEGATIVE_SAMPLERS
+
 DRAW_CHUNK = 2**24
 """Negatives drawn per call of the redraw loop in an epoch (about 0.5 GB of temporaries)."""
 HARDEST_CHUNK = 8192

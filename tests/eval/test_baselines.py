@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from graphrec.eval.baselines import ItemKNN, MostPopular
 from graphrec.data import Csr
 from graphrec.errors import ConfigError, DataError
+from graphrec.eval.baselines import ItemKNN, MostPopular
 from graphrec.eval.protocol import evaluate_ranking
 
 # 6 users x 6 items; item 5 has no training user; every other item has a unique best

@@ -13,17 +13,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import COMMUNITY_WORDS, write_csv
-from test_cli import ok, one_line_error, run, temp_leftovers, tree_bytes
 
+from graphrec.artifacts.graph_dir import load_graph
+from graphrec.artifacts.model_dir import load_arrays
 from graphrec.data import io
+from graphrec.errors import ArtifactError, DataError
 from graphrec.serve import additems
 from graphrec.serve.additems import add_items, add_items_from_file
-from graphrec.artifacts.model_dir import load_arrays
-from graphrec.errors import ArtifactError, DataError
 from graphrec.serve.recommender import Recommender
-from graphrec.artifacts.graph_dir import load_graph
 from graphrec.text import embed_texts
+from tests.helpers import (
+    COMMUNITY_WORDS,
+    ok,
+    one_line_error,
+    run,
+    temp_leftovers,
+    tree_bytes,
+    write_csv,
+)
 
 TRAIN_ARGS = ["--epochs", "10", "--batch-size", "64", "--lr", "0.05", "--dim", "16",
               "--eval-every", "0", "--device", "cpu", "--seed", "0"]
@@ -53,6 +60,8 @@ def topical_bert(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> st
     return str(folder)
 
 
+# This module's own ``trained`` and ``work`` (the topical BERT, 10 epochs) take the place
+# of tests/conftest.py's.
 @pytest.fixture(scope="module")
 def trained(planted, topical_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workdir with graph/ (10% cold items) and model/ (10 epochs)."""

@@ -1,24 +1,23 @@
-"""MMR diversity re-ranking: a hand-worked example, a fixed-seed trend, bad input, the CLI."""
+"""graphrec.serve.scoring: MMR diversity re-ranking, a hand-worked example, a fixed-seed
+trend and bad input (the command line's --diversity is in tests/cli/test_cli.py)."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from test_cli import ok, one_line_error, run, trained  # noqa: F401  (module fixture)
 
 from graphrec.errors import ConfigError
-from graphrec.serve.recommender import mmr_rerank
-from graphrec.artifacts.graph_dir import load_graph
+from graphrec.serve.scoring import mmr_rerank
 
 # Items 0, 1 are cluster A, items 2, 3 cluster B (unit vectors; exact cosines below).
 HAND_VECS = torch.tensor([[1.00, 0.00, 0.00],
                           [0.96, 0.28, 0.00],
                           [0.28, 0.00, 0.96],
                           [0.00, 0.28, 0.96]])
+
+
 # cos(0,1) = .96   cos(0,2) = .28   cos(0,3) = 0
 # cos(1,2) = .2688 cos(1,3) = .0784 cos(2,3) = .9216
 HAND_REL = torch.tensor([1.0, 0.9, 0.6, 0.0])
@@ -88,29 +87,3 @@ def test_k_beyond_candidates_and_none() -> None:
     assert mmr_rerank(HAND_REL, torch.tensor([3, 1]), HAND_VECS, 5, 0.5).tolist() == [1, 3]
     assert mmr_rerank(HAND_REL, torch.tensor([], dtype=torch.long), HAND_VECS, 3,
                       0.5).tolist() == []
-
-
-def test_cli_recommend_with_diversity(trained: Path, tmp_path: Path) -> None:  # noqa: F811
-    doc = json.loads(ok(run(trained, "recommend", "--user", "4", "-k", "5", "--diversity",
-                            "0.5", "--json")).stdout)
-    items = [r["item"] for r in doc["items"]]
-    assert len(items) == len(set(items)) == 5
-    graph = load_graph(trained / "graph")
-    u = graph.user_ids.tolist().index("4")
-    assert not set(graph.item_ids[graph.items[graph.users == u]].tolist()) & set(items)
-
-    new = json.loads(ok(run(trained, "recommend", "--history", "101,102", "-k", "4",
-                            "--diversity", "1", "--json")).stdout)
-    assert len({r["item"] for r in new["items"]} - {"101", "102"}) == 4
-
-    out = tmp_path / "all.jsonl"
-    ok(run(trained, "recommend", "--all-users", "-k", "5", "--diversity", "0.5",
-           "--output", str(out)))
-    rows = {r["user"]: r["items"] for r in map(json.loads, out.read_text().splitlines())}
-    assert len(rows) == 42 and rows["4"] == items
-
-
-@pytest.mark.parametrize("value", ["2", "-0.5", "nan"])
-def test_cli_bad_diversity(trained: Path, value: str) -> None:  # noqa: F811
-    one_line_error(run(trained, "recommend", "--user", "4", "--diversity", value),
-                   "--diversity")

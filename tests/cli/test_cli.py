@@ -1,7 +1,8 @@
 """The `graphrec` command line through click's CliRunner, on temporary work directories.
 
-One module-scoped workdir is built and trained once (planted-community data, tiny BERT,
-3 epochs); tests that change a workdir work on a copy of it.
+One module-scoped workdir (the ``trained`` fixture of tests/conftest.py) is built and trained
+once (planted-community data, tiny BERT, 3 epochs); tests that change a workdir work on a
+copy of it (``work``).
 """
 
 from __future__ import annotations
@@ -17,75 +18,16 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner, Result
 
-from graphrec_cli.main import main
 from graphrec.artifacts import graph_dir as store
 from graphrec.artifacts import model_dir as artifact
-from graphrec.data.build import BuildConfig, build_graph
+from graphrec.artifacts.graph_dir import load_graph
 from graphrec.data import TRAIN
+from graphrec.data.build import BuildConfig, build_graph
 from graphrec.errors import ConfigError
-from graphrec.model import TextLightGCN
 from graphrec.serve.recommender import Recommender
-from graphrec.artifacts.graph_dir import load_graph, save_graph
-from graphrec.train import TrainConfig, Trainer
-from graphrec.pipeline import train_model
-
-TRAIN_ARGS = ["--epochs", "3", "--batch-size", "64", "--lr", "0.05", "--dim", "8",
-              "--eval-every", "1", "--device", "cpu"]
-
-
-def run(workdir: Path, *args: str, **kwargs) -> Result:
-    runner = CliRunner(env={"GRAPHREC_DEVICE": None, "GRAPHREC_WORKDIR": None})
-    return runner.invoke(main, ["--workdir", str(workdir), *args], **kwargs)
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
-
-
-def one_line_error(result: Result, *needles: str, code: int = 1, banner: bool = False) -> str:
-    """The run failed with exactly one line on stderr, no traceback, naming ``needles``.
-
-    ``banner``: train's status line ("training on cpu: ...") may come first.
-    """
-    assert result.exit_code == code, (result.output, result.exception)
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    if banner and len(lines) == 2 and lines[0].startswith("training on "):
-        lines = lines[1:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output and result.stdout == ""
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
-def temp_leftovers(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name] \
-        if folder.exists() else []
-
-
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def trained(planted, tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workdir with graph/ (10% cold items, tiny BERT text) and model/ (3 epochs)."""
-    workdir = tmp_path_factory.mktemp("cli") / "work"
-    ok(run(workdir, "build-graph", "--interactions", str(planted.interactions), "--items",
-           str(planted.items), "--text-model", tiny_bert, "--cold-items", "0.1", "--seed", "0"))
-    ok(run(workdir, "train", *TRAIN_ARGS))
-    return workdir
-
-
-@pytest.fixture
-def work(trained: Path, tmp_path: Path) -> Path:
-    """A private copy of the trained workdir."""
-    return Path(shutil.copytree(trained, tmp_path / "work"))
-
+from graphrec.train import Trainer
+from tests.helpers import TRAIN_ARGS, ok, one_line_error, run, temp_leftovers, tree_bytes
 
 # ----------------------------------------------------------------------------- happy paths
 
@@ -236,38 +178,6 @@ def test_export_graph(trained: Path, tmp_path: Path, fmt: str) -> None:
 def test_export_graph_default_path(work: Path) -> None:
     ok(run(work, "export-graph"))
     assert (work / "graph.graphml").exists()
-
-
-def test_save_load_round_trip_gives_identical_scores(planted, tiny_bert: str,
-                                                     tmp_path: Path) -> None:
-    graph = build_graph(BuildConfig(interactions=str(planted.interactions),
-                                    items=str(planted.items), text_model=tiny_bert,
-                                    cold_items=0.1, cache_dir=str(tmp_path / "cache")),
-                        tmp_path / "graph")
-    trainer = Trainer(graph, TrainConfig(epochs=2, batch_size=64, lr=0.05, dim=8,
-                                         device="cpu", eval_every=0))
-    result = train_model(graph, trainer=trainer)
-    artifact.save_model(result, graph, tmp_path / "model")
-    rec = Recommender.load(tmp_path / "model")
-    torch.testing.assert_close(rec.user_emb, result.user_emb, atol=0, rtol=0)
-    torch.testing.assert_close(rec.item_emb, result.item_emb, atol=0, rtol=0)
-    scores = result.user_emb @ result.item_emb.T
-    for user in ("1", "17", "42"):
-        u = graph.user_ids.tolist().index(user)
-        recs = rec.recommend(user, k=5, include_seen=True)
-        top = torch.topk(scores[u], 5)
-        assert [r.item for r in recs] == graph.item_ids[top.indices.numpy()].tolist()
-        np.testing.assert_allclose([r.score for r in recs], top.values.numpy(), atol=1e-6)
-    # The weights load without pickle and reproduce the final embeddings of warm items.
-    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
-    model = TextLightGCN(graph.num_users, graph.num_items, 8, 3,
-                         text_emb=torch.as_tensor(graph.text_emb),
-                         item_init=result.config.item_init)
-    model.load_state_dict(state)
-    eu, ei, _, _ = model(trainer.adj)
-    warm = torch.as_tensor(graph.train_item_degree() > 0)
-    torch.testing.assert_close(eu.detach(), result.user_emb, atol=1e-6, rtol=0)
-    torch.testing.assert_close(ei.detach()[warm], result.item_emb[warm], atol=1e-6, rtol=0)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -500,23 +410,6 @@ def test_interrupted_model_save_keeps_previous(work: Path,
     assert temp_leftovers(work) == []
 
 
-def test_failed_library_save_keeps_previous(trained: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    graph_dir = Path(shutil.copytree(trained / "graph", tmp_path / "graph"))
-    before = tree_bytes(graph_dir)
-    graph = load_graph(graph_dir)
-    graph.meta["num_train"] = -1  # would be visible if the write went through
-
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(store.np, "save", disk_full)
-    with pytest.raises(OSError, match="No space"):
-        save_graph(graph, graph_dir)
-    assert tree_bytes(graph_dir) == before
-    assert temp_leftovers(tmp_path) == []
-
-
 # ----------------------------------------------------------------------------- resume
 
 
@@ -707,3 +600,51 @@ def test_zero_padded_ids_keep_their_spelling(tmp_path: Path) -> None:
     ok(run(work, "train", "--epochs", "1", "--dim", "4", "--device", "cpu"))
     doc = json.loads(ok(run(work, "recommend", "--user", "007", "--json")).stdout)
     assert [r["item"] for r in doc["items"]] == ["010"] and doc["items"][0]["title"] == "ten"
+
+
+# ------------------------------------------------------------------------ --tail-boost, --diversity
+
+
+def test_cli_tail_boost(trained: Path) -> None:  # noqa: F811
+    plain = json.loads(ok(run(trained, "evaluate", "--json")).stdout)["model"]
+    boosted = json.loads(ok(run(trained, "evaluate", "--json", "--tail-boost", "10")).stdout)
+    assert boosted["model"]["tail_share@20"] > plain["tail_share@20"]
+    user = load_graph(trained / "graph").user_ids[0]
+    doc = json.loads(ok(run(trained, "recommend", "--user", str(user), "--tail-boost", "10",
+                            "--json", "-k", "3")).stdout)
+    rec = Recommender.load(trained / "model")  # degree shape: only tail items with
+    for r in doc["items"]:                      # interactions are lifted
+        assert rec.tail[rec.item_index(r["item"])] > 0
+    flat = json.loads(ok(run(trained, "evaluate", "--json", "--tail-boost", "10",
+                             "--tail-shape", "flat")).stdout)["model"]
+    assert flat["tail_share@20"] > plain["tail_share@20"]
+    assert flat != boosted["model"]
+    one_line_error(run(trained, "recommend", "--user", str(user), "--tail-boost", "-1"),
+                   "--tail-boost -1")
+    one_line_error(run(trained, "evaluate", "--tail-boost", "nan"), "--tail-boost nan")
+
+
+def test_cli_recommend_with_diversity(trained: Path, tmp_path: Path) -> None:  # noqa: F811
+    doc = json.loads(ok(run(trained, "recommend", "--user", "4", "-k", "5", "--diversity",
+                            "0.5", "--json")).stdout)
+    items = [r["item"] for r in doc["items"]]
+    assert len(items) == len(set(items)) == 5
+    graph = load_graph(trained / "graph")
+    u = graph.user_ids.tolist().index("4")
+    assert not set(graph.item_ids[graph.items[graph.users == u]].tolist()) & set(items)
+
+    new = json.loads(ok(run(trained, "recommend", "--history", "101,102", "-k", "4",
+                            "--diversity", "1", "--json")).stdout)
+    assert len({r["item"] for r in new["items"]} - {"101", "102"}) == 4
+
+    out = tmp_path / "all.jsonl"
+    ok(run(trained, "recommend", "--all-users", "-k", "5", "--diversity", "0.5",
+           "--output", str(out)))
+    rows = {r["user"]: r["items"] for r in map(json.loads, out.read_text().splitlines())}
+    assert len(rows) == 42 and rows["4"] == items
+
+
+@pytest.mark.parametrize("value", ["2", "-0.5", "nan"])
+def test_cli_bad_diversity(trained: Path, value: str) -> None:  # noqa: F811
+    one_line_error(run(trained, "recommend", "--user", "4", "--diversity", value),
+                   "--diversity")

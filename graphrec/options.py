@@ -1,0 +1,22 @@
+"""The choices of every enumerated setting, in one module that needs neither torch nor
+numpy: the library validates against these tuples and the command line offers them, so a
+choice is written once (and ``graphrec --help`` stays fast)."""
+
+SPLIT_STRATEGIES = ("random", "temporal", "leave-one-out")
+"""How build-graph splits each user's interactions (``graphrec.data.split.assign_folds``)."""
+TEXT_PRECISIONS = ("auto", "float32", "bfloat16")
+"""Text-encoder arithmetic; auto: bfloat16 on CPUs with native bfloat16 instructions."""
+ITEM_INITS = ("text", "id", "text+id")
+"""An item's layer-0 embedding: its text projected, a free id embedding, or their sum."""
+COLD_STARTS = ("ridge", "bpr", "layer0")
+"""How items without training edges are placed from their text (``graphrec.model.coldstart``):
+ridge regression text -> final embedding over warm items, rescaled to warm norms; a linear
+text head trained jointly by a BPR term; or the item's own text projection, rescaled."""
+NEGATIVE_SAMPLERS = ("uniform", "popularity")
+"""BPR negative samplers: uniform over items, or in proportion to (degree + 1)^alpha."""
+LR_SCHEDULES = ("auto", "constant", "cosine")
+"""Learning-rate schedules of training."""
+PRECISIONS = ("float32", "bfloat16")
+"""Precision of the CPU's sparse products in training."""
+TAIL_SHAPES = ("degree", "flat")
+"""How the tail boost is shared among tail items (``graphrec.popularity.tail_boost_weights``)."""
