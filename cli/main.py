@@ -160,7 +160,7 @@ TAIL_BOOST_HELP = ("Lift long-tail items (all but the 20% most-interacted) by up
 @handle_errors
 def build_graph_cmd(obj: Context, **opts) -> None:
     """Read interactions and item text, split, embed text, write WORKDIR/graph."""
-    from graphrec.data import BuildConfig, build_graph
+    from graphrec.build import BuildConfig, build_graph
 
     text_cols = opts.pop("text_cols")
     text_cols = tuple(c.strip() for c in text_cols.split(",")) if text_cols else ()

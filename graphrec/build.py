@@ -1,8 +1,326 @@
-"""Old import path of ``graphrec.data.build``, kept for one release."""
+"""build-graph: read interactions and item text, clean, split, embed text, write the graph
+directory. Above data/, text, graph and artifacts/, which it brings together."""
 
-import warnings
+from __future__ import annotations
 
-from graphrec.data.build import BUNDLED_DATASET, BuildConfig, build_graph  # noqa: F401
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-warnings.warn("graphrec.build is now graphrec.data (BuildConfig, build_graph)",
-              DeprecationWarning, stacklevel=2)
+import numpy as np
+
+import graphrec
+from graphrec.artifacts.graph_dir import GRAPH_FORMAT_VERSION, GraphData, save_graph
+from graphrec.data import io
+from graphrec.data.interactions import IdMap, Interactions, deduplicate, k_core
+from graphrec.data.split import (
+    SPLIT_STRATEGIES,
+    TEST,
+    TRAIN,
+    VALID,
+    assign_folds,
+    choose_cold_items,
+    cold_item_folds,
+)
+from graphrec.errors import ConfigError, DataError
+from graphrec.graph import graph_statistics
+from graphrec.options import TEXT_PRECISIONS
+
+log = logging.getLogger(__name__)
+
+BUNDLED_DATASET = Path(__file__).resolve().parents[1] / "datasets" / "ml-latest-small"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How to turn input files into a graph directory."""
+
+    interactions: str | None = None
+    """CSV/TSV interaction log with a header; None (and no train) means the bundled MovieLens."""
+    items: str | None = None
+    """Item file: id column plus text columns."""
+    train: str | None = None
+    """LightGCN-format training file (``user item item ...``)."""
+    test: str | None = None
+    """LightGCN-format test file; fixes the test split."""
+    movielens: str | None = None
+    """A MovieLens folder (ratings.csv, movies.csv, tags.csv)."""
+    user_col: str | None = None
+    """User column name (default: user, user_id, userId, ...)."""
+    item_col: str | None = None
+    """Item column name (default: item, item_id, movieId, ...)."""
+    rating_col: str | None = None
+    """Rating column name (optional)."""
+    time_col: str | None = None
+    """Timestamp column name (optional, numeric)."""
+    item_id_col: str | None = None
+    """Id column of the item file."""
+    text_cols: tuple[str, ...] = ()
+    """Text columns of the item file (default: every column but the id)."""
+    min_rating: float | None = None
+    """Keep interactions with rating >= this (implicit feedback from explicit ratings)."""
+    min_user_interactions: int = 1
+    """k-core: drop users with fewer interactions (iterated with the item bound)."""
+    min_item_interactions: int = 1
+    """k-core: drop items with fewer interactions."""
+    split: str = "random"
+    """Split strategy: random, temporal or leave-one-out (per user)."""
+    test_ratio: float = 0.2
+    """Share of each user's interactions for test (random/temporal)."""
+    valid_ratio: float | None = None
+    """Share for validation; None means 0.1, or 0 when the input fixes the split."""
+    cold_items: float = 0.0
+    """Fraction of items held out of training entirely (cold-start protocol)."""
+    seed: int = 0
+    """Seed of every random choice in the build."""
+    text_model: str | None = None
+    """Text encoder: HF model name or local path; None means the packaged MiniLM."""
+    no_text: bool = False
+    """Skip text embeddings."""
+    text_batch_size: int = 64
+    """Texts per encoder batch."""
+    text_precision: str = "auto"
+    """Encoder arithmetic: auto, float32 or bfloat16 (graphrec.text.TEXT_PRECISIONS)."""
+    cache_dir: str | None = None
+    """Text-embedding cache directory."""
+    device: str | None = None
+    """Device for the text encoder (auto, cpu, cuda)."""
+    progress: bool = False
+    """Show a progress bar while encoding."""
+
+    def validate(self) -> None:
+        if self.split not in SPLIT_STRATEGIES:
+            raise ConfigError(parameter="split", value=self.split,
+                              expected=f"one of {', '.join(SPLIT_STRATEGIES)}")
+        for name, v in (("test_ratio", self.test_ratio), ("valid_ratio", self.valid_ratio),
+                        ("cold_items", self.cold_items)):
+            if v is not None and not 0.0 <= v < 1.0:
+                raise ConfigError(parameter=name, value=v, expected="a fraction in [0, 1)")
+        if (self.test_ratio + (self.valid_ratio or 0.0)) >= 1.0:
+            raise ConfigError(
+                f"{{test_ratio}} {self.test_ratio} + {{valid_ratio}} {self.valid_ratio}: "
+                "expected a sum below 1, or nothing is left to train on"
+            )
+        if self.test is not None and self.train is None:
+            raise ConfigError("{test} given without {train}: the LightGCN format needs both")
+        if self.interactions and self.train:
+            raise ConfigError("{interactions} and {train} both given: choose one input format")
+        for name, v in (("min_user_interactions", self.min_user_interactions),
+                        ("min_item_interactions", self.min_item_interactions)):
+            if v < 1:
+                raise ConfigError(parameter=name, value=v, expected="an integer >= 1")
+        if self.text_precision not in TEXT_PRECISIONS:
+            raise ConfigError(parameter="text_precision", value=self.text_precision,
+                              expected=f"one of {', '.join(TEXT_PRECISIONS)}")
+
+
+def _sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_inputs(cfg: BuildConfig) -> tuple[io.RawInteractions, io.ItemText | None, list[str]]:
+    if cfg.train is not None:
+        raw = io.read_lightgcn(cfg.train, cfg.test)
+        if cfg.test is None:
+            raw.fold = None  # one file only: split it like any other log
+        text = io.read_items(cfg.items, cfg.item_id_col, list(cfg.text_cols) or None) \
+            if cfg.items else None
+        return raw, text, [p for p in (cfg.train, cfg.test, cfg.items) if p]
+    if cfg.interactions is not None:
+        raw = io.read_interactions_csv(cfg.interactions, cfg.user_col, cfg.item_col,
+                                       cfg.rating_col, cfg.time_col)
+        text = io.read_items(cfg.items, cfg.item_id_col, list(cfg.text_cols) or None) \
+            if cfg.items else None
+        return raw, text, [p for p in (cfg.interactions, cfg.items) if p]
+    folder = Path(cfg.movielens) if cfg.movielens else BUNDLED_DATASET
+    raw, text = io.read_movielens(folder)
+    return raw, text, [str(folder / f) for f in ("ratings.csv", "movies.csv", "tags.csv")
+                       if (folder / f).exists()]
+
+
+def build_graph(cfg: BuildConfig, out_dir: str | Path) -> GraphData:
+    """Run the whole build and write the graph directory ``out_dir`` atomically."""
+    cfg.validate()
+    t0 = time.perf_counter()
+    raw, item_text, sources = _read_inputs(cfg)
+    if cfg.split == "temporal" and raw.timestamps is None:
+        raise ConfigError(
+            f"{raw.source} has no timestamp column; expected one (name it with {{time_col}}) "
+            "or another split", parameter="split", value="temporal"
+        )
+    fixed_split = raw.fold is not None
+    valid_ratio = cfg.valid_ratio if cfg.valid_ratio is not None else (0.0 if fixed_split else 0.1)
+
+    user_map, users = IdMap.build(raw.users)
+    item_map, items = IdMap.build(raw.items)
+    inter = Interactions(users, items, raw.ratings, raw.timestamps, raw.fold)
+    n_raw = len(inter)
+    if fixed_split:
+        # A pair in both train and test files stays a test pair; drop its training copy.
+        order_key = inter.fold.astype(np.float64)
+        inter = Interactions(inter.users, inter.items, None, order_key, inter.fold)
+    inter, n_dup = deduplicate(inter, len(item_map))
+    if fixed_split:
+        inter.timestamps = None
+    if n_dup:
+        log.warning("dropped %d duplicate (user, item) interactions, kept the latest", n_dup)
+
+    if cfg.min_rating is not None:
+        if inter.ratings is None:
+            raise ConfigError("the input has no rating column", parameter="min_rating",
+                              value=cfg.min_rating)
+        inter = inter.take(inter.ratings >= cfg.min_rating)
+    inter = k_core(inter, len(user_map), len(item_map), cfg.min_user_interactions,
+                   cfg.min_item_interactions)
+    if len(inter) == 0:
+        raise DataError(
+            f"{raw.source}: no interactions left after {{min_rating}} / k-core filtering"
+        )
+    # Compact the index space to users and items that still have interactions.
+    user_map, u_remap = user_map.subset(np.bincount(inter.users, minlength=len(user_map)) > 0)
+    item_map, i_remap = item_map.subset(np.bincount(inter.items, minlength=len(item_map)) > 0)
+    inter = Interactions(u_remap[inter.users], i_remap[inter.items], inter.ratings,
+                         inter.timestamps, inter.fold)
+    num_users, num_items = len(user_map), len(item_map)
+
+    folds, cold = _split(inter, num_items, cfg, valid_ratio)
+
+    texts, titles, n_missing = _align_text(item_map, item_text)
+    text_emb, text_stats = None, {}
+    if not cfg.no_text:
+        text_emb, text_stats = _embed(texts, cfg)
+
+    train_mask = folds == TRAIN
+    stats = graph_statistics(inter.users[train_mask], inter.items[train_mask], num_users, num_items)
+    meta = {
+        "format_version": GRAPH_FORMAT_VERSION,
+        "graphrec_version": graphrec.__version__,
+        "num_users": num_users,
+        "num_items": num_items,
+        "num_interactions": int(len(inter)),
+        "num_train": int(train_mask.sum()),
+        "num_valid": int((folds == VALID).sum()),
+        "num_test": int((folds == TEST).sum()),
+        "num_cold_items": int(cold.sum()),
+        "num_raw_rows": int(n_raw),
+        "num_duplicates_removed": int(n_dup),
+        "num_items_without_text": int(n_missing),
+        "split": {
+            "strategy": "given" if fixed_split else cfg.split,
+            "test_ratio": None if fixed_split else cfg.test_ratio,
+            "valid_ratio": valid_ratio,
+            "cold_items": cfg.cold_items,
+            "seed": cfg.seed,
+        },
+        "filters": {
+            "min_rating": cfg.min_rating,
+            "min_user_interactions": cfg.min_user_interactions,
+            "min_item_interactions": cfg.min_item_interactions,
+        },
+        "text_model": None if cfg.no_text else text_stats.get("model_id"),
+        "text_precision": None if cfg.no_text else text_stats.get("precision"),
+        "text_dim": None if text_emb is None else int(text_emb.shape[1]),
+        "sources": {str(Path(p).resolve()): _sha256(p) for p in sources},
+        "build_seconds": None,
+        "text": {k: v for k, v in text_stats.items() if k != "model_id"},
+    }
+    graph = GraphData(
+        user_ids=user_map.ids, item_ids=item_map.ids, item_titles=titles, item_texts=texts,
+        users=inter.users, items=inter.items, folds=folds, cold_items=cold,
+        text_emb=text_emb, meta=meta, stats=stats,
+    )
+    meta["fingerprint"] = _fingerprint(graph)
+    meta["build_seconds"] = round(time.perf_counter() - t0, 3)
+    meta["config"] = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    save_graph(graph, out_dir)
+    return graph
+
+
+def _fingerprint(graph: GraphData) -> str:
+    """Hash of the interactions, folds and ids: a model trained on one graph is checked
+    against it before it is evaluated on another."""
+    h = hashlib.sha256()
+    for arr in (graph.users, graph.items, graph.folds, graph.cold_items):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update("\n".join(graph.user_ids).encode())
+    h.update("\n".join(graph.item_ids).encode())
+    return h.hexdigest()[:16]
+
+
+def _split(inter: Interactions, num_items: int, cfg: BuildConfig,
+           valid_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Fold of every interaction and the [I] bool mask of cold items."""
+    folds = np.full(len(inter), TRAIN, dtype=np.int8)
+    if inter.fold is not None:
+        # Items that appear only in the test file are cold by construction.
+        cold = np.bincount(inter.items[inter.fold == TRAIN], minlength=num_items) == 0
+    else:
+        cold = np.zeros(num_items, dtype=bool)
+    if cfg.cold_items > 0:
+        extra = choose_cold_items(num_items, cfg.cold_items, cfg.seed) & ~cold
+        cold |= extra
+    cold_rows = cold[inter.items]
+    if inter.fold is not None:
+        folds[inter.fold == TEST] = TEST
+        pool = ~cold_rows & (inter.fold == TRAIN)
+        test_ratio = 0.0
+    else:
+        pool = ~cold_rows
+        test_ratio = cfg.test_ratio
+    if test_ratio > 0 or valid_ratio > 0:
+        folds[pool] = assign_folds(inter.take(pool), cfg.split, test_ratio, valid_ratio, cfg.seed)
+    if cold.any():
+        extra_rows = cold_rows & (folds == TRAIN)
+        if inter.fold is not None:
+            # Given split: cold items' training rows move to validation/test as whole items.
+            # An item with rows in the test file stays wholly in test, or it would be
+            # validated on and scored again at test.
+            cf = cold_item_folds(inter.items, cold, 1.0, valid_ratio, cfg.seed)
+            in_test = np.bincount(inter.items[inter.fold == TEST], minlength=num_items) > 0
+            cf[in_test[inter.items]] = TEST
+            folds[extra_rows] = cf[extra_rows]
+        else:
+            cf = cold_item_folds(inter.items, cold, cfg.test_ratio, valid_ratio, cfg.seed)
+            folds[cold_rows] = cf[cold_rows]
+    return folds, cold
+
+
+def _align_text(item_map: IdMap, item_text: io.ItemText | None) -> tuple[list[str], list[str], int]:
+    """Text and title for every catalog item ("" when the item file lacks it)."""
+    n = len(item_map)
+    if item_text is None:
+        return [""] * n, [""] * n, n
+    lookup = {rid: k for k, rid in enumerate(item_text.ids)}
+    texts, titles = [], []
+    for rid in item_map.ids:
+        k = lookup.get(rid)
+        texts.append(item_text.texts[k] if k is not None else "")
+        titles.append(item_text.titles[k] if k is not None else "")
+    return texts, titles, sum(1 for t in texts if not t.strip())
+
+
+def _embed(texts: list[str], cfg: BuildConfig) -> tuple[np.ndarray, dict]:
+    from graphrec.text import DEFAULT_TEXT_MODEL, embed_texts
+
+    has_text = np.asarray([bool(t.strip()) for t in texts])
+    if not has_text.any():
+        raise DataError("no item has text: give {items} (a file with text columns), or build "
+                        "without text ({no_text})")
+    emb, stats = embed_texts(
+        [t for t, h in zip(texts, has_text, strict=True) if h],
+        model=cfg.text_model or DEFAULT_TEXT_MODEL, cache_dir=cfg.cache_dir, device=cfg.device,
+        batch_size=cfg.text_batch_size, progress=cfg.progress, precision=cfg.text_precision,
+    )
+    full = np.zeros((len(texts), stats["dim"]), dtype=np.float32)
+    full[has_text] = emb
+    if not has_text.all():
+        # Warned once the encoder has worked: a build that fails prints its one error line.
+        log.warning("%d of %d items have no text; their text embedding is zero",
+                    len(texts) - int(has_text.sum()), len(texts))
+    return full, stats

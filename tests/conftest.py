@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from graphrec.data.build import BuildConfig, build_graph
+from graphrec.build import BuildConfig, build_graph
 from tests.helpers import COMMUNITY_WORDS, TRAIN_ARGS, ok, run, write_csv
 
 NUM_USERS = 42

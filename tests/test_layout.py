@@ -28,11 +28,11 @@ RANKS = {
     "data.split": 3,
     "data": 4, "text": 4, "graph": 4, "popularity": 4,
     "artifacts": 5,
-    "data.build": 6, "model": 6,
+    "build": 6, "model": 6,
     "train": 7, "eval": 7, "serve": 7,
     "pipeline": 8,
     # Old import paths kept for one release: re-exports only.
-    "build": 9, "artifact": 9, "recommend": 9,
+    "artifact": 9, "recommend": 9,
 }
 
 def _group(module: str) -> str:

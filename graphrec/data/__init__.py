@@ -1,4 +1,5 @@
-"""Data: readers, id maps, splits, CSR helpers, and build-graph (interactions + text -> graph).
+"""Data: readers, id maps, splits and CSR helpers (build-graph, which also needs the text
+encoder and the graph directory, is ``graphrec.build``, a layer above).
 
 Names load on first use (``graphrec.lazy``): the split and the readers need only numpy.
 """
@@ -6,7 +7,6 @@ Names load on first use (``graphrec.lazy``): the split and the readers need only
 from graphrec import lazy
 
 _EXPORTS = lazy.exports({
-    "graphrec.data.build": ("BUNDLED_DATASET", "BuildConfig", "build_graph"),
     "graphrec.data.csr": ("Csr", "gather_rows", "indptr_from_rows", "unique_pairs"),
     "graphrec.data.interactions": ("IdMap", "Interactions", "deduplicate", "k_core"),
     "graphrec.data.split": ("SPLITS", "SPLIT_STRATEGIES", "TEST", "TRAIN", "VALID",

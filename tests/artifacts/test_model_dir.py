@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from graphrec.artifacts import model_dir as artifact
-from graphrec.data.build import BuildConfig, build_graph
+from graphrec.build import BuildConfig, build_graph
 from graphrec.model import TextLightGCN
 from graphrec.pipeline import train_model
 from graphrec.serve.recommender import Recommender

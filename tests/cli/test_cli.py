@@ -22,8 +22,8 @@ import torch
 from graphrec.artifacts import graph_dir as store
 from graphrec.artifacts import model_dir as artifact
 from graphrec.artifacts.graph_dir import load_graph
+from graphrec.build import BuildConfig, build_graph
 from graphrec.data import TRAIN
-from graphrec.data.build import BuildConfig, build_graph
 from graphrec.errors import ConfigError
 from graphrec.serve.recommender import Recommender
 from graphrec.train import Trainer

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graphrec.build import BUNDLED_DATASET
 from graphrec.data import io
-from graphrec.data.build import BUNDLED_DATASET
 from graphrec.errors import DataError
 
 

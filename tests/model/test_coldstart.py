@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from graphrec.data.build import BuildConfig, build_graph
+from graphrec.build import BuildConfig, build_graph
 from graphrec.model.coldstart import fit_text_map, text_map_for
 from graphrec.pipeline import train_model
 from graphrec.train import TrainConfig, Trainer

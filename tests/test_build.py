@@ -1,4 +1,4 @@
-"""graphrec.data.build: graphs built from interaction logs and LightGCN files keep cold
+"""graphrec.build: graphs built from interaction logs and LightGCN files keep cold
 items out of training, whole; and end to end, a command-line workdir never lets a cold
 item reach training."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from graphrec.artifacts.graph_dir import load_graph
+from graphrec.build import BuildConfig, build_graph
 from graphrec.data import TEST, TRAIN, VALID
-from graphrec.data.build import BuildConfig, build_graph
 from graphrec.serve.recommender import Recommender
 from graphrec.train.sampling import BPRSampler
 
