@@ -13,7 +13,7 @@ recommendation for coverage and could count as a hit, and there is no way to mar
 (2) ``tail_share``, per-user tail denominators and cold-only ranking are not there, and each
 extra restricted recall would rebuild the hit matrix; (3) the hit test itself is the same
 ``searchsorted`` on flattened keys that PyG uses, computed here once per chunk and shared by all
-K and all metrics. ``tests/test_metrics.py`` checks that recall, ndcg, precision and hit agree
+K and all metrics. ``tests/eval/test_metrics.py`` checks that recall, ndcg, precision and hit agree
 with PyG's classes where both apply, and ``experiments/bench_eval.py --compare-pyg`` times both.
 """
 
