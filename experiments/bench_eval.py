@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphrec.eval.baselines import ItemKNN, MostPopular
-from graphrec.data import Csr
-from graphrec.eval.protocol import evaluate_ranking
-from graphrec.eval.ranking import default_batch_users, topk_rows
+from graphrec.data import Csr, gather_rows
+from graphrec.eval import ItemKNN, MostPopular, default_batch_users, evaluate_ranking, topk_rows
 from graphrec.popularity import head_item_mask
 
 GOWALLA = Path("/work/shared/datasets/gowalla")
@@ -77,8 +75,6 @@ def compare_pyg(user_emb: torch.Tensor, item_emb: torch.Tensor, train: Csr, test
         LinkPredPrecision,
         LinkPredRecall,
     )
-
-    from graphrec.data.csr import gather_rows
 
     users = torch.arange(4096)
     scores = user_emb[users] @ item_emb.T

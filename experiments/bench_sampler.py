@@ -23,7 +23,7 @@ from bench_scaling import DEFAULT_DATA, gowalla_graph, synthetic_graph  # same f
 
 import graphrec
 from graphrec.data import TRAIN
-from graphrec.train.sampling import BPRSampler
+from graphrec.train import BPRSampler
 
 
 def time_draws(users: torch.Tensor, items: torch.Tensor, num_items: int, negatives: str,

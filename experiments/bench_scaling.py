@@ -36,9 +36,9 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import numpy as np  # noqa: E402
 
+from graphrec.artifacts import GraphData  # noqa: E402
 from graphrec.data import TRAIN  # noqa: E402
 from graphrec.model import spmm  # noqa: E402
-from graphrec.artifacts.graph_dir import GraphData  # noqa: E402
 from graphrec.train import TrainConfig, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def gowalla_graph(data: Path, tag: str) -> GraphData | None:
     """The Gowalla split in ``data`` built without text under $TMPDIR, or None when absent."""
     if not (data / "train.txt").exists():
         return None
-    from graphrec.data.build import BuildConfig, build_graph
+    from graphrec.build import BuildConfig, build_graph
 
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"graphrec-{tag}-{os.getpid()}"
     return build_graph(BuildConfig(train=str(data / "train.txt"), test=str(data / "test.txt"),

@@ -40,9 +40,9 @@ TRAIN_ARGS = dict(epochs=300, batch_size=8192, lr=0.02)
 
 def graphs(seed: int, work: Path) -> dict[str, Path]:
     """The cold split (with and without text) and the all-items twin of the same split."""
-    from graphrec.data.build import BuildConfig, build_graph
+    from graphrec.artifacts import load_graph, save_graph
+    from graphrec.build import BuildConfig, build_graph
     from graphrec.data import TRAIN
-    from graphrec.artifacts.graph_dir import load_graph, save_graph
 
     paths = {name: work / f"{name}-{seed}" for name in ("cold", "cold-notext", "all")}
     if all(p.exists() for p in paths.values()):
@@ -69,6 +69,24 @@ def graphs(seed: int, work: Path) -> dict[str, Path]:
     return paths
 
 
+def text_profiles(graph):
+    """The text-kNN scorer: (profiles [U, t], text [I, t]) float32, ``text`` the items' unit
+    text embeddings and a user's profile the unit mean of their training items' ``text``
+    rows, so that ``profiles[u] @ text.T`` is the cosine between each item's text and the
+    user's mean text. graphrec itself has no such scorer (its users are scored by their
+    trained embeddings); this is the one copy, for the text-kNN row here and the text lever
+    of tail_levers.py."""
+    import torch
+
+    from graphrec.data import TRAIN
+
+    text = torch.nn.functional.normalize(torch.as_tensor(graph.text_emb).float(), dim=1)
+    u, i = graph.fold_pairs(TRAIN)
+    profile = torch.zeros(graph.num_users, text.shape[1]).index_add_(
+        0, torch.as_tensor(u), text[torch.as_tensor(i)])
+    return torch.nn.functional.normalize(profile, dim=1), text
+
+
 def score_table(graph, score_fn, cold_split=None) -> dict:
     """Cold-only, warm-only and hybrid metrics of ``score_fn`` on ``graph``'s test split.
 
@@ -76,20 +94,18 @@ def score_table(graph, score_fn, cold_split=None) -> dict:
     all-items twin (whose own mask is empty); default ``graph.cold_items``."""
     import torch
 
-    from graphrec.data import TEST, TRAIN, VALID, Csr
-    from graphrec.eval.protocol import evaluate_ranking
-    from graphrec.eval.ranking import topk_rows
-    from graphrec.serve.recommender import mask_known
+    from graphrec.data import TEST, Csr
+    from graphrec.eval import EvalContext, topk_rows
+    from graphrec.serve import mask_known
 
-    seen = graph.csr(TRAIN, VALID)
-    target = graph.csr(TEST)
-    cold = graph.cold_items
+    ctx = EvalContext.from_graph(graph, (20,), "cpu")
+    seen, _ = ctx.folds[TEST]
     out = {}
-    if cold.any():
-        m = evaluate_ranking(score_fn, seen, target, graph.num_items, (20,), cold_items=cold)
+    if ctx.cold_items is not None:
+        m = ctx.evaluate(TEST, score_fn=score_fn)
         out |= {k: m[k] for k in ("cold_recall@20", "cold_ndcg@20", "recall@20", "ndcg@20")}
         # share of cold items in the hybrid top-20
-        cold_t = torch.as_tensor(cold)
+        cold_t = torch.as_tensor(ctx.cold_items)
         shares = []
         for start in range(0, graph.num_users, 1024):
             users = torch.arange(start, min(start + 1024, graph.num_users))
@@ -98,12 +114,13 @@ def score_table(graph, score_fn, cold_split=None) -> dict:
             _, top = topk_rows(s, 20)
             shares.append(cold_t[top].float().mean(1))
         out["cold_share@20"] = float(torch.cat(shares).mean())
-    # Warm only: cold columns never ranked, cold targets dropped.
-    if cold_split is not None:
-        cold = cold_split
+    # Warm only: cold columns never ranked, cold targets dropped (the same evaluation sets
+    # with the test targets restricted to warm items, and no cold-only ranking).
+    cold = graph.cold_items if cold_split is None else cold_split
     u, i = graph.fold_pairs(TEST)
     keep = ~cold[i]
-    warm_target = Csr.from_pairs(u[keep], i[keep], graph.num_users)
+    warm_only = replace(ctx, cold_items=None, folds={
+        TEST: (seen, Csr.from_pairs(u[keep], i[keep], graph.num_users))})
     cold_cols = torch.as_tensor(np.flatnonzero(cold))
 
     def warm_fn(users):
@@ -111,10 +128,10 @@ def score_table(graph, score_fn, cold_split=None) -> dict:
         s[:, cold_cols] = -np.inf
         return s
 
-    m = evaluate_ranking(warm_fn, seen, warm_target, graph.num_items, (20,))
+    m = warm_only.evaluate(TEST, score_fn=warm_fn)
     out["warm_recall@20"], out["warm_ndcg@20"] = m["recall@20"], m["ndcg@20"]
-    if not graph.cold_items.any():
-        m = evaluate_ranking(score_fn, seen, target, graph.num_items, (20,))
+    if ctx.cold_items is None:
+        m = ctx.evaluate(TEST, score_fn=score_fn)
         out["recall@20"], out["ndcg@20"] = m["recall@20"], m["ndcg@20"]
     return out
 
@@ -123,26 +140,22 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from graphrec.artifacts.graph_dir import load_graph
-    from graphrec.train import TrainConfig, Trainer, text_map_for
+    from graphrec.artifacts import load_graph
+    from graphrec.model import place_cold_items, text_map_for
     from graphrec.pipeline import train_model
+    from graphrec.train import TrainConfig, Trainer
 
     graph = load_graph(Path(job["graph"]))
     kind, seed = job["kind"], job["seed"]
     t0 = time.perf_counter()
     rows = {}
     if kind in ("random", "text-knn"):
-        from graphrec.data import TRAIN
-
         if kind == "random":
             gen = torch.Generator().manual_seed(seed)
             scores = torch.rand(graph.num_users, graph.num_items, generator=gen)
         else:
-            text = torch.nn.functional.normalize(torch.as_tensor(graph.text_emb), dim=1)
-            u, i = graph.fold_pairs(TRAIN)
-            profile = torch.zeros(graph.num_users, text.shape[1]).index_add_(
-                0, torch.as_tensor(u), text[torch.as_tensor(i)])
-            scores = torch.nn.functional.normalize(profile, dim=1) @ text.T
+            profile, text = text_profiles(graph)
+            scores = profile @ text.T
         rows[kind] = score_table(graph, lambda users: scores[users])
     else:
         cfg = TrainConfig(**TRAIN_ARGS, seed=seed, neg_candidates=job["neg_candidates"],
@@ -153,16 +166,15 @@ def run_one(job: dict) -> dict:
         result = train_model(graph, trainer=trainer)
         if kind == "text":
             # One trained model, three placements of its cold items.
+            eu, ei = trainer.propagate()  # before cold placement
+            warm = trainer.warm.to(ei.device)
+            eu_cpu = eu.cpu()  # score_table ranks on the CPU
             with torch.inference_mode():
-                trainer.model.eval()
-                eu, ei, _, _ = trainer.model(trainer.adj)
-                warm = trainer.warm
                 for design in ("ridge", "bpr", "layer0"):
                     w = text_map_for(design, trainer.model, trainer.text_emb, ei, warm)
-                    placed = ei.clone()
-                    placed[~warm] = trainer.text_emb[~warm] @ w
+                    placed = place_cold_items(ei, warm, trainer.text_emb, w).cpu()
                     rows[f"graphrec, cold start {design}"] = score_table(
-                        graph, lambda users, placed=placed: eu[users] @ placed.T)
+                        graph, lambda users, placed=placed: eu_cpu[users] @ placed.T)
         else:
             ue, ie = result.user_emb, result.item_emb
             cold_split = load_graph(Path(job["cold_graph"])).cold_items

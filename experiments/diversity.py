@@ -20,15 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphrec.artifacts.model_dir import save_model
-from graphrec.data.build import BuildConfig, build_graph
-from graphrec.data import TEST, TRAIN, VALID
-from graphrec.data.csr import gather_rows
-from graphrec.eval.protocol import evaluate_ranking
-from graphrec.popularity import head_item_mask, self_information
-from graphrec.serve.recommender import Recommender
-from graphrec.train import TrainConfig, Trainer
+from graphrec.artifacts import save_model
+from graphrec.build import BuildConfig, build_graph
+from graphrec.data import TEST, gather_rows
+from graphrec.eval import EvalContext
 from graphrec.pipeline import train_model
+from graphrec.serve import Recommender
+from graphrec.train import TrainConfig
 
 KEYS = ("recall@20", "ndcg@20", "ild@20", "novelty@20", "coverage@20", "tail_share@20")
 
@@ -52,13 +50,10 @@ def main() -> None:
         result = train_model(graph, cfg)
         save_model(result, graph, model_dir)
     rec = Recommender.load(model_dir)
-    seen, target = graph.csr(TRAIN, VALID), graph.csr(TEST)
+    ctx = EvalContext.from_graph(graph, (args.k,), "cpu")
+    seen, target = ctx.folds[TEST]
     users = torch.from_numpy(np.flatnonzero(target.row_lengths() > 0))
     indptr, indices = torch.as_tensor(seen.indptr), torch.as_tensor(seen.indices)
-    common = dict(seen=seen, target=target, num_items=graph.num_items, ks=(args.k,),
-                  head_items=head_item_mask(graph.train_item_degree()),
-                  item_information=self_information(graph.train_item_degree(), graph.num_users),
-                  item_vectors=graph.text_emb)
     rows = []
     for lam in args.lambdas:
         # Each user's served list, written as scores k, k-1, ..., 1 (everything else -inf).
@@ -69,7 +64,7 @@ def main() -> None:
         for row, u in enumerate(users.tolist()):
             _, idx = rec.rank(scores[row], args.k, lam)
             served[u, idx] = torch.arange(len(idx), 0, -1, dtype=torch.float32)
-        m = evaluate_ranking(lambda us, served=served: served[us], **common)
+        m = ctx.evaluate(TEST, score_fn=lambda us, served=served: served[us])
         rows.append({"lambda": lam} | {k: m[k] for k in KEYS})
         print(f"λ={lam:g}: " + " ".join(f"{k}={m[k]:.4f}" for k in KEYS), flush=True)
     table = ["| λ | " + " | ".join(KEYS) + " |", "|---|" + "---|" * len(KEYS)]

@@ -21,9 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from graphrec.data.build import BuildConfig, build_graph
+from graphrec.artifacts import save_model
+from graphrec.build import BuildConfig, build_graph
 from graphrec.data import TEST
 from graphrec.errors import ConfigError
+from graphrec.eval import EvalContext
+from graphrec.serve import Recommender, write_recommendations
 from graphrec.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,24 +83,29 @@ def main() -> None:
           f"{c.negatives} negatives (alpha {c.neg_alpha}, hardest of {c.neg_candidates}), "
           f"reg {c.reg:g}, dim {c.dim}, {c.layers} layers; build {build_s:.1f} s",
           flush=True)
+    # The test split scored for the curve only: a fixed-length run (nothing selected on these
+    # numbers), ended by the epoch limit or the time budget.
+    ctx = EvalContext.from_graph(graph, c.ks, trainer.device)
     curve = []
     t0 = time.perf_counter()
     train_s = 0.0
-    while trainer.epoch < args.epochs:
-        row = trainer.train_epoch()
+
+    def on_epoch(row: dict) -> bool:
+        nonlocal train_s
         train_s += row["train_seconds"]
         elapsed = time.perf_counter() - t0
         last = elapsed > args.minutes * 60 or trainer.epoch == args.epochs
         if trainer.epoch % args.eval_every == 0 or last or trainer.epoch == 1:
-            m = trainer.evaluate(TEST)
+            m = ctx.evaluate(TEST, factors=trainer.embeddings()[:2])
             elapsed = time.perf_counter() - t0
             curve.append({"epoch": trainer.epoch, "wall_seconds": round(elapsed, 1),
                           "train_seconds": round(train_s, 1), "loss": row["loss"],
                           "recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"]})
             print(f"epoch {trainer.epoch:4d}  wall {elapsed:7.1f} s  loss {row['loss']:.4f}  "
                   f"recall@20 {m['recall@20']:.4f}  ndcg@20 {m['ndcg@20']:.4f}", flush=True)
-        if last:
-            break
+        return last
+
+    result = trainer.fit(on_epoch=on_epoch)  # no validate callback: a fixed-length run
     best = max(curve, key=lambda r: r["recall@20"])
     first_170 = next((r for r in curve if r["recall@20"] >= 0.170), None)
     print(f"best recall@20 {best['recall@20']:.4f} / ndcg@20 {best['ndcg@20']:.4f} at epoch "
@@ -105,20 +113,11 @@ def main() -> None:
           + (f"at epoch {first_170['epoch']} ({first_170['wall_seconds']:.0f} s)"
              if first_170 else "not reached"))
     # Serving: save the model, load it back and write top-20 for every user (JSON lines).
-    from graphrec.artifacts.model_dir import save_model
-    from graphrec.serve.recommender import Recommender
-    from graphrec.train import TrainResult
-
-    eu, ei, text_map = trainer.embeddings()
-    save_model(TrainResult(trainer.model, c, eu.cpu(), ei.cpu(), text_map, trainer.history),
-               graph, work / "model")
+    save_model(result, graph, work / "model")
     t1 = time.perf_counter()
     rec = Recommender.load(work / "model")
     with open(work / "recs.jsonl", "w", encoding="utf-8") as f:
-        n_users = 0
-        for user, items, scores in rec.recommend_all(20):
-            f.write(json.dumps({"user": user, "items": items, "scores": scores}) + "\n")
-            n_users += 1
+        n_users = write_recommendations(f, rec.recommend_all(20))
     print(f"recommend --all-users -k 20: {n_users} users in {time.perf_counter() - t1:.1f} s "
           "(load + score + write)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

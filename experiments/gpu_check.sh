@@ -4,7 +4,10 @@
 #   bash experiments/gpu_check.sh [GOWALLA_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH=.
+# Run from the source tree: graphrec from ., and the cli/ folder under the name it installs as
+# (graphrec_cli), through a link in a temporary folder.
+shim=$(mktemp -d) && ln -s "$PWD/cli" "$shim/graphrec_cli" && trap 'rm -rf "$shim"' EXIT
+export PYTHONPATH=".:$shim"
 data=${1:-${GRAPHREC_GOWALLA:-../shared/datasets/gowalla}}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"

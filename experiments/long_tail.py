@@ -39,7 +39,7 @@ def graph_dir(work: Path, dataset: str, seed: int) -> Path:
 
 
 def build(dataset: str, seed: int, work: Path, gowalla: Path) -> Path:
-    from graphrec.data.build import BuildConfig, build_graph
+    from graphrec.build import BuildConfig, build_graph
 
     out = graph_dir(work, dataset, seed)
     if out.exists():
@@ -61,9 +61,10 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from graphrec.artifacts.graph_dir import load_graph
-    from graphrec.train import TrainConfig, Trainer
+    from graphrec.artifacts import load_graph
+    from graphrec.eval import EvalContext
     from graphrec.pipeline import train_model
+    from graphrec.train import TrainConfig, Trainer
 
     graph = load_graph(Path(job["graph"]))
     alpha = job["alpha"]
@@ -81,15 +82,14 @@ def run_one(job: dict) -> dict:
     best = [h for h in result.history if h["epoch"] == result.best_epoch and "valid" in h]
     row["valid"] = {k: best[0]["valid"].get(k) for k in KEYS} if best else None
     if job.get("boosts"):
-        from graphrec.data import TEST, VALID
-
         row["boost"], row["valid_boost"] = {}, {}
+        ctx = EvalContext.from_graph(graph, trainer.cfg.ks, trainer.device)
         emb = (result.user_emb, result.item_emb)  # the restored model's, computed once
         shape = row["boost_shape"] = job["boost_shape"]
         for b in job["boosts"]:
-            m = trainer.evaluate(TEST, tail_boost=b, embeddings=emb, tail_shape=shape)
+            m = ctx.evaluate("test", factors=emb, tail_boost=b, tail_shape=shape)
             row["boost"][f"{b:g}"] = {k: m.get(k) for k in KEYS}
-            m = trainer.evaluate(VALID, tail_boost=b, embeddings=emb, tail_shape=shape)
+            m = ctx.evaluate("valid", factors=emb, tail_boost=b, tail_shape=shape)
             row["valid_boost"][f"{b:g}"] = {k: m.get(k) for k in KEYS}
     row |= {"items": job["items"], "alpha": alpha, "seed": job["seed"],
             "epochs": len(result.history), "best_epoch": result.best_epoch,

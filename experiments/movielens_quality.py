@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from graphrec.artifacts.model_dir import save_model
-from graphrec.data.build import BuildConfig, build_graph
-from graphrec.eval.protocol import evaluate_model
-from graphrec.train import TrainConfig, Trainer
+from graphrec.artifacts import save_model
+from graphrec.build import BuildConfig, build_graph
+from graphrec.eval import evaluate_model
 from graphrec.pipeline import train_model
+from graphrec.train import TrainConfig
 
 VARIANTS = {
     "default": {},
@@ -58,8 +58,7 @@ def main() -> None:
         for name in args.variants:
             cfg = replace(TrainConfig(epochs=args.epochs, seed=seed), **VARIANTS[name])
             t0 = time.perf_counter()
-            trainer = Trainer(graph, cfg)
-            result = train_model(graph, trainer=trainer)
+            result = train_model(graph, cfg)
             seconds = time.perf_counter() - t0
             model_dir = work / f"model-{seed}-{len(rows.get(name, []))}-{hash(name) % 997}"
             save_model(result, graph, model_dir)

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from graphrec.eval.baselines import ItemKNN
+from graphrec.artifacts import load_graph
 from graphrec.data import TEST, TRAIN
-from graphrec.serve.recommender import Recommender
-from graphrec.artifacts.graph_dir import load_graph
+from graphrec.eval import ItemKNN
+from graphrec.serve import Recommender
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,8 @@ The tail boost (``--tail-boost B --tail-shape degree``) against three other ways
 long-tail items without retraining, on the bundled MovieLens split of long_tail.py (text
 items, alpha 0 and 0.5, batch 8192, lr 0.02, early stopping on validation ndcg@20):
 
-- ``degree``: the shipped boost, score + B * std(user's scores) * w_i (metrics.tail_boost_weights);
+- ``degree``: the shipped boost, score + B * std(user's scores) * w_i
+  (graphrec.popularity.tail_boost_weights);
 - ``norm``: item embeddings divided by their norm to the power g (popular items have long
   propagated embeddings; g = 1 is cosine scoring);
 - ``adjnorm``: the trained layer-0 embeddings propagated again with D^-r A D^-(1-r) instead of
@@ -39,6 +40,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from cold_start import text_profiles  # same folder
 from long_tail import build
 
 KEYS = ("recall@20", "tail_recall@20", "tail_share@20")
@@ -53,9 +55,9 @@ def train(job: dict) -> str:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from graphrec.artifacts.graph_dir import load_graph
-    from graphrec.train import TrainConfig, Trainer
+    from graphrec.artifacts import load_graph
     from graphrec.pipeline import train_model
+    from graphrec.train import TrainConfig, Trainer
 
     out = Path(job["out"])
     if out.exists():
@@ -79,26 +81,23 @@ def train(job: dict) -> str:
     return f"{out.name} recall@20 {result.test['recall@20']:.4f}"
 
 
-def propagate(xu0, xi0, users, items, num_users, num_items, r: float, layers: int = 3):
-    """Mean of layers 0..K with item <- user weights d_i^-r d_u^-(1-r) (and the mirror)."""
+def adjnorm_propagation(xu0, xi0, r_blocks, degrees, r: float, layers: int = 3):
+    """LightGCN's layer mean with D^-r A D^-(1-r) in place of D^-1/2 A D^-1/2: item <- user
+    weights d_i^-r d_u^-(1-r), user <- item d_u^-r d_i^-(1-r).
+
+    D^-r A D^-(1-r) = D^(1/2-r) (D^-1/2 A D^-1/2) D^(r-1/2), so its k-th power is
+    D^(1/2-r) Â^k D^(r-1/2): graphrec's own propagation (``lightgcn_propagate`` over the
+    ``normalized_bipartite`` blocks ``r_blocks``) of D^(r-1/2) x, scaled back by D^(1/2-r).
+    ``degrees``: (user, item) training degrees clipped to at least 1 (a node without edges
+    keeps x / (K + 1)).
+    """
     import torch
 
-    du = np.maximum(np.bincount(users, minlength=num_users), 1).astype(np.float64)
-    di = np.maximum(np.bincount(items, minlength=num_items), 1).astype(np.float64)
-    u, i = torch.as_tensor(users), torch.as_tensor(items)
-    to_user = torch.sparse_coo_tensor(torch.stack([u, i]), torch.as_tensor(
-        du[users] ** -r * di[items] ** (r - 1), dtype=torch.float32), (num_users, num_items),
-        check_invariants=False)
-    to_item = torch.sparse_coo_tensor(torch.stack([i, u]), torch.as_tensor(
-        di[items] ** -r * du[users] ** (r - 1), dtype=torch.float32), (num_items, num_users),
-        check_invariants=False)
-    to_user, to_item = to_user.coalesce().to_sparse_csr(), to_item.coalesce().to_sparse_csr()
-    hu, hi, su, si = xu0, xi0, xu0.clone(), xi0.clone()
-    for _ in range(layers):
-        hu, hi = to_user @ hi, to_item @ hu
-        su += hu
-        si += hi
-    return su / (layers + 1), si / (layers + 1)
+    from graphrec.model import lightgcn_propagate
+
+    su, si = (torch.as_tensor(d ** (0.5 - r), dtype=torch.float32)[:, None] for d in degrees)
+    pu, pi = lightgcn_propagate(xu0 / su, xi0 / si, *r_blocks, layers)
+    return pu * su, pi * si
 
 
 def score_levers(job: dict) -> dict:
@@ -106,33 +105,31 @@ def score_levers(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from graphrec.data import TEST, VALID
-    from graphrec.eval.protocol import evaluate_ranking
+    from graphrec.artifacts import load_graph
+    from graphrec.eval import EvalContext
+    from graphrec.graph import normalized_bipartite
     from graphrec.popularity import tail_boost_weights
-    from graphrec.artifacts.graph_dir import load_graph
-    from graphrec.train import TrainConfig, Trainer
 
     graph = load_graph(Path(job["graph"]))
-    trainer = Trainer(graph, TrainConfig(epochs=1, item_init="text", seed=job["seed"]))
-    users, items = (np.asarray(a, dtype=np.int64) for a in graph.train)
-    warm = trainer.warm
-    weights = torch.as_tensor(tail_boost_weights(trainer.degree.numpy(), "degree"))
-    text = torch.nn.functional.normalize(torch.as_tensor(graph.text_emb).float(), dim=1)
-    profile = torch.zeros(graph.num_users, text.shape[1]).index_add_(
-        0, torch.as_tensor(users), text[items])
-    profile = torch.nn.functional.normalize(profile, dim=1)
+    ctx = EvalContext.from_graph(graph, (20,))
+    dev = ctx.device
+    users, items = graph.train
+    r_blocks = normalized_bipartite(users, items, graph.num_users, graph.num_items)
+    degrees = tuple(np.maximum(np.bincount(ids, minlength=n), 1).astype(np.float64)
+                    for ids, n in ((users, graph.num_users), (items, graph.num_items)))
+    warm = torch.as_tensor(ctx.item_degree > 0)
+    weights = torch.as_tensor(tail_boost_weights(ctx.item_degree, "degree")).to(dev)
+    profile, text = (t.to(dev) for t in text_profiles(graph))
     rows: dict = {}
 
     def both(name: str, **kw) -> None:
         rows[name] = {}
-        for fold, split in ((VALID, "valid"), (TEST, "test")):
+        for split in ("valid", "test"):
             if "score_fn" in kw:
-                seen, target = trainer.eval_sets[fold]
-                m = evaluate_ranking(kw["score_fn"], seen, target, graph.num_items, (20,),
-                                     head_items=trainer.head)
+                m = ctx.evaluate(split, score_fn=kw["score_fn"])
             else:
-                m = trainer.evaluate(fold, ks=(20,), tail_boost=kw.get("boost", 0.0),
-                                     embeddings=kw["emb"], tail_shape="degree")
+                m = ctx.evaluate(split, factors=kw["emb"], tail_boost=kw.get("boost", 0.0),
+                                 tail_shape="degree")
             rows[name][split] = {k: m[k] for k in KEYS}
 
     for alpha in (0.0, 0.5):
@@ -145,12 +142,12 @@ def score_levers(job: dict) -> dict:
             both(f"{alpha:g}|norm|{g:g}", emb=(eu, torch.where(warm[:, None], ei / length**g,
                                                                  ei)))
         for r in ADJ:
-            pu, pi = propagate(d["xu0"], d["xi0"], users, items, graph.num_users,
-                               graph.num_items, r)
+            pu, pi = adjnorm_propagation(d["xu0"], d["xi0"], r_blocks, degrees, r)
             both(f"{alpha:g}|adjnorm|{r:g}", emb=(pu, torch.where(warm[:, None], pi, ei)))
+        eu_dev, ei_dev = eu.to(dev), ei.to(dev)  # the scorer's factors where it is called
         for c in TEXT:
             for b in TEXT_BOOSTS:
-                def fn(u, b=b, c=c, eu=eu, ei=ei):
+                def fn(u, b=b, c=c, eu=eu_dev, ei=ei_dev):
                     s = eu[u] @ ei.T
                     cos = profile[u] @ text.T
                     z = (cos - cos.mean(1, keepdim=True)) / cos.std(1, keepdim=True)

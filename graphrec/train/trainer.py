@@ -179,11 +179,20 @@ class Trainer:
 
     # -- embeddings ------------------------------------------------------------------------
     @torch.inference_mode()
+    def propagate(self) -> tuple[Tensor, Tensor]:
+        """Final user [U, d] and item [I, d] embeddings on the device as propagation gives
+        them (eval mode, inference mode), before any cold placement: an item without
+        training interactions keeps its own layer-0 row / (layers + 1). :meth:`embeddings`
+        places those items; this is for callers that place them another way."""
+        self.model.eval()
+        eu, ei, _, _ = self.model(self.adj)
+        return eu, ei
+
+    @torch.inference_mode()
     def embeddings(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """Final user [U, d] and item [I, d] embeddings on the device, with items that have
         no training interaction placed from their text (zero without text), and the map."""
-        self.model.eval()
-        eu, ei, _, _ = self.model(self.adj)
+        eu, ei = self.propagate()
         warm = self.warm.to(self.device)
         text_map = None
         if self.text_emb is not None and warm.any():
@@ -232,6 +241,7 @@ class Trainer:
 
     # -- the run ---------------------------------------------------------------------------
     def fit(self, validate: EvalFn | None = None, test: EvalFn | None = None, *,
+            on_epoch: Callable[[dict], bool | None] | None = None,
             checkpoint: Path | None = None, resume: bool = False,
             progress_factory: Callable | None = None) -> TrainResult:
         """Train up to ``cfg.epochs`` epochs.
@@ -240,8 +250,12 @@ class Trainer:
         current final embeddings; its ``cfg.monitor`` decides early stopping (``patience``
         validations without a gain) and which epoch's weights are restored at the end.
         None: no validation, the run has its fixed length. ``test``: called once, on the
-        final embeddings. ``checkpoint``: written after every epoch; ``resume`` continues
-        from it. ``progress_factory(total_steps, epoch)``: a progress bar per epoch.
+        final embeddings. ``on_epoch(row)``: called after every epoch with its history row
+        while the model holds that epoch's weights (``embeddings()`` gives them); what it adds
+        to ``row`` stays in the history, and a true return ends the run after this epoch (a
+        time budget, a curve that selects nothing, logging). ``checkpoint``: written after
+        every epoch; ``resume`` continues from it. ``progress_factory(total_steps, epoch)``:
+        a progress bar per epoch.
         """
         cfg = self.cfg
         if resume:
@@ -275,6 +289,9 @@ class Trainer:
                              if "@" in k and k.split("@")[0] in ("recall", "ndcg")))
             if checkpoint is not None:
                 self.save_checkpoint(checkpoint)
+            if on_epoch is not None and on_epoch(row):
+                log.info("the epoch callback ended the run at epoch %d", self.epoch)
+                break
         if stopped:
             log.info("early stop at epoch %d: no %s gain in %d validations", self.epoch,
                      cfg.monitor, cfg.patience)

@@ -197,3 +197,37 @@ def test_cosine_schedule_decays_the_learning_rate(planted_graph) -> None:
     assert lrs[-1] == pytest.approx(0.025 * (1 + math.cos(math.pi * (steps - 1) / steps)))
     with pytest.raises(ConfigError, match="lr_schedule 'step'"):
         Trainer(planted_graph, TrainConfig(lr_schedule="step"))
+
+
+def test_fit_calls_the_epoch_callback_and_stops_when_it_says(planted_graph) -> None:
+    cfg = TrainConfig(epochs=6, batch_size=64, lr=0.05, dim=8, layers=2, device="cpu",
+                      eval_every=0, seed=0)
+    seen = []
+
+    def on_epoch(row: dict) -> bool:
+        seen.append(row["epoch"])
+        row["note"] = row["epoch"] * 10  # what the callback adds stays in the history
+        return row["epoch"] == 3
+
+    trainer = Trainer(planted_graph, cfg)
+    result = trainer.fit(on_epoch=on_epoch)
+    assert seen == [1, 2, 3] and trainer.epoch == 3
+    assert [r["note"] for r in result.history] == [10, 20, 30]
+    assert result.best_epoch is None and result.test == {}
+    # The result is the model as the callback left it (epoch 3), not a restored one.
+    eu, ei, _ = trainer.embeddings()
+    assert torch.equal(result.user_emb, eu.float().cpu())
+    assert torch.equal(result.item_emb, ei.float().cpu())
+
+
+def test_propagate_is_embeddings_before_cold_placement(planted_graph_text) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=64, dim=8, layers=2, device="cpu", eval_every=0)
+    trainer = Trainer(planted_graph_text, cfg)
+    trainer.train_epoch()
+    eu, ei = trainer.propagate()
+    pu, pi, text_map = trainer.embeddings()
+    warm = trainer.warm
+    assert torch.equal(eu, pu) and torch.equal(ei[warm], pi[warm])
+    assert text_map is not None and (~warm).any()
+    assert torch.allclose(pi[~warm], trainer.text_emb[~warm] @ text_map)
+    assert not torch.allclose(ei[~warm], pi[~warm])
