@@ -6,12 +6,14 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from graphrec.data.config import BuildConfig
 from graphrec.data.split import SPLITS
 from graphrec.errors import ConfigError, GraphrecError
 from graphrec.options import (
@@ -19,6 +21,8 @@ from graphrec.options import (
     SPLIT_STRATEGIES,
     TAIL_SHAPES,
     TEXT_PRECISIONS,
+    field_defaults,
+    field_docs,
 )
 from graphrec.serve.workdir import DEFAULT_WORKDIR, WORKDIR_ENV, Workdir
 from graphrec.train.config import (
@@ -26,12 +30,25 @@ from graphrec.train.config import (
     LR_SCHEDULES,
     NEGATIVE_CHOICES,
     PRECISIONS,
-    config_defaults,
-    config_field_docs,
+    TrainConfig,
 )
 
-TRAIN_DEFAULTS = config_defaults()
-TRAIN_HELP = config_field_docs()
+
+def _config_option(config: type, name: str, *flags: str, dest: str | None = None, **kw):
+    """``--name`` for the field ``name`` of the dataclass ``config``: its default and help
+    come from the library (one source of truth); ``dest``: the parameter's name here when it
+    differs from the field's."""
+    field = name.replace("-", "_")
+    defaults, docs = field_defaults(config), field_docs(config)
+    kw.setdefault("default", defaults[field])
+    default = kw["default"]
+    kw.setdefault("show_default", default is not None and default is not False and default != ())
+    # The docstring's first sentence, without reST literals.
+    kw.setdefault("help", re.split(r"(?<=\.)\s+(?=[A-Z0-9(])", docs[field])[0].replace("``", ""))
+    return click.option(f"--{name}", *flags, dest or field, **kw)
+
+
+TRAIN_DEFAULTS = field_defaults(TrainConfig)
 
 
 class Context:
@@ -121,46 +138,36 @@ TAIL_BOOST_HELP = ("Lift long-tail items (all but the 20% most-interacted) by up
 
 
 @main.command("build-graph")
-@click.option("--interactions", type=INPUT_FILE,
-              help="CSV/TSV log with a header: user, item[, rating][, timestamp].")
-@click.option("--items", type=INPUT_FILE, help="Item file: id + text columns.")
-@click.option("--train", "train_file", type=INPUT_FILE,
-              help="LightGCN-format training file (user item item ...).")
-@click.option("--test", "test_file", type=INPUT_FILE,
-              help="LightGCN-format test file.")
-@click.option("--movielens", type=click.Path(file_okay=False, path_type=str),
-              help="A MovieLens folder (ratings.csv, movies.csv, tags.csv).")
-@click.option("--user-col", help="User column name.")
-@click.option("--item-col", help="Item column name.")
-@click.option("--rating-col", help="Rating column name.")
-@click.option("--time-col", help="Timestamp column name.")
-@click.option("--item-id-col", help="Id column of --items.")
-@click.option("--text-cols", help="Comma-separated text columns of --items.")
-@click.option("--min-rating", type=float, help="Keep interactions rated at least this.")
-@click.option("--min-user-interactions", type=int, default=1, show_default=True,
-              help="k-core bound for users.")
-@click.option("--min-item-interactions", type=int, default=1, show_default=True,
-              help="k-core bound for items.")
-@click.option("--split", type=click.Choice(SPLIT_STRATEGIES),
-              default="random", show_default=True, help="Per-user split strategy.")
-@click.option("--test-ratio", type=float, default=0.2, show_default=True)
-@click.option("--valid-ratio", type=float, default=None,
-              help="Validation share [default: 0.1; 0 with --train/--test].")
-@click.option("--cold-items", type=float, default=0.0, show_default=True,
-              help="Fraction of items held out of training entirely.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--text-model", help="HF model name or local path [default: packaged MiniLM].")
-@click.option("--text-precision", type=click.Choice(TEXT_PRECISIONS),
-              default="auto", show_default=True,
-              help="Text encoder arithmetic; auto: bfloat16 on CPUs with native bfloat16 "
-                   "instructions, else float32.")
-@click.option("--no-text", is_flag=True, help="Skip item text embeddings.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@_config_option(BuildConfig, "interactions", type=INPUT_FILE)
+@_config_option(BuildConfig, "items", type=INPUT_FILE)
+@_config_option(BuildConfig, "train", dest="train_file", type=INPUT_FILE)
+@_config_option(BuildConfig, "test", dest="test_file", type=INPUT_FILE)
+@_config_option(BuildConfig, "movielens", type=click.Path(file_okay=False, path_type=str))
+@_config_option(BuildConfig, "user-col")
+@_config_option(BuildConfig, "item-col")
+@_config_option(BuildConfig, "rating-col")
+@_config_option(BuildConfig, "time-col")
+@_config_option(BuildConfig, "item-id-col")
+@_config_option(BuildConfig, "text-cols", default=None,
+                help="Comma-separated text columns of the item file (default: every column "
+                     "but the id).")
+@_config_option(BuildConfig, "min-rating", type=float)
+@_config_option(BuildConfig, "min-user-interactions", type=int)
+@_config_option(BuildConfig, "min-item-interactions", type=int)
+@_config_option(BuildConfig, "split", type=click.Choice(SPLIT_STRATEGIES))
+@_config_option(BuildConfig, "test-ratio", type=float)
+@_config_option(BuildConfig, "valid-ratio", type=float)
+@_config_option(BuildConfig, "cold-items", type=float)
+@_config_option(BuildConfig, "seed", type=int)
+@_config_option(BuildConfig, "text-model")
+@_config_option(BuildConfig, "text-precision", type=click.Choice(TEXT_PRECISIONS))
+@_config_option(BuildConfig, "no-text", is_flag=True)
+@_config_option(BuildConfig, "device", default="auto", show_default=True)
 @click.pass_obj
 @handle_errors
 def build_graph_cmd(obj: Context, **opts) -> None:
     """Read interactions and item text, split, embed text, write WORKDIR/graph."""
-    from graphrec.build import BuildConfig, build_graph
+    from graphrec.build import build_graph
 
     text_cols = opts.pop("text_cols")
     text_cols = tuple(c.strip() for c in text_cols.split(",")) if text_cols else ()
@@ -249,12 +256,7 @@ def _progress_factory(total: int, epoch: int):
 
 
 def _train_option(name: str, *flags: str, **kw):
-    """A train option whose default and help come from TrainConfig (one source of truth)."""
-    field = name.replace("-", "_")
-    kw.setdefault("default", TRAIN_DEFAULTS[field])
-    kw.setdefault("help", TRAIN_HELP[field])
-    kw.setdefault("show_default", True)
-    return click.option(f"--{name}", *flags, field, **kw)
+    return _config_option(TrainConfig, name, *flags, **kw)
 
 
 @main.command("train")

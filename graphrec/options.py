@@ -1,6 +1,13 @@
 """The choices of every enumerated setting, in one module that needs neither torch nor
 numpy: the library validates against these tuples and the command line offers them, so a
-choice is written once (and ``graphrec --help`` stays fast)."""
+choice is written once (and ``graphrec --help`` stays fast). Also how a config dataclass's
+defaults and field docstrings are read, for help texts."""
+
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
 
 SPLIT_STRATEGIES = ("random", "temporal", "leave-one-out")
 """How build-graph splits each user's interactions (``graphrec.data.split.assign_folds``)."""
@@ -20,3 +27,22 @@ PRECISIONS = ("float32", "bfloat16")
 """Precision of the CPU's sparse products in training."""
 TAIL_SHAPES = ("degree", "flat")
 """How the tail boost is shared among tail items (``graphrec.popularity.tail_boost_weights``)."""
+
+
+@functools.cache
+def field_defaults(config: type) -> dict[str, object]:
+    """Each field of the dataclass ``config`` and its default."""
+    return {f.name: f.default for f in dataclasses.fields(config)}
+
+
+@functools.cache
+def field_docs(config: type) -> dict[str, str]:
+    """Each field of the dataclass ``config`` and its docstring (the string literal below the
+    field), white space folded: one source for the library's docs and the command's help."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(config))).body[0].body
+    docs = {}
+    for node, doc in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr)
+                and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+            docs[node.target.id] = " ".join(doc.value.value.split())
+    return docs

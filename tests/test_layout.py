@@ -141,8 +141,12 @@ def test_no_library_module_mentions_a_cli_flag() -> None:
 def test_cli_defaults_and_choices_come_from_the_library() -> None:
     from graphrec_cli.main import main
 
+    from graphrec.data.config import BuildConfig
+    from graphrec.options import field_defaults
     from graphrec.train import LR_SCHEDULES, PRECISIONS, TrainConfig
-    from graphrec.train.config import config_defaults
+
+    def config_defaults() -> dict:
+        return field_defaults(TrainConfig)
 
     train = {p.name: p for p in main.commands["train"].params}
     shared = [name for name in config_defaults() if name in train]
@@ -156,6 +160,11 @@ def test_cli_defaults_and_choices_come_from_the_library() -> None:
     assert tuple(train["lr_schedule"].type.choices) == LR_SCHEDULES
     assert tuple(train["precision"].type.choices) == PRECISIONS
     assert TrainConfig().epochs == train["epochs"].default
+    build = {p.name: p for p in main.commands["build-graph"].params}
+    for name, default in field_defaults(BuildConfig).items():
+        if name in build and name not in ("text_cols", "device"):
+            assert build[name].default == default, name
+    assert sum(name in build for name in field_defaults(BuildConfig)) >= 18
 
 
 def test_errors_carry_parameter_value_expected_and_the_cli_spells_them() -> None:

@@ -7,6 +7,7 @@ Names load on first use (``graphrec.lazy``): the split and the readers need only
 from graphrec import lazy
 
 _EXPORTS = lazy.exports({
+    "graphrec.data.config": ("BUNDLED_DATASET", "BuildConfig"),
     "graphrec.data.csr": ("Csr", "gather_rows", "indptr_from_rows", "unique_pairs"),
     "graphrec.data.interactions": ("IdMap", "Interactions", "deduplicate", "k_core"),
     "graphrec.data.split": ("SPLITS", "SPLIT_STRATEGIES", "TEST", "TRAIN", "VALID",

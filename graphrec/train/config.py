@@ -4,7 +4,7 @@ negatives, item init) from the graph."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +29,7 @@ class TrainConfig:
     epochs: int = 200
     """Maximum number of passes over the training interactions."""
     batch_size: int = 0
-    """BPR triples per step; 0 picks one from the data size (see resolved_batch_size)."""
+    """BPR triples per step; 0 picks one from the data size (about 25 steps per epoch)."""
     lr: float = 0.0
     """Adam learning rate; 0 picks one to go with the batch size."""
     lr_schedule: str = "auto"
@@ -178,24 +178,3 @@ def resolved_lr(batch_size: int) -> float:
     larger than Gowalla.
     """
     return float(round(5e-3 * (min(batch_size, LR_GROWTH_STOPS) / 2048) ** 0.5, 5))
-
-
-def config_field_docs() -> dict[str, str]:
-    """Each TrainConfig field's one-line description (its docstring's first sentence), for
-    help texts."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    docs: dict[str, str] = {}
-    body = tree.body[0].body
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-def config_defaults() -> dict[str, object]:
-    """Each TrainConfig field's default."""
-    return {f.name: f.default for f in fields(TrainConfig)}
