@@ -147,3 +147,15 @@ def temp_leftovers(folder: Path) -> list[str]:
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def dense_adjacency(users, items, num_users, num_items) -> np.ndarray:
+    """D^-1/2 A D^-1/2 of the bipartite graph, [N, N] float64, users first; 0 rows for
+    isolated nodes: the dense reference that the sparse products are checked against."""
+    n = num_users + num_items
+    a = np.zeros((n, n))
+    a[users, num_users + items] = 1.0
+    a[num_users + items, users] = 1.0
+    deg = a.sum(1)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
+    return inv[:, None] * a * inv[None, :]

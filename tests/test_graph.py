@@ -22,18 +22,7 @@ from graphrec.graph import (
     thread_balanced_order,
     to_networkx,
 )
-from tests.helpers import random_graph
-
-
-def dense_reference(users, items, num_users, num_items) -> np.ndarray:
-    """D^-1/2 A D^-1/2 of the bipartite graph, users first; 0 rows for isolated nodes."""
-    n = num_users + num_items
-    a = np.zeros((n, n))
-    a[users, num_users + items] = 1.0
-    a[num_users + items, users] = 1.0
-    deg = a.sum(1)
-    inv = np.where(deg > 0, 1.0 / np.sqrt(np.where(deg > 0, deg, 1.0)), 0.0)
-    return inv[:, None] * a * inv[None, :]
+from tests.helpers import dense_adjacency, random_graph
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -42,7 +31,7 @@ def test_normalized_adjacency_matches_dense(seed: int) -> None:
     adj = normalized_adjacency(users, items, nu, ni)
     assert adj.layout == torch.sparse_csr and adj.dtype == torch.float32
     assert adj.shape == (nu + ni, nu + ni)
-    ref = dense_reference(users, items, nu, ni)
+    ref = dense_adjacency(users, items, nu, ni)
     np.testing.assert_allclose(adj.to_dense().numpy(), ref, atol=1e-6)
     crow = adj.crow_indices().numpy()
     assert crow[nu] == crow[nu - 1]  # the isolated user's row is empty
@@ -55,7 +44,7 @@ def test_normalized_bipartite_blocks_match_dense(seed: int) -> None:
     r, rt = normalized_bipartite(users, items, nu, ni)
     assert r.layout == rt.layout == torch.sparse_csr
     assert r.shape == (nu, ni) and rt.shape == (ni, nu)
-    ref = dense_reference(users, items, nu, ni)
+    ref = dense_adjacency(users, items, nu, ni)
     np.testing.assert_allclose(r.to_dense().numpy(), ref[:nu, nu:], atol=1e-6)
     np.testing.assert_allclose(rt.to_dense().numpy(), ref[nu:, :nu], atol=1e-6)
     assert r.crow_indices()[-1] == r.crow_indices()[-2]  # isolated user: empty row

@@ -18,18 +18,7 @@ from graphrec.graph import (
     propagation_adjacency,
 )
 from graphrec.model import TextLightGCN, lightgcn_batch, lightgcn_propagate, spmm
-from tests.helpers import random_graph
-
-
-def dense_adjacency(users, items, num_users, num_items) -> torch.Tensor:
-    """D^-1/2 A D^-1/2, [N, N] float64, users first; isolated nodes have zero rows."""
-    n = num_users + num_items
-    a = torch.zeros(n, n, dtype=torch.float64)
-    a[users, num_users + items] = 1.0
-    a[num_users + items, users] = 1.0
-    deg = a.sum(1)
-    inv = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), torch.zeros_like(deg))
-    return inv[:, None] * a * inv[None, :]
+from tests.helpers import dense_adjacency, random_graph
 
 
 def dense_lightgcn(xu, xi, users, items, layers):
@@ -37,7 +26,7 @@ def dense_lightgcn(xu, xi, users, items, layers):
     with a dense adjacency, by plain autograd."""
     xu_ref = xu.detach().double().requires_grad_()
     xi_ref = xi.detach().double().requires_grad_()
-    a = dense_adjacency(users, items, len(xu), len(xi))
+    a = torch.from_numpy(dense_adjacency(users, items, len(xu), len(xi)))
     layer = total = torch.cat([xu_ref, xi_ref])
     for _ in range(layers):
         layer = a @ layer
