@@ -112,29 +112,10 @@ def evaluate_ranking(
     Both have one row per user. Duplicate targets count once; a target that is also seen stays
     in the denominator but can never be hit. ``head_items`` / ``cold_items``: [num_items] bool.
 
-    With ``T_u`` the user's targets, ``L_u`` their top-K list (masked items never enter it;
-    K is clipped to the number of items) and ``hits_u = |L_u ∩ T_u|``, for each K:
-
-    - ``recall@K`` = mean_u hits_u / |T_u|
-    - ``ndcg@K`` = mean_u DCG_u / IDCG_u, DCG_u = sum_{r < K, L_u[r] in T_u} 1 / log2(r + 2),
-      IDCG_u = sum_{r < min(|T_u|, K)} 1 / log2(r + 2)   (r = 0-based rank)
-    - ``precision@K`` = mean_u hits_u / K
-    - ``hit@K`` = mean_u [hits_u > 0]
-    - ``coverage@K`` = |union_u L_u| / num_items
-    - ``tail_share@K`` = mean_u |L_u ∩ tail| / |L_u|   (tail = ~head_items)
-    - ``tail_recall@K`` = mean over users with T_u ∩ tail non-empty of
-      |L_u ∩ T_u ∩ tail| / |T_u ∩ tail|
-    - ``gini@K``: Gini index of how many lists each item appears in (0 = every item equally
-      often; near 1 = a few items fill every list)
-    - ``novelty@K`` = mean_u mean_{i in L_u} item_information[i], with ``item_information``
-      [I] the items' self-information (:func:`self_information`: -log2 of training popularity)
-    - ``ild@K``: intra-list diversity, mean_u of the mean pairwise cosine distance
-      1 - cos(v_i, v_j) over pairs i != j in L_u, with ``item_vectors`` [I, t] (item text
-      embeddings)
-    - ``cold_recall@K``, ``cold_ndcg@K``: recall and ndcg of the ranking among cold items only
-      (every non-cold score set to -inf), against ``T_u ∩ cold``, over users for whom that is
-      non-empty
-
+    Every metric of the registry (:data:`graphrec.eval.metrics.METRICS`: recall, ndcg,
+    precision, hit, coverage, gini, novelty, ild, tail_recall, tail_share; recall and ndcg
+    again as ``cold_*`` on the ranking among cold items only, every non-cold score at -inf)
+    is reported at every K; each metric's formula is its function's docstring there.
     Tail keys appear when ``head_items`` is given, cold keys when ``cold_items`` has a True,
     novelty with ``item_information`` and ild with ``item_vectors``.
     Also ``num_users`` and, with them, ``num_tail_users`` and ``num_cold_users``.
@@ -151,20 +132,8 @@ def evaluate_ranking(
             "evaluate_ranking: pass exactly one of score_fn and factors=(user_emb, item_emb), "
             f"got {'both' if factors is not None else 'neither'}"
         )
-    if factors is not None and device.type == "cpu":
-        default_users = max(1, min(CPU_FACTOR_USERS, CPU_FACTOR_BUFFER // max(num_items, 1)))
-        default_tile = CPU_FACTOR_TILE
-    else:
-        default_users = default_batch_users(num_items, device)
-        default_tile = max(num_items, 1)  # one tile
-    if batch_users is None:
-        batch_users = default_users
-    if isinstance(batch_users, bool) or not isinstance(batch_users, int) or batch_users < 1:
-        raise ConfigError(f"batch_users {batch_users!r}: expected a positive integer")
-    if item_tile is None:
-        item_tile = default_tile
-    if isinstance(item_tile, bool) or not isinstance(item_tile, int) or item_tile < 1:
-        raise ConfigError(f"item_tile {item_tile!r}: expected a positive integer")
+    batch_users, item_tile = _chunking(factors is not None, device, num_items, batch_users,
+                                       item_tile)
     check_tail_boost(tail_boost)
     if tail_boost != 0.0 and factors is None:
         raise ConfigError(
@@ -175,51 +144,114 @@ def evaluate_ranking(
         raise ConfigError(f"tail_boost {tail_boost:g}: needs head_items (the tail is ~head)")
     if num_items < 1:
         raise DataError(f"num_items {num_items}: expected at least one item to rank")
-    _check_csr(seen, "seen", num_items)
-    _check_csr(target, "target", num_items)
-    if seen.num_rows != target.num_rows:
-        raise DataError(
-            f"seen has {seen.num_rows} user rows but target has {target.num_rows}; "
-            "expected one row per user in both"
-        )
-    head = _check_item_mask(head_items, "head_items", num_items)
-    cold = _check_item_mask(cold_items, "cold_items", num_items)
-    num_users = target.num_rows
-
-    rows, cols = unique_pairs(target, num_items)
-    target_indptr = indptr_from_rows(rows, num_users)
-    evaluated = np.flatnonzero(np.diff(target_indptr) > 0)  # users with a held-out item
-    if evaluated.size == 0:
-        raise DataError("target: no user has a held-out item, so there is nothing to evaluate")
-    evaluated_dev = torch.from_numpy(evaluated).to(device)
-    targets = UserRows(target_indptr, cols, evaluated, device)
-    seen_rows = UserRows(seen.indptr, seen.indices, evaluated, device)
-    tail_dev = num_tail = None
-    if head is not None:
-        tail_dev = torch.from_numpy(~head).to(device)
-        tail_counts = np.bincount(rows[~head[cols]], minlength=num_users).astype(np.int64)
-        num_tail = torch.from_numpy(tail_counts[evaluated]).to(device)
-    boost_dev = tail_dev
+    users = _EvaluatedUsers(seen, target, num_items, head_items, cold_items, device)
+    boost_dev = users.tail
     if boost_weights is not None:
         weights = np.asarray(boost_weights, dtype=np.float32)
         if weights.shape != (num_items,) or not np.isfinite(weights).all():
             raise ConfigError(f"boost_weights: expected [{num_items}] finite floats, "
                               f"got shape {weights.shape}")
         boost_dev = torch.from_numpy(weights).to(device)
-    num_cold = int(cold.sum()) if cold is not None else 0
-    if num_cold:
-        cold_cols = torch.from_numpy(np.flatnonzero(cold)).to(device)
-        cold_position = np.full(num_items, -1, dtype=np.int64)
-        cold_position[cold] = np.arange(num_cold)
-        in_cold = cold[cols]
-        cold_indptr = indptr_from_rows(rows[in_cold], num_users)
-        # positions (in ``evaluated``) of the users with a cold target, ascending
-        cold_users = np.flatnonzero(np.diff(cold_indptr)[evaluated] > 0)
-        cold_users_dev = torch.from_numpy(cold_users).to(device)
-        cold_targets = UserRows(
-            cold_indptr, cold_position[cols[in_cold]], evaluated[cold_users], device
-        )
+    info, vectors = _item_inputs(item_information, item_vectors, num_items, device)
+    if factors is not None:
+        user_emb, item_emb = _check_factors(factors, target.num_rows, num_items)
+    acc = MetricAccumulator(ks, num_items, device, users.tail, users.num_cold, info, vectors)
+    n = users.evaluated.size
+    with torch.inference_mode():
+        if factors is None:
+            ranker = ScoreFnRanker(score_fn, num_items, device)
+        else:
+            ranker = FactorRanker(user_emb, item_emb, boost_dev, tail_boost,
+                                  min(batch_users, n), item_tile, device)
+        for start in range(0, n, batch_users):
+            stop = min(start + batch_users, n)
+            values, items = ranker.rank(
+                users.on_device[start:stop], users.seen.chunk(start, stop), acc.kmax
+            )
+            acc.update_ranked(
+                values,
+                items,
+                users.targets.keys(start, stop, num_items),
+                users.targets.lengths[start:stop],
+                users.num_tail[start:stop] if users.num_tail is not None else None,
+            )
+            if users.num_cold:
+                lo, hi = np.searchsorted(users.cold_users, [start, stop])
+                if hi > lo:
+                    local = (users.cold_users_dev[lo:hi] - start).unsqueeze(1)
+                    acc.update_cold(
+                        ranker.scores_at(local, users.cold_cols.unsqueeze(0)),
+                        users.cold_targets.keys(lo, hi, users.num_cold),
+                        users.cold_targets.lengths[lo:hi],
+                    )
+    return acc.result()
 
+
+def _chunking(use_factors: bool, device: torch.device, num_items: int,
+              batch_users: int | None, item_tile: int | None) -> tuple[int, int]:
+    """Users per chunk and items per GEMM tile: the given ones, checked, or the defaults."""
+    if use_factors and device.type == "cpu":
+        default_users = max(1, min(CPU_FACTOR_USERS, CPU_FACTOR_BUFFER // max(num_items, 1)))
+        default_tile = CPU_FACTOR_TILE
+    else:
+        default_users = default_batch_users(num_items, device)
+        default_tile = max(num_items, 1)  # one tile
+    batch_users = check_positive_int("batch_users",
+                                     default_users if batch_users is None else batch_users)
+    item_tile = check_positive_int("item_tile", default_tile if item_tile is None else item_tile)
+    return batch_users, item_tile
+
+
+class _EvaluatedUsers:
+    """The users with at least one target, ascending, and their rows on ``device``: seen items
+    (masked), targets (de-duplicated), per-user tail-target counts with a head split, and the
+    cold-only targets of the users that have one."""
+
+    def __init__(self, seen: Csr, target: Csr, num_items: int, head_items: np.ndarray | None,
+                 cold_items: np.ndarray | None, device: torch.device):
+        _check_csr(seen, "seen", num_items)
+        _check_csr(target, "target", num_items)
+        if seen.num_rows != target.num_rows:
+            raise DataError(
+                f"seen has {seen.num_rows} user rows but target has {target.num_rows}; "
+                "expected one row per user in both"
+            )
+        head = _check_item_mask(head_items, "head_items", num_items)
+        cold = _check_item_mask(cold_items, "cold_items", num_items)
+        num_users = target.num_rows
+        rows, cols = unique_pairs(target, num_items)
+        target_indptr = indptr_from_rows(rows, num_users)
+        evaluated = np.flatnonzero(np.diff(target_indptr) > 0)  # users with a held-out item
+        if evaluated.size == 0:
+            raise DataError(
+                "target: no user has a held-out item, so there is nothing to evaluate")
+        self.evaluated = evaluated
+        self.on_device = torch.from_numpy(evaluated).to(device)
+        self.targets = UserRows(target_indptr, cols, evaluated, device)
+        self.seen = UserRows(seen.indptr, seen.indices, evaluated, device)
+        self.tail = self.num_tail = None
+        if head is not None:
+            self.tail = torch.from_numpy(~head).to(device)
+            tail_counts = np.bincount(rows[~head[cols]], minlength=num_users).astype(np.int64)
+            self.num_tail = torch.from_numpy(tail_counts[evaluated]).to(device)
+        self.num_cold = int(cold.sum()) if cold is not None else 0
+        if self.num_cold:
+            self.cold_cols = torch.from_numpy(np.flatnonzero(cold)).to(device)
+            cold_position = np.full(num_items, -1, dtype=np.int64)
+            cold_position[cold] = np.arange(self.num_cold)
+            in_cold = cold[cols]
+            cold_indptr = indptr_from_rows(rows[in_cold], num_users)
+            # positions (in ``evaluated``) of the users with a cold target, ascending
+            self.cold_users = np.flatnonzero(np.diff(cold_indptr)[evaluated] > 0)
+            self.cold_users_dev = torch.from_numpy(self.cold_users).to(device)
+            self.cold_targets = UserRows(cold_indptr, cold_position[cols[in_cold]],
+                                         evaluated[self.cold_users], device)
+
+
+def _item_inputs(item_information: np.ndarray | None,
+                 item_vectors: np.ndarray | torch.Tensor | None, num_items: int,
+                 device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Self-information [I] float64 and unit-row item vectors [I, t] on ``device`` (or None)."""
     info = vectors = None
     if item_information is not None:
         info = torch.as_tensor(np.asarray(item_information, dtype=np.float64), device=device)
@@ -230,37 +262,7 @@ def evaluate_ranking(
         if vectors.dim() != 2 or vectors.shape[0] != num_items:
             raise DataError(f"item_vectors: expected [{num_items}, t], got {tuple(vectors.shape)}")
         vectors = torch.nn.functional.normalize(vectors, dim=1)
-    if factors is not None:
-        user_emb, item_emb = _check_factors(factors, num_users, num_items)
-    acc = MetricAccumulator(ks, num_items, device, tail_dev, num_cold, info, vectors)
-    with torch.inference_mode():
-        if factors is None:
-            ranker = ScoreFnRanker(score_fn, num_items, device)
-        else:
-            ranker = FactorRanker(user_emb, item_emb, boost_dev, tail_boost,
-                                   min(batch_users, evaluated.size), item_tile, device)
-        for start in range(0, evaluated.size, batch_users):
-            stop = min(start + batch_users, evaluated.size)
-            values, items = ranker.rank(
-                evaluated_dev[start:stop], seen_rows.chunk(start, stop), acc.kmax
-            )
-            acc.update_ranked(
-                values,
-                items,
-                targets.keys(start, stop, num_items),
-                targets.lengths[start:stop],
-                num_tail[start:stop] if num_tail is not None else None,
-            )
-            if num_cold:
-                lo, hi = np.searchsorted(cold_users, [start, stop])
-                if hi > lo:
-                    local = (cold_users_dev[lo:hi] - start).unsqueeze(1)
-                    acc.update_cold(
-                        ranker.scores_at(local, cold_cols.unsqueeze(0)),
-                        cold_targets.keys(lo, hi, num_cold),
-                        cold_targets.lengths[lo:hi],
-                    )
-    return acc.result()
+    return info, vectors
 
 
 def _check_factors(
