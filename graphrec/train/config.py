@@ -154,6 +154,13 @@ below this share of the graph's nodes: it saves the full-size layer sums but cos
 at 32,768 (0.46) or at 10M interactions with batch 524,288 (0.60) (experiments/RESULTS.md)."""
 
 
+def uses_batch_rows(batch_size: int, num_nodes: int, device_type: str) -> bool:
+    """Whether a training step computes final embeddings at the batch's rows only
+    (:data:`BATCH_ROWS_BELOW`): on the CPU while the batch is small against the graph; never
+    on CUDA, where ``unique``'s output size would make every step wait on the host."""
+    return device_type != "cuda" and batch_size < BATCH_ROWS_BELOW * num_nodes
+
+
 def resolved_batch_size(num_train: int) -> int:
     """About 25 steps per epoch at any size: a power of two between 1024 and 2^21 triples.
 

@@ -28,7 +28,7 @@ from graphrec.model.coldstart import place_cold_items, text_map_for
 from graphrec.model.lightgcn import TextLightGCN
 from graphrec.model.losses import bpr_loss, text_head_loss
 from graphrec.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
-from graphrec.train.config import BATCH_ROWS_BELOW, TrainConfig
+from graphrec.train.config import TrainConfig, uses_batch_rows
 from graphrec.train.sampling import BPRSampler, hardest
 
 log = logging.getLogger(__name__)
@@ -84,10 +84,8 @@ class Trainer:
         threads = torch.get_num_threads() if self.device.type == "cpu" else 1
         self.adj = propagation_adjacency(u, i, graph.num_users, graph.num_items, threads,
                                          getattr(torch, cfg.precision)).to(self.device)
-        # Final embeddings of the batch's rows only (train_step) on the CPU while a batch is
-        # small against the graph; all rows on CUDA, so that a step never waits on the host.
-        self.batch_rows = self.device.type != "cuda" and (
-            cfg.batch_size < BATCH_ROWS_BELOW * (graph.num_users + graph.num_items))
+        self.batch_rows = uses_batch_rows(cfg.batch_size, graph.num_users + graph.num_items,
+                                          self.device.type)
         self.degree = torch.as_tensor(graph.train_item_degree())
         self.warm = self.degree > 0
         text = torch.as_tensor(graph.text_emb) if graph.text_emb is not None else None
