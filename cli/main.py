@@ -54,7 +54,6 @@ TRAIN_DEFAULTS = field_defaults(TrainConfig)
 class Context:
     def __init__(self, workdir: Path, debug: bool):
         self.layout = Workdir(workdir)
-        self.workdir = workdir
         self.debug = debug
 
     @property

@@ -4,7 +4,6 @@ complete run; and the record written per user by the batch recommendations."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,6 @@ class Workdir:
     """The layout under one work directory ``root``."""
 
     root: Path
-
-    @classmethod
-    def resolve(cls, root: str | Path | None = None) -> Workdir:
-        """``root``, else ``$GRAPHREC_WORKDIR``, else :data:`DEFAULT_WORKDIR`."""
-        return cls(Path(root or os.environ.get(WORKDIR_ENV) or DEFAULT_WORKDIR))
 
     @property
     def graph_dir(self) -> Path:
