@@ -452,5 +452,51 @@ def add_items_cmd(obj: Context, items_file: str, item_id_col: str | None,
     click.echo(f"added {added.added} items to {model_dir} ({added.num_items} items now)")
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; another than loopback needs --api-key.")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--model", "--model-dir", "model_dir",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Model directory [default: WORKDIR/model].")
+@click.option("--api-key", envvar="GRAPHREC_API_KEY",
+              help="Key the write endpoints require in X-API-Key (env GRAPHREC_API_KEY).")
+@click.option("--device", default="auto", show_default=True,
+              help="Device of the text encoder for added items.")
+@click.pass_obj
+@handle_errors
+def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
+              api_key: str | None, device: str) -> None:
+    """Serve recommendations over HTTP (JSON; OpenAPI at /docs)."""
+    from graphrec.artifacts import read_model_config
+
+    try:
+        import uvicorn
+
+        from graphrec.serve.http import create_app
+    except ImportError as exc:
+        raise ConfigError(f"the service needs the serve extra ({exc.name} is missing): "
+                          'pip install -e ".[serve]"') from None
+    if api_key is None and not _is_loopback(host):
+        raise ConfigError("binding an address other than loopback needs an API key for the "
+                          "write endpoints ({api_key})", parameter="host", value=host)
+    model_dir = model_dir or obj.model_dir
+    read_model_config(model_dir)  # a missing or stale model: one line now, not a traceback
+    app = create_app(model_dir, api_key=api_key, cache_dir=obj.layout.text_cache,
+                     device=device)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
 if __name__ == "__main__":
     main()

@@ -68,9 +68,11 @@ class Recommender:
         config = read_model_config(path)
         return cls(load_arrays(path), config, path, tail_boost, tail_shape)
 
-    def scores(self, user_vecs: Tensor) -> Tensor:
-        """[b, I] scores of user embeddings [b, d] against every item, tail boost applied."""
-        return boost_tail(user_vecs @ self.item_emb.T, self.tail, self.tail_boost)
+    def scores(self, user_vecs: Tensor, tail_boost: float | None = None) -> Tensor:
+        """[b, I] scores of user embeddings [b, d] against every item, with the tail boost
+        ``tail_boost`` (None: the recommender's own, :attr:`tail_boost`)."""
+        boost = self.tail_boost if tail_boost is None else tail_boost
+        return boost_tail(user_vecs @ self.item_emb.T, self.tail, boost)
 
     @property
     def num_users(self) -> int:
@@ -119,32 +121,39 @@ class Recommender:
                 for v, i in zip(values.tolist(), idx.tolist(), strict=True)]
 
     def recommend(self, user: str, k: int = 10, include_seen: bool = False,
-                  diversity: float = 0.0) -> list[Recommendation]:
+                  diversity: float = 0.0,
+                  tail_boost: float | None = None) -> list[Recommendation]:
         """Top-``k`` items for a known user (raw id); items they already have are excluded
-        unless ``include_seen``. ``diversity`` > 0 re-ranks by MMR (see ``mmr_rerank``)."""
+        unless ``include_seen``. ``diversity`` > 0 re-ranks by MMR (see ``mmr_rerank``);
+        ``tail_boost`` overrides the recommender's own for this call."""
         check_k(k)
         check_diversity(diversity)
+        if tail_boost is not None:
+            check_tail_boost(tail_boost)
         u = self.user_index(user)
-        scores = self.scores(self.user_emb[u].unsqueeze(0))
+        scores = self.scores(self.user_emb[u].unsqueeze(0), tail_boost)
         if not include_seen:
             mask_known(scores, torch.tensor([u]), self.known)
         return self._top(scores[0], k, diversity)
 
     def recommend_new_user(self, history: Sequence[str], k: int = 10,
-                           include_seen: bool = False,
-                           diversity: float = 0.0) -> list[Recommendation]:
+                           include_seen: bool = False, diversity: float = 0.0,
+                           tail_boost: float | None = None) -> list[Recommendation]:
         """Top-``k`` for a user not seen in training, from the raw ids of items they liked.
 
         The user's embedding is the mean of the history items' final embeddings: one
         LightGCN aggregation step from the new user's edges, without retraining.
-        ``diversity`` > 0 re-ranks by MMR (see ``mmr_rerank``).
+        ``diversity`` > 0 re-ranks by MMR (see ``mmr_rerank``); ``tail_boost`` overrides the
+        recommender's own for this call.
         """
         check_k(k)
         check_diversity(diversity)
+        if tail_boost is not None:
+            check_tail_boost(tail_boost)
         if not history:
             raise ConfigError(parameter="history", expected="at least one item id")
         idx = torch.tensor([self.item_index(h, "history") for h in history])
-        scores = self.scores(self.item_emb[idx].mean(0, keepdim=True))[0]
+        scores = self.scores(self.item_emb[idx].mean(0, keepdim=True), tail_boost)[0]
         if not include_seen:
             scores[idx] = float("-inf")
         return self._top(scores, k, diversity)

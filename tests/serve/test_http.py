@@ -1,0 +1,172 @@
+"""graphrec.serve.http: every endpoint gives the library's (and so `graphrec recommend`'s)
+lists, every bad request a 4xx naming its field, write endpoints the API key; and one real
+uvicorn server on a free loopback port."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from graphrec.serve import Recommender  # noqa: E402
+from graphrec.serve.http import create_app  # noqa: E402
+from tests.helpers import one_line_error, run  # noqa: E402
+
+KEY = "s3cret-key"
+
+
+@pytest.fixture
+def model_dir(trained: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained model (add-items writes to it)."""
+    return Path(shutil.copytree(trained / "model", tmp_path / "model"))
+
+
+@pytest.fixture
+def client(model_dir: Path, tmp_path: Path):
+    with TestClient(create_app(model_dir, api_key=KEY, cache_dir=tmp_path / "cache",
+                               device="cpu")) as c:
+        yield c
+
+
+def items_of(response) -> list[tuple[str, float]]:
+    assert response.status_code == 200, response.text
+    return [(i["item"], round(i["score"], 6)) for i in response.json()["items"]]
+
+
+def expected(recs) -> list[tuple[str, float]]:
+    return [(r.item, round(r.score, 6)) for r in recs]
+
+
+def test_health_and_ready(client: TestClient, model_dir: Path) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready").json()
+    rec = Recommender.load(model_dir)
+    assert ready["ready"] is True and len(ready["model_version"]) == 12
+    assert (ready["num_users"], ready["num_items"]) == (rec.num_users, rec.num_items)
+    assert "/v1/users/{user}/recommendations" in client.get("/openapi.json").json()["paths"]
+
+
+def test_user_lists_are_the_recommenders_for_every_user(client: TestClient,
+                                                         model_dir: Path) -> None:
+    rec = Recommender.load(model_dir)
+    version = client.get("/ready").json()["model_version"]
+    for user in rec.user_ids:
+        r = client.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+        assert items_of(r) == expected(rec.recommend(str(user), 5))
+        assert r.json()["model_version"] == version and r.json()["user"] == str(user)
+    user = str(rec.user_ids[0])
+    params = {"k": 4, "diversity": 0.5, "tail_boost": 1.0, "exclude_seen": "false"}
+    assert items_of(client.get(f"/v1/users/{user}/recommendations", params=params)) == \
+        expected(rec.recommend(user, 4, include_seen=True, diversity=0.5, tail_boost=1.0))
+
+
+def test_new_user_and_similar_items(client: TestClient, model_dir: Path) -> None:
+    rec = Recommender.load(model_dir)
+    history = [str(i) for i in rec.item_ids[:3]]
+    r = client.post("/v1/recommendations", json={"history": history, "k": 6})
+    assert items_of(r) == expected(rec.recommend_new_user(history, 6))
+    assert not set(history) & {i for i, _ in items_of(r)}
+    item = str(rec.item_ids[5])
+    assert items_of(client.get(f"/v1/items/{item}/similar", params={"k": 3})) == \
+        expected(rec.similar_items(item, 3))
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status", "field"), [
+    ("get", "/v1/users/{user}/recommendations", {"params": {"k": 0}}, 422, "k"),
+    ("get", "/v1/users/{user}/recommendations", {"params": {"k": 1001}}, 422, "k"),
+    ("get", "/v1/users/{user}/recommendations", {"params": {"k": "ten"}}, 422, "k"),
+    ("get", "/v1/users/{user}/recommendations", {"params": {"diversity": 2}}, 422, "diversity"),
+    ("get", "/v1/users/{user}/recommendations", {"params": {"tail_boost": 11}}, 422,
+     "tail_boost"),
+    ("get", "/v1/users/nobody/recommendations", {}, 404, "user"),
+    ("post", "/v1/recommendations", {"json": {"history": []}}, 422, "history"),
+    ("post", "/v1/recommendations", {"json": {"history": ["no-such-item"]}}, 404, "history"),
+    ("post", "/v1/recommendations", {"json": {"k": 3}}, 422, "history"),
+    ("post", "/v1/recommendations", {"json": {"history": "x", "k": 3}}, 422, "history"),
+    ("post", "/v1/recommendations", {"content": b"{not json", "headers": {
+        "content-type": "application/json"}}, 422, None),
+    ("get", "/v1/items/no-such-item/similar", {}, 404, "item"),
+    ("get", "/v1/items/{item}/similar", {"params": {"k": -1}}, 422, "k"),
+])
+def test_bad_requests_get_a_4xx_naming_the_field(client: TestClient, model_dir: Path,
+                                                 method: str, path: str, kwargs: dict,
+                                                 status: int, field: str | None) -> None:
+    rec = Recommender.load(model_dir)
+    path = path.format(user=rec.user_ids[0], item=rec.item_ids[0])
+    r = getattr(client, method)(path, **kwargs)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["field"] == field and error["message"]
+    if field is not None:
+        assert field in error["message"]
+
+
+def test_adding_items_needs_the_key_and_serves_them_at_once(client: TestClient,
+                                                            model_dir: Path) -> None:
+    body = {"items": [{"id": "new-1", "title": "New", "text": "space rocket galaxy orbit"}]}
+    before = client.get("/ready").json()
+    assert client.post("/v1/items", json=body).status_code == 401
+    assert client.post("/v1/items", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+    # The key is checked before the body is read: a broken body without it is still a 401.
+    r = client.post("/v1/items", content=b"{broken", headers={"content-type": "application/json"})
+    assert r.status_code == 401 and r.json()["error"]["field"] == "X-API-Key"
+    r = client.post("/v1/items", json=body, headers={"X-API-Key": KEY})
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == 1 and r.json()["num_items"] == before["num_items"] + 1
+    assert r.json()["model_version"] != before["model_version"]
+    assert client.get("/ready").json()["model_version"] == r.json()["model_version"]
+    similar = client.get("/v1/items/new-1/similar", params={"k": 3})
+    assert similar.status_code == 200 and len(similar.json()["items"]) == 3
+    # Persisted: a fresh recommender from the directory knows the item.
+    assert "new-1" in set(Recommender.load(model_dir).item_ids.tolist())
+    again = client.post("/v1/items", json=body, headers={"X-API-Key": KEY})
+    assert again.status_code == 422 and again.json()["error"]["field"] == "items"
+    empty = client.post("/v1/items", json={"items": []}, headers={"X-API-Key": KEY})
+    assert empty.status_code == 422 and empty.json()["error"]["field"] == "items"
+
+
+def test_serve_refuses_a_public_address_without_a_key(work: Path) -> None:
+    one_line_error(run(work, "serve", "--host", "0.0.0.0"), "--host '0.0.0.0'", "--api-key")
+    one_line_error(run(work, "serve", "--model", str(work / "nope")), "nope", "not found")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_real_server_on_a_loopback_port(model_dir: Path) -> None:
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(model_dir), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        rec = Recommender.load(model_dir)
+        user = str(rec.user_ids[1])
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            assert http.get("/health").json() == {"status": "ok"}
+            r = http.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+            assert items_of(r) == expected(rec.recommend(user, 5))
+            # No key configured, loopback only: writes are open; bad ones are still 4xx.
+            assert http.post("/v1/items", json={"items": []}).status_code == 422
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+    assert not thread.is_alive()
