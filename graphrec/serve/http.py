@@ -176,6 +176,16 @@ WRITE_PATHS = ("/v1/items", "/admin/")
 """Endpoints that change what is served: they need the API key when one is set."""
 
 
+_BOUNDS = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}",
+           "min_length": "at least {} long", "max_length": "at most {} long"}
+
+
+def _expected(ctx: dict) -> str | None:
+    """What a failed pydantic constraint wanted, e.g. ">= 1" (None when it says nothing)."""
+    parts = [_BOUNDS[k].format(v) for k, v in ctx.items() if k in _BOUNDS]
+    return ", ".join(parts) or None
+
+
 _STATUS = ((UnknownUserError, 404), (UnknownItemError, 404), (ArtifactError, 503))
 
 
@@ -213,7 +223,8 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
         value = first.get("input")
         body = ErrorBody(field=field or None,
                          value=None if value is None or isinstance(value, dict) else str(value),
-                         expected=None, message=f"{field or 'request'}: {first.get('msg')}")
+                         expected=_expected(first.get("ctx") or {}),
+                         message=f"{field or 'request'}: {first.get('msg')}")
         return JSONResponse(status_code=422, content={"error": body.model_dump()})
 
     @app.middleware("http")
