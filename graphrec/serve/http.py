@@ -8,22 +8,38 @@ errors mapped to JSON in one place, no work at import time. Every bad request ge
 endpoints need the API key when one is set (``X-API-Key``, compared in constant time,
 checked before the body is read).
 
+Responses are cached per (model version, endpoint, parameters) in a TTL'd LRU (cachetools);
+a new version (``POST /admin/reload``, SIGHUP, ``POST /v1/items``) is served at once and
+in-flight requests finish on the one they started with. ``/metrics`` speaks Prometheus.
 Needs the ``serve`` extra (``pip install -e ".[serve]"``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
+import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+from cachetools import TTLCache
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    generate_latest,
+)
 from pydantic import BaseModel, Field
 
 from graphrec.errors import (
@@ -42,6 +58,12 @@ MAX_HISTORY = 10_000
 """Most items a new user's history may hold."""
 MAX_NEW_ITEMS = 10_000
 """Most items one request may add."""
+CACHE_SIZE = 100_000
+"""Responses kept by default (per model version, endpoint and parameters)."""
+CACHE_TTL_S = 300.0
+"""Seconds a cached response lives by default."""
+
+log = logging.getLogger(__name__)
 
 
 class Item(BaseModel):
@@ -90,6 +112,11 @@ class AddedItemsResponse(BaseModel):
     added: int
     num_items: int
     model_version: str
+
+
+class Reloaded(BaseModel):
+    model_version: str
+    changed: bool
 
 
 class Health(BaseModel):
@@ -148,6 +175,14 @@ class ServedModel:
             raise ArtifactError("the model is not loaded yet")
         return recommender, version
 
+    def reload(self) -> bool:
+        """Load the model directory again; True when its version changed. Requests already
+        running finish on the model they started with."""
+        with self._write_lock:
+            before = self.version
+            self.load()
+            return self.version != before
+
     def add_items(self, items: Sequence[NewItem]) -> tuple[int, int]:
         """Encode and append ``items`` to the model directory (atomically, as add-items
         does), then serve the new version."""
@@ -190,15 +225,48 @@ _STATUS = ((UnknownUserError, 404), (UnknownItemError, 404), (ArtifactError, 503
 
 
 def create_app(model_dir: str | Path, *, api_key: str | None = None,
-               cache_dir: str | Path | None = None, device: str | None = None) -> FastAPI:
+               cache_dir: str | Path | None = None, device: str | None = None,
+               cache_size: int = CACHE_SIZE, cache_ttl: float = CACHE_TTL_S) -> FastAPI:
     """The service over ``model_dir``. ``api_key``: required on write endpoints when set;
-    ``cache_dir``: the text-embedding cache for added items; ``device``: the encoder's."""
+    ``cache_dir``: the text-embedding cache for added items; ``device``: the encoder's;
+    ``cache_size`` / ``cache_ttl``: the response cache (0 entries: none)."""
     served = ServedModel(Path(model_dir), Path(cache_dir) if cache_dir else None, device)
+    metrics = _Metrics()
+    cache: TTLCache | None = TTLCache(cache_size, cache_ttl) if cache_size > 0 else None
+    cache_lock = threading.Lock()
+
+    def reload() -> bool:
+        changed = served.reload()
+        if changed and cache is not None:
+            with cache_lock:
+                cache.clear()  # the version is in every key; this frees the old entries
+        metrics.version.info({"version": served.version or ""})
+        return changed
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         served.load()
+        metrics.version.info({"version": served.version or ""})
+        loop = asyncio.get_running_loop()
+        try:  # SIGHUP reloads the model (only where the loop owns the main thread)
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, reload))
+        except (NotImplementedError, RuntimeError, ValueError):
+            log.debug("no SIGHUP handler here (not the main thread)")
         yield
+
+    def cached(key: tuple, compute) -> Recommendations:
+        if cache is None:
+            return compute()
+        with cache_lock:
+            hit = cache.get(key)
+        if hit is not None:
+            metrics.cache.labels("hit").inc()
+            return hit
+        metrics.cache.labels("miss").inc()
+        value = compute()
+        with cache_lock:
+            cache[key] = value
+        return value
 
     app = FastAPI(title="graphrec", summary="Graph-based recommendations over HTTP.",
                   lifespan=lifespan, responses={400: {"model": ErrorResponse},
@@ -226,6 +294,16 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
                          expected=_expected(first.get("ctx") or {}),
                          message=f"{field or 'request'}: {first.get('msg')}")
         return JSONResponse(status_code=422, content={"error": body.model_dump()})
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
 
     @app.middleware("http")
     async def check_key(request: Request, call_next):
@@ -266,20 +344,24 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
     ) -> Recommendations:
         """Top-k for a known user: the same list as `graphrec recommend` gives for them."""
         rec, version = served.current()
-        recs = rec.recommend(user, k, include_seen=not exclude_seen, diversity=diversity,
-                             tail_boost=tail_boost)
-        return listing(recs, k, version, user=user)
+        return cached(
+            (version, "user", user, k, diversity, tail_boost, exclude_seen),
+            lambda: listing(rec.recommend(user, k, include_seen=not exclude_seen,
+                                          diversity=diversity, tail_boost=tail_boost),
+                            k, version, user=user))
 
     @app.post("/v1/recommendations", response_model=Recommendations,
              response_model_exclude_none=True)
     def new_user_recommendations(request: NewUserRequest) -> Recommendations:
         """Top-k for a new user from their history, without retraining."""
         rec, version = served.current()
-        recs = rec.recommend_new_user(request.history, request.k,
-                                      include_seen=not request.exclude_seen,
-                                      diversity=request.diversity,
-                                      tail_boost=request.tail_boost)
-        return listing(recs, request.k, version, history=request.history)
+        r = request
+        return cached(
+            (version, "new", tuple(r.history), r.k, r.diversity, r.tail_boost, r.exclude_seen),
+            lambda: listing(rec.recommend_new_user(r.history, r.k, include_seen=not r.exclude_seen,
+                                                   diversity=r.diversity,
+                                                   tail_boost=r.tail_boost),
+                            r.k, version, history=r.history))
 
     @app.get("/v1/items/{item}/similar", response_model=Recommendations,
              response_model_exclude_none=True)
@@ -287,13 +369,46 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
                       k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> Recommendations:
         """The k items closest to ``item`` (cold and added items included)."""
         rec, version = served.current()
-        return listing(rec.similar_items(item, k), k, version, item=item)
+        return cached((version, "similar", item, k),
+                      lambda: listing(rec.similar_items(item, k), k, version, item=item))
+
+    @app.post("/admin/reload", response_model=Reloaded)
+    def admin_reload() -> Reloaded:
+        """Serve the model directory's current version (also on SIGHUP)."""
+        changed = reload()
+        return Reloaded(model_version=served.current()[1], changed=changed)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus text format: requests and latency per endpoint, cache hits, version."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/items", response_model=AddedItemsResponse)
     def new_items(request: NewItemsRequest) -> AddedItemsResponse:
         """Add items from their text, persisted atomically; recommendable at once."""
         added, num_items = served.add_items(request.items)
+        metrics.version.info({"version": served.version or ""})
+        if cache is not None:
+            with cache_lock:
+                cache.clear()
         return AddedItemsResponse(added=added, num_items=num_items,
                                   model_version=served.current()[1])
 
     return app
+
+
+class _Metrics:
+    """The service's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("graphrec_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("graphrec_request_seconds", "Request latency by endpoint",
+                                 ["endpoint"], registry=self.registry,
+                                 buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                          0.25, 0.5, 1.0, 2.5))
+        self.cache = Counter("graphrec_cache", "Response cache lookups by outcome", ["outcome"],
+                             registry=self.registry)
+        self.version = Info("graphrec_model", "The model version being served",
+                            registry=self.registry)

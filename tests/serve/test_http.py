@@ -172,3 +172,90 @@ def test_a_real_server_on_a_loopback_port(model_dir: Path) -> None:
         server.should_exit = True
         thread.join(timeout=20)
     assert not thread.is_alive()
+
+
+def test_cache_metrics_and_reload(client: TestClient, model_dir: Path, tmp_path: Path) -> None:
+    from graphrec.serve import add_items
+
+    rec = Recommender.load(model_dir)
+    user = str(rec.user_ids[2])
+    first = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
+    again = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
+    assert first == again
+    text = client.get("/metrics").text
+    assert 'graphrec_cache_total{outcome="hit"} 1.0' in text
+    assert 'graphrec_cache_total{outcome="miss"} 1.0' in text
+    assert 'graphrec_requests_total{endpoint="/v1/users/{user}/recommendations",status="200"} 2.0' \
+        in text
+    assert "graphrec_request_seconds_bucket" in text
+    assert f'version="{first["model_version"]}"' in text
+
+    # Reload needs the key; with nothing new it changes nothing.
+    assert client.post("/admin/reload").status_code == 401
+    same = client.post("/admin/reload", headers={"X-API-Key": KEY}).json()
+    assert same == {"model_version": first["model_version"], "changed": False}
+
+    # Another process publishes a new version (add-items on the directory): served on reload,
+    # and the cached list of the old version is not served again.
+    add_items(model_dir, ["late-1"], ["Late"], ["kitchen recipe chef pasta"],
+              cache_dir=tmp_path / "cache", device="cpu")
+    assert client.get(f"/v1/users/{user}/recommendations",
+                      params={"k": 5}).json()["model_version"] == first["model_version"]
+    new = client.post("/admin/reload", headers={"X-API-Key": KEY}).json()
+    assert new["changed"] is True and new["model_version"] != first["model_version"]
+    after = client.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
+    assert after["model_version"] == new["model_version"]
+    assert client.get("/v1/items/late-1/similar", params={"k": 2}).status_code == 200
+    assert f'version="{new["model_version"]}"' in client.get("/metrics").text
+
+
+def test_the_cache_can_be_turned_off(model_dir: Path) -> None:
+    with TestClient(create_app(model_dir, cache_size=0)) as c:
+        rec = Recommender.load(model_dir)
+        user = str(rec.user_ids[0])
+        for _ in range(2):
+            assert items_of(c.get(f"/v1/users/{user}/recommendations")) == \
+                expected(rec.recommend(user, 10))
+        assert 'outcome="hit"' not in c.get("/metrics").text
+
+
+def test_sighup_reloads_a_running_server(work: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from graphrec.serve import add_items
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "graphrec_cli.main", "--workdir", str(work),
+                             "serve", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            def ready() -> dict | None:
+                try:
+                    r = http.get("/ready")
+                    return r.json() if r.status_code == 200 else None
+                except httpx.TransportError:
+                    return None
+
+            deadline = time.monotonic() + 60
+            while (before := ready()) is None and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.2)
+            assert before is not None, "the server did not come up"
+            add_items(work / "model", ["hup-1"], ["Hup"], ["space rocket orbit"],
+                      cache_dir=tmp_path / "cache", device="cpu")
+            os.kill(proc.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                now = ready()
+                if now and now["model_version"] != before["model_version"]:
+                    break
+                time.sleep(0.2)
+            assert now["num_items"] == before["num_items"] + 1
+            assert http.get("/v1/items/hup-1/similar").status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
