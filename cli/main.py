@@ -474,10 +474,15 @@ def _is_loopback(host: str) -> bool:
               help="Key the write endpoints require in X-API-Key (env GRAPHREC_API_KEY).")
 @click.option("--device", default="auto", show_default=True,
               help="Device of the text encoder for added items.")
+@click.option("--cache-size", type=int, default=None,
+              help="Responses kept in the cache (0 = no cache) [default: 100000].")
+@click.option("--cache-ttl", type=float, default=None,
+              help="Seconds a cached response lives [default: 300].")
 @click.pass_obj
 @handle_errors
 def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
-              api_key: str | None, device: str) -> None:
+              api_key: str | None, device: str, cache_size: int | None,
+              cache_ttl: float | None) -> None:
     """Serve recommendations over HTTP (JSON; OpenAPI at /docs)."""
     from graphrec.artifacts import read_model_config
 
@@ -493,8 +498,15 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
                           "write endpoints ({api_key})", parameter="host", value=host)
     model_dir = model_dir or obj.model_dir
     read_model_config(model_dir)  # a missing or stale model: one line now, not a traceback
+    import torch
+
+    # One request's products are tiny: intra-op threads only add hand-offs (and contend
+    # with each other across concurrent requests).
+    torch.set_num_threads(1)
+    cache = {k: v for k, v in (("cache_size", cache_size), ("cache_ttl", cache_ttl))
+             if v is not None}
     app = create_app(model_dir, api_key=api_key, cache_dir=obj.layout.text_cache,
-                     device=device)
+                     device=device, **cache)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field
 from graphrec.errors import (
     NO_VALUE,
     ArtifactError,
+    ConfigError,
     GraphrecError,
     UnknownItemError,
     UnknownUserError,
@@ -230,6 +231,10 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
     """The service over ``model_dir``. ``api_key``: required on write endpoints when set;
     ``cache_dir``: the text-embedding cache for added items; ``device``: the encoder's;
     ``cache_size`` / ``cache_ttl``: the response cache (0 entries: none)."""
+    if cache_size < 0 or not cache_ttl > 0:
+        raise ConfigError("the cache needs a size >= 0 and a positive time to live",
+                          parameter="cache_size" if cache_size < 0 else "cache_ttl",
+                          value=cache_size if cache_size < 0 else cache_ttl)
     served = ServedModel(Path(model_dir), Path(cache_dir) if cache_dir else None, device)
     metrics = _Metrics()
     cache: TTLCache | None = TTLCache(cache_size, cache_ttl) if cache_size > 0 else None
@@ -296,36 +301,34 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
         return JSONResponse(status_code=422, content={"error": body.model_dump()})
 
     @app.middleware("http")
-    async def measure(request: Request, call_next):
+    async def key_and_metrics(request: Request, call_next):
+        # One middleware (each costs a hop): the key is checked before routing, so a write
+        # request without it never has its body read; then latency and status per endpoint.
         t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        return response
-
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):
-        # Before routing, so a write request without the key never has its body read.
         if (api_key is not None and request.method != "GET"
                 and request.url.path.startswith(WRITE_PATHS)):
             given = request.headers.get("x-api-key", "")
             if not hmac.compare_digest(given.encode(), api_key.encode()):
-                return _unauthorized()
-        return await call_next(request)
+                response = _unauthorized()
+                metrics.requests.labels("unauthorized", "401").inc()
+                return response
+        response = await call_next(request)
+        endpoint = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
 
     def listing(recs: list[Recommendation], k: int, version: str, **where) -> Recommendations:
         return Recommendations(items=[Item(**r.as_dict()) for r in recs], k=k,
                                model_version=version, **where)
 
     @app.get("/health", response_model=Health)
-    def health() -> Health:
+    async def health() -> Health:
         """Liveness: the process answers."""
         return Health(status="ok")
 
     @app.get("/ready", response_model=Ready)
-    def ready() -> JSONResponse | Ready:
+    async def ready() -> JSONResponse | Ready:
         """Readiness: a model is loaded (503 until then)."""
         if served.recommender is None:
             return JSONResponse(status_code=503, content=Ready(ready=False).model_dump())
@@ -335,7 +338,7 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
 
     @app.get("/v1/users/{user}/recommendations", response_model=Recommendations,
              response_model_exclude_none=True)
-    def user_recommendations(
+    async def user_recommendations(
         user: str,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         diversity: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
@@ -352,7 +355,7 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
 
     @app.post("/v1/recommendations", response_model=Recommendations,
              response_model_exclude_none=True)
-    def new_user_recommendations(request: NewUserRequest) -> Recommendations:
+    async def new_user_recommendations(request: NewUserRequest) -> Recommendations:
         """Top-k for a new user from their history, without retraining."""
         rec, version = served.current()
         r = request
@@ -365,7 +368,7 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
 
     @app.get("/v1/items/{item}/similar", response_model=Recommendations,
              response_model_exclude_none=True)
-    def similar_items(item: str,
+    async def similar_items(item: str,
                       k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> Recommendations:
         """The k items closest to ``item`` (cold and added items included)."""
         rec, version = served.current()
@@ -379,7 +382,7 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
         return Reloaded(model_version=served.current()[1], changed=changed)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         """Prometheus text format: requests and latency per endpoint, cache hits, version."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
