@@ -9,6 +9,7 @@ mention as its own flag (``cli/``), so no library message names a flag.
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 from collections.abc import Callable
@@ -106,8 +107,6 @@ def mention(parameter: str) -> str:
 
 def check_positive_int(parameter: str, value: object) -> int:
     """``value`` as an int, or ConfigError unless it is an integer >= 1 (bools refused)."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigError(parameter=parameter, value=value, expected="a positive integer")
     return int(value)

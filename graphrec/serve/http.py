@@ -142,14 +142,18 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+VERSIONED_FILES = ("config.json", "embeddings.npz", "items.jsonl")
+"""The files whose identity names a model version."""
+
+
 def model_version(path: Path) -> str:
-    """A short content hash of the model directory's serving arrays and config: it changes
-    whenever a retrain or add-items publishes new embeddings or items."""
+    """A short hash of the serving files' identity (size, modification time, inode): every
+    publish (train, add-items) writes them anew through a directory swap, so it changes the
+    version, without reading arrays of hundreds of MB a second time after loading them."""
     h = hashlib.sha256()
-    for name in ("config.json", "embeddings.npz", "items.jsonl"):
-        with open(path / name, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+    for name in VERSIONED_FILES:
+        st = (path / name).stat()
+        h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino};".encode())
     return h.hexdigest()[:12]
 
 
@@ -195,17 +199,16 @@ class ServedModel:
         return added.added, added.num_items
 
 
-def _error(status: int, exc: GraphrecError) -> JSONResponse:
-    body = ErrorBody(field=exc.parameter,
-                     value=None if exc.value is NO_VALUE else str(exc.value),
-                     expected=exc.expected, message=exc.describe())
+def _error_response(status: int, message: str, field: str | None = None,
+                    value: str | None = None, expected: str | None = None) -> JSONResponse:
+    """The one shape of every error the service sends: ``{"error": ErrorBody}``."""
+    body = ErrorBody(field=field, value=value, expected=expected, message=message)
     return JSONResponse(status_code=status, content={"error": body.model_dump()})
 
 
-def _unauthorized() -> JSONResponse:
-    body = ErrorBody(field="X-API-Key", value=None, expected="the service's API key",
-                     message="X-API-Key: missing or wrong")
-    return JSONResponse(status_code=401, content={"error": body.model_dump()})
+def _library_error(status: int, exc: GraphrecError) -> JSONResponse:
+    return _error_response(status, exc.describe(), exc.parameter,
+                           None if exc.value is NO_VALUE else str(exc.value), exc.expected)
 
 
 WRITE_PATHS = ("/v1/items", "/admin/")
@@ -240,18 +243,24 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
     cache: TTLCache | None = TTLCache(cache_size, cache_ttl) if cache_size > 0 else None
     cache_lock = threading.Lock()
 
+    def now_serving() -> None:
+        """After a (possibly) new version: report it, and drop the old version's cached
+        responses (the version is in every key, so this only frees them)."""
+        metrics.version.info({"version": served.version or ""})
+        if cache is not None:
+            with cache_lock:
+                cache.clear()
+
     def reload() -> bool:
         changed = served.reload()
-        if changed and cache is not None:
-            with cache_lock:
-                cache.clear()  # the version is in every key; this frees the old entries
-        metrics.version.info({"version": served.version or ""})
+        if changed:
+            now_serving()
         return changed
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         served.load()
-        metrics.version.info({"version": served.version or ""})
+        now_serving()
         loop = asyncio.get_running_loop()
         try:  # SIGHUP reloads the model (only where the loop owns the main thread)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, reload))
@@ -282,23 +291,21 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
     @app.exception_handler(GraphrecError)
     async def graphrec_error(request: Request, exc: GraphrecError) -> JSONResponse:
         status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 422)
-        return _error(status, exc)
+        return _library_error(status, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         if first.get("type") == "json_invalid":  # loc holds a byte offset, not a field
-            body = ErrorBody(field=None, value=None, expected="a JSON body",
-                             message=f"request body: {first.get('msg')}")
-            return JSONResponse(status_code=422, content={"error": body.model_dump()})
+            return _error_response(422, f"request body: {first.get('msg')}",
+                                   expected="a JSON body")
         field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query",
                                                                            "path"))
         value = first.get("input")
-        body = ErrorBody(field=field or None,
-                         value=None if value is None or isinstance(value, dict) else str(value),
-                         expected=_expected(first.get("ctx") or {}),
-                         message=f"{field or 'request'}: {first.get('msg')}")
-        return JSONResponse(status_code=422, content={"error": body.model_dump()})
+        return _error_response(
+            422, f"{field or 'request'}: {first.get('msg')}", field or None,
+            None if value is None or isinstance(value, dict) else str(value),
+            _expected(first.get("ctx") or {}))
 
     @app.middleware("http")
     async def key_and_metrics(request: Request, call_next):
@@ -309,9 +316,9 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
                 and request.url.path.startswith(WRITE_PATHS)):
             given = request.headers.get("x-api-key", "")
             if not hmac.compare_digest(given.encode(), api_key.encode()):
-                response = _unauthorized()
                 metrics.requests.labels("unauthorized", "401").inc()
-                return response
+                return _error_response(401, "X-API-Key: missing or wrong", "X-API-Key",
+                                       expected="the service's API key")
         response = await call_next(request)
         endpoint = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
@@ -390,10 +397,7 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
     def new_items(request: NewItemsRequest) -> AddedItemsResponse:
         """Add items from their text, persisted atomically; recommendable at once."""
         added, num_items = served.add_items(request.items)
-        metrics.version.info({"version": served.version or ""})
-        if cache is not None:
-            with cache_lock:
-                cache.clear()
+        now_serving()
         return AddedItemsResponse(added=added, num_items=num_items,
                                   model_version=served.current()[1])
 
