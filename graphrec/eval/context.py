@@ -136,9 +136,9 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     cfg = read_model_config(model_path)
     check_compatible(cfg, graph, model_path)
     fold = SPLITS[split]
-    if graph.csr(fold).nnz == 0:
-        raise DataError(f"graph has no {split} interactions to evaluate on")
     ctx = EvalContext.from_graph(graph, ks, device)
+    if not ctx.has_targets(fold):
+        raise DataError(f"graph has no {split} interactions to evaluate on")
     arrays = load_arrays(model_path)
     user_emb = torch.as_tensor(arrays["user_emb"]).to(ctx.device)
     # Only the graph's items: rows past them were appended by add-items, have no interactions
