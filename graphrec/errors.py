@@ -112,6 +112,16 @@ def check_positive_int(parameter: str, value: object) -> int:
     return int(value)
 
 
+def check_cutoffs(parameter: str, ks) -> list[int]:
+    """Top-K cut-offs, sorted and de-duplicated, or ConfigError unless there is at least one
+    and each is a positive integer."""
+    ks = list(ks)
+    if not ks:
+        raise ConfigError("no cutoff given", parameter=parameter,
+                          expected="one or more positive integers")
+    return sorted({check_positive_int(parameter, k) for k in ks})
+
+
 def check_range(parameter: str, value: float, low: float, high: float) -> float:
     """``value``, or ConfigError unless ``low <= value <= high`` (NaN refused)."""
     if not low <= value <= high:  # this way round so NaN fails too

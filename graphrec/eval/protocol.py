@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from graphrec.data.csr import Csr, indptr_from_rows, unique_pairs
-from graphrec.errors import ConfigError, DataError, check_positive_int
+from graphrec.errors import ConfigError, DataError, check_cutoffs, check_positive_int
 from graphrec.eval.metrics import MetricAccumulator
 from graphrec.eval.ranking import (
     CPU_FACTOR_BUFFER,
@@ -37,14 +37,6 @@ from graphrec.eval.ranking import (
     default_batch_users,
 )
 from graphrec.popularity import check_tail_boost
-
-
-def _check_ks(ks: Sequence[int]) -> list[int]:
-    ks = list(ks)
-    if not ks:
-        raise ConfigError("no cutoff given", parameter="ks",
-                          expected="one or more positive integers")
-    return sorted({check_positive_int("ks", k) for k in ks})
 
 
 def _check_csr(csr: Csr, name: str, num_items: int) -> None:
@@ -125,7 +117,7 @@ def evaluate_ranking(
     128 MiB) or :func:`default_batch_users` on CUDA.
     Runs under ``torch.inference_mode()``; the caller puts the model in ``eval()`` mode.
     """
-    ks = _check_ks(ks)
+    ks = check_cutoffs("ks", ks)
     device = torch.device(device)
     if (score_fn is None) == (factors is None):
         raise ConfigError(

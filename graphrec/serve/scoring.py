@@ -7,13 +7,12 @@ import torch
 from torch import Tensor
 
 from graphrec.data.csr import Csr, gather_rows
-from graphrec.errors import ConfigError, check_range
+from graphrec.errors import check_positive_int, check_range
 
 
 def check_k(k: int) -> None:
     """Raise ConfigError unless ``k`` is a positive list length."""
-    if k <= 0:
-        raise ConfigError(parameter="k", value=k, expected="a positive number of items")
+    check_positive_int("k", k)
 
 
 def check_diversity(diversity: float) -> None:

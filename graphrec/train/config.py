@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from graphrec.data.split import TRAIN
-from graphrec.errors import ConfigError
+from graphrec.errors import ConfigError, check_cutoffs
 from graphrec.options import COLD_STARTS, ITEM_INITS, LR_SCHEDULES, NEGATIVE_SAMPLERS, PRECISIONS
 
 if TYPE_CHECKING:  # torch-free at run time: the command line imports this module for --help
@@ -110,9 +110,7 @@ class TrainConfig:
         if self.item_init in ("text", "text+id") and not has_text:
             raise ConfigError("the graph was built without text; use id",
                               parameter="item_init", value=self.item_init)
-        if not self.ks or any(k <= 0 for k in self.ks):
-            raise ConfigError(parameter="ks", value=",".join(map(str, self.ks)),
-                              expected="positive integers")
+        check_cutoffs("ks", self.ks)
 
     def resolve(self, graph: GraphData) -> TrainConfig:
         """Fill the automatic settings from the graph."""
