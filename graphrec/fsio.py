@@ -4,6 +4,11 @@ A file is written under an unguessable temporary name in its own folder (``mkste
 planted symlink cannot redirect it), flushed, and renamed over the target in one step; a
 directory is filled under a temporary sibling and renamed into place. An interrupted write
 (exception, Ctrl-C) removes the temporary and leaves the target exactly as it was.
+
+A directory that is served while it is replaced (the model directory) is published as a
+version instead: filled under ``<dir>/versions/``, then ``<dir>/current``, a relative
+symlink, is pointed at it in one rename. A reader that resolved the link keeps a whole
+version; there is no moment at which the directory or its files are missing.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -68,6 +74,112 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+VERSIONS_KEPT = 3
+"""Published versions kept (older ones are removed)."""
+CURRENT = "current"
+"""The link, inside a versioned directory, to the version being served."""
+VERSIONS = "versions"
+"""The folder, inside a versioned directory, that holds its versions."""
+
+
+def versions_dir(final: str | Path) -> Path:
+    """Where the versions of ``final`` live: ``final/versions``."""
+    return Path(final) / VERSIONS
+
+
+def resolve_version(final: str | Path) -> tuple[Path, str | None]:
+    """(the directory to read, its version id) of ``final``: the version ``final/current``
+    points at, or ``final`` itself and None for a plain directory (one written before
+    versions, a copy made through the links, or a version directory itself)."""
+    final = Path(final)
+    pointer = final / CURRENT
+    if pointer.is_symlink():
+        target = final / os.readlink(pointer)
+        return target, target.name
+    return final, None
+
+
+@contextlib.contextmanager
+def publish_version(final: str | Path, keep: int = VERSIONS_KEPT) -> Iterator[Path]:
+    """Yield a new, empty version directory of ``final``; on success ``final/current``
+    points at it in one rename, each of its files is reachable as ``final/<name>`` too (a
+    link through ``current``), and all but the ``keep`` newest versions are removed (a
+    process that still maps a removed version's files keeps reading them). On any exception
+    (Ctrl-C included) the new version is removed and ``final`` is left exactly as it was.
+
+    Every link is relative and inside ``final``: the directory can be moved or copied whole.
+    Version ids sort by publication time (UTC, microseconds): ``20261201T231500.123456``.
+    """
+    final = Path(final)
+    store = versions_dir(final)
+    store.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        now = time.time()
+        version = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}"
+        while (store / version).exists():  # two publishes in one microsecond
+            version += "0"
+        os.rename(tmp, store / version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if (final / CURRENT).is_dir() and not (final / CURRENT).is_symlink():
+        shutil.rmtree(final / CURRENT)  # a copy made through the links: a plain snapshot
+    _swap_link(final / CURRENT, f"{VERSIONS}/{version}")
+    _link_files(final, store / version)
+    _prune(store, keep, current=version)
+
+
+def _swap_link(at: Path, target: str) -> None:
+    """Make ``at`` a symlink to ``target`` in one rename (over a link or a plain file)."""
+    link = at.parent / f".{at.name}.link-{os.getpid()}-{time.monotonic_ns()}"
+    os.symlink(target, link)
+    try:
+        os.replace(link, at)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(link)
+        raise
+
+
+def _link_files(final: Path, version: Path) -> None:
+    """``final/<name>`` -> ``current/<name>`` for each file of ``version`` (replacing the
+    plain files of a directory written before versions); links to files the version no
+    longer has are removed."""
+    names = {p.name for p in version.iterdir()}
+    for name in sorted(names):
+        at = final / name
+        if not (at.is_symlink() and os.readlink(at) == f"{CURRENT}/{name}"):
+            if at.is_dir() and not at.is_symlink():
+                shutil.rmtree(at)
+            _swap_link(at, f"{CURRENT}/{name}")
+    for entry in final.iterdir():
+        if (entry.is_symlink() and entry.name not in names and entry.name != CURRENT
+                and os.readlink(entry).startswith(f"{CURRENT}/")):
+            entry.unlink()
+
+
+def _prune(store: Path, keep: int, current: str) -> None:
+    published = sorted(p for p in store.iterdir() if not p.name.startswith("."))
+    for old in published[:-keep] if keep > 0 else published:
+        if old.name != current:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (published versions never change in place), or a
+    copy where links are not possible; directories are copied."""
+    if src.is_dir():
+        shutil.copytree(src, dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def write_json(path: str | Path, obj: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,17 @@ def temp_leftovers(folder: Path) -> list[str]:
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """Every entry under ``folder`` by relative path: a file's bytes, a link's target (a
+    versioned model directory is links into versions/)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(root, name)
+            if p.is_symlink():
+                out[str(p.relative_to(folder))] = os.readlink(p).encode()
+            elif p.is_file():
+                out[str(p.relative_to(folder))] = p.read_bytes()
+    return out
 
 
 def dense_adjacency(users, items, num_users, num_items) -> np.ndarray:

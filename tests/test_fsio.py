@@ -13,9 +13,12 @@ from graphrec.errors import ArtifactError
 from graphrec.fsio import (
     atomic_directory,
     atomic_file,
+    publish_version,
     read_json,
     read_jsonl,
     read_versioned,
+    resolve_version,
+    versions_dir,
     write_json,
     write_jsonl,
 )
@@ -73,6 +76,55 @@ def test_atomic_directory_swaps_whole_or_not_at_all(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert (final / "a").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_publish_version_swaps_a_link_and_keeps_the_newest(tmp_path: Path) -> None:
+    final = tmp_path / "model"
+    seen = []
+    for n in range(5):
+        with publish_version(final, keep=2) as tmp:
+            (tmp / "a").write_text(str(n))
+            if n == 0:
+                (tmp / "only-first").write_text("x")
+        source, version = resolve_version(final)
+        seen.append(version)
+        assert (final / "a").read_text() == str(n) == (source / "a").read_text()
+        assert not os.path.isabs(os.readlink(final / "current"))
+    assert seen == sorted(seen) and len(set(seen)) == 5  # ids sort by publication
+    assert sorted(p.name for p in versions_dir(final).iterdir()) == seen[-2:]  # no temporary
+    assert sorted(p.name for p in final.iterdir()) == ["a", "current", "versions"]
+    moved = final.rename(tmp_path / "moved")  # all links are relative and inside
+    assert (moved / "a").read_text() == "4" and resolve_version(moved)[1] == seen[-1]
+
+
+def test_publish_version_leaves_the_current_one_on_ctrl_c(tmp_path: Path) -> None:
+    final = tmp_path / "model"
+    with publish_version(final) as tmp:
+        (tmp / "a").write_text("1")
+    before = resolve_version(final)
+    with pytest.raises(KeyboardInterrupt), publish_version(final) as tmp:
+        (tmp / "a").write_text("2")
+        raise KeyboardInterrupt
+    assert resolve_version(final) == before and (final / "a").read_text() == "1"
+    assert [p.name for p in versions_dir(final).iterdir()] == [before[1]]
+
+
+def test_publish_version_takes_over_plain_directories(tmp_path: Path) -> None:
+    import shutil
+
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "a").write_text("old")
+    assert resolve_version(final) == (final, None)
+    with publish_version(final) as tmp:
+        (tmp / "a").write_text("new")
+    assert (final / "a").is_symlink() and (final / "a").read_text() == "new"
+    # A copy that followed the links is a plain directory again, and can be published to.
+    copy = Path(shutil.copytree(final, tmp_path / "copy"))
+    assert resolve_version(copy) == (copy, None) and (copy / "a").read_text() == "new"
+    with publish_version(copy) as tmp:
+        (tmp / "a").write_text("newer")
+    assert (copy / "a").read_text() == "newer" and (final / "a").read_text() == "new"
 
 
 def test_read_versioned_names_the_directory_and_what_to_run(tmp_path: Path) -> None:

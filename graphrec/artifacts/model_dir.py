@@ -1,10 +1,15 @@
 """The model directory: everything `recommend` needs, without the raw data or the encoder.
 
 Files: model.pt (state_dict, loads with weights_only=True), config.json (resolved training
-config + graph identity), metrics.json (history, test metrics, timings), embeddings.npz (final
-user/item embeddings for serving, the text map, item degrees, cold mask), text_emb.npy (item
-text embeddings, when the graph has text), known.npz (every user's known items, CSR),
-users.txt and items.jsonl (raw ids and titles).
+config + graph identity), metrics.json (history, test metrics, timings), user_emb.npy and
+item_emb.npy (final embeddings for serving, memory-mapped on load so that several server
+workers share one copy), embeddings.npz (the text map, item degrees, cold mask), text_emb.npy
+(item text embeddings, when the graph has text, memory-mapped too), known.npz (every user's
+known items, CSR), users.txt and items.jsonl (raw ids and titles).
+
+Each write publishes a new version (``graphrec.fsio.publish_version``): ``model`` is a link to
+``.model.versions/<version>``, swapped in one rename. Directories written before versions
+(plain, with the embeddings inside embeddings.npz) load as they are.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from graphrec.artifacts.idfiles import read_id_files, write_id_files
 from graphrec.data.csr import Csr
 from graphrec.data.split import TEST, TRAIN, VALID
 from graphrec.errors import ArtifactError
-from graphrec.fsio import atomic_directory, read_versioned, write_json
+from graphrec.fsio import publish_version, read_versioned, resolve_version, write_json
 
 MODEL_FORMAT_VERSION = 1
+
+MAPPED_ARRAYS = ("user_emb", "item_emb")
+"""Serving arrays stored one per .npy file, memory-mapped on load."""
 
 
 class TrainedModel(Protocol):
@@ -56,13 +64,13 @@ def graph_identity(graph: GraphData) -> dict:
 
 
 def save_model(result: TrainedModel, graph: GraphData, path: str | Path) -> None:
-    """Write the model directory ``path`` atomically."""
-    with atomic_directory(path) as tmp:
+    """Publish the model directory ``path`` as a new version, atomically."""
+    with publish_version(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()},
                    tmp / "model.pt")
+        np.save(tmp / "user_emb.npy", result.user_emb.numpy())
+        np.save(tmp / "item_emb.npy", result.item_emb.numpy())
         arrays = {
-            "user_emb": result.user_emb.numpy(),
-            "item_emb": result.item_emb.numpy(),
             "item_degree": graph.train_item_degree(),
             "cold_items": graph.cold_items,
         }
@@ -106,16 +114,23 @@ def check_compatible(model_cfg: dict, graph: GraphData, model_path: str | Path) 
         )
 
 
-def load_arrays(path: str | Path) -> dict:
-    """Serving arrays of a model directory (embeddings, text, known items, ids, titles)."""
-    path = Path(path)
+def load_arrays(path: str | Path, mmap: bool = True) -> dict:
+    """Serving arrays of a model directory (embeddings, text, known items, ids, titles), from
+    the version ``path`` points at; the embeddings and text are memory-mapped (read-only)
+    unless ``mmap`` is False."""
+    path, _ = resolve_version(path)
+    mode = "r" if mmap else None
     try:
         with np.load(path / "embeddings.npz", allow_pickle=False) as z:
             out = {k: z[k] for k in z.files}
+        for name in MAPPED_ARRAYS:
+            if (path / f"{name}.npy").exists():
+                out[name] = np.load(path / f"{name}.npy", mmap_mode=mode, allow_pickle=False)
         with np.load(path / "known.npz", allow_pickle=False) as z:
             out["known"] = Csr(z["indptr"], z["indices"])
         text_path = path / "text_emb.npy"
-        out["text_emb"] = np.load(text_path, allow_pickle=False) if text_path.exists() else None
+        out["text_emb"] = (np.load(text_path, mmap_mode=mode, allow_pickle=False)
+                           if text_path.exists() else None)
         out["user_ids"], out["item_ids"], out["item_titles"], _ = read_id_files(path)
     except (OSError, ValueError, KeyError) as exc:
         raise ArtifactError(f"model directory {path}: unreadable ({exc})") from None

@@ -31,7 +31,14 @@ from graphrec.artifacts.idfiles import append_items
 from graphrec.artifacts.model_dir import load_arrays, read_model_config
 from graphrec.data import io
 from graphrec.errors import NO_VALUE, ArtifactError, DataError
-from graphrec.fsio import atomic_directory, write_json
+from graphrec.fsio import (
+    CURRENT,
+    VERSIONS,
+    link_or_copy,
+    publish_version,
+    resolve_version,
+    write_json,
+)
 
 _SHOWN = 5  # ids named in an error message before "and N more"
 
@@ -66,8 +73,9 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
     from graphrec.text import embed_texts
 
     path = Path(model_path)
-    config = read_model_config(path)
-    arrays = load_arrays(path)
+    source_dir, _ = resolve_version(path)  # read one version whole, even if another lands
+    config = read_model_config(source_dir)
+    arrays = load_arrays(source_dir)
     if "text_map" not in arrays or arrays["text_emb"] is None:
         raise ArtifactError(
             f"model directory {path} has no text map (its graph was built without text, "
@@ -111,27 +119,30 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
     # Exactly how training places cold items (Trainer.embeddings).
     new_emb = (emb @ text_map).astype(arrays["item_emb"].dtype)
 
-    out = {k: arrays[k] for k in ("user_emb", "text_map")}
-    out["item_emb"] = np.concatenate([arrays["item_emb"], new_emb])
+    item_emb = np.concatenate([arrays["item_emb"], new_emb])
+    out = {"text_map": arrays["text_map"]}
     out["item_degree"] = np.concatenate(
         [arrays["item_degree"], np.zeros(len(ids), dtype=arrays["item_degree"].dtype)])
     out["cold_items"] = np.concatenate([arrays["cold_items"], np.ones(len(ids), dtype=bool)])
     # Arrays this module does not know about travel unchanged.
-    skip = {"known", "text_emb", "user_ids", "item_ids", "item_titles"}
+    skip = {"known", "text_emb", "user_ids", "item_ids", "item_titles", "user_emb", "item_emb"}
     out.update({k: v for k, v in arrays.items() if k not in out and k not in skip})
     config = {**config, "added_items": int(config.get("added_items", 0)) + len(ids)}
 
-    with atomic_directory(path) as tmp:
-        # Everything else (model.pt, metrics.json, known.npz, users.txt, ...) is copied as is:
+    rewritten = {"embeddings.npz", "user_emb.npy", "item_emb.npy", "text_emb.npy",
+                 "items.jsonl", "config.json", CURRENT, VERSIONS}
+    with publish_version(path) as tmp:
+        # Everything else (model.pt, metrics.json, known.npz, users.txt, ...) is linked as is:
         # known.npz rows are users and its item indices stay valid under an append.
-        for entry in path.iterdir():
-            if entry.is_dir():
-                shutil.copytree(entry, tmp / entry.name)
-            else:
-                shutil.copy2(entry, tmp / entry.name)
+        for entry in source_dir.iterdir():
+            if entry.name not in rewritten:
+                link_or_copy(entry, tmp / entry.name)
+        np.save(tmp / "user_emb.npy", arrays["user_emb"])
+        np.save(tmp / "item_emb.npy", item_emb)
         np.savez(tmp / "embeddings.npz", **out)
         np.save(tmp / "text_emb.npy",
                 np.concatenate([arrays["text_emb"], emb.astype(arrays["text_emb"].dtype)]))
+        shutil.copy2(source_dir / "items.jsonl", tmp / "items.jsonl")  # appended: not a link
         append_items(tmp, ids, titles)
         write_json(tmp / "config.json", config)
     return AddedItems(added=len(ids), num_items=len(arrays["item_ids"]) + len(ids))
