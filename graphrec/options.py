@@ -27,6 +27,9 @@ PRECISIONS = ("float32", "bfloat16")
 """Precision of the CPU's sparse products in training."""
 TAIL_SHAPES = ("degree", "flat")
 """How the tail boost is shared among tail items (``graphrec.popularity.tail_boost_weights``)."""
+RETRIEVAL_INDEXES = ("exact", "ann", "auto")
+"""Top-k retrieval when serving: exact products, a faiss ANN index, or ANN above a catalog
+size (``graphrec.serve.recommender``)."""
 
 
 @functools.cache

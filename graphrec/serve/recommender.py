@@ -1,6 +1,8 @@
 """Serving: top-K for known users, new users from their items, similar items.
 
-Works from a model directory alone: no raw data, no text encoder, no pickle.
+Works from a model directory alone: no raw data, no text encoder, no pickle. Large catalogs
+can be searched approximately (``index="ann"``, :mod:`graphrec.serve.index`): a faiss index
+proposes candidates, which are then scored exactly.
 """
 
 from __future__ import annotations
@@ -14,10 +16,44 @@ import torch
 from torch import Tensor
 
 from graphrec.artifacts.model_dir import load_arrays, read_model_config
-from graphrec.data.csr import Csr
+from graphrec.data.csr import Csr, gather_rows
 from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
+from graphrec.options import RETRIEVAL_INDEXES
 from graphrec.popularity import boost_tail, check_tail_boost, tail_boost_weights
+from graphrec.serve.index import AnnIndex, faiss_available
 from graphrec.serve.scoring import check_diversity, check_k, mask_known, mmr_pool_size, mmr_rerank
+
+ANN_MIN_ITEMS = 50_000
+"""Catalog size above which ``index="auto"`` searches approximately. Measured on 2 CPU
+cores, d=64, top-20, medians: one [1, 64] x [64, I] product and topk takes 0.12 / 0.30 /
+1.3-1.7 / 2.3-3.5 ms at 10k / 25k / 50k / 100k items (36 ms at 1M); a whole exact
+``recommend`` 0.5 / 0.9 / 2.0 / 3.3 ms, an "ann" one 0.8-1.0 ms at every one of these sizes
+(0.10-0.14 ms of it the faiss search, the rest rescoring and masking). From 50k items the
+exact path passes 2 ms and "ann" is twice as fast; below, exact lists cost about what
+approximate ones do. Building the index takes about 2 s at 50k items, 5 s at 100k."""
+
+ANN_MARGIN = 16
+"""Candidates fetched beyond k and the user's known items: spare ones for the exact
+rescoring to reorder."""
+
+
+def score_covariance(item_emb: Tensor) -> Tensor:
+    """[d, d] float64 unbiased covariance C of the items [I, d] (I >= 2): a user u's scores
+    over all items have standard deviation ``torch.std(u @ item_emb.T) = sqrt(uᵀ C u)``."""
+    x = item_emb.double()
+    centred = x - x.mean(0)
+    return centred.T @ centred / (x.shape[0] - 1)
+
+
+def score_std(user_vecs: Tensor, cov: Tensor) -> Tensor:
+    """[b] float64 standard deviation of each user's scores over all items, ``sqrt(uᵀ C u)``
+    from user_vecs [b, d] and the items' :func:`score_covariance` C [d, d]."""
+    q = user_vecs.double()
+    return torch.einsum("bd,de,be->b", q, cov, q).clamp_min(0.0).sqrt()
+
+
+_NO_PAIRS = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+"""No known (row, item_idx) pairs: nothing masked."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +76,11 @@ class Recommender:
     """
 
     def __init__(self, arrays: dict, config: dict, path: Path, tail_boost: float = 0.0,
-                 tail_shape: str = "degree"):
+                 tail_shape: str = "degree", index: str = "exact"):
         check_tail_boost(tail_boost)
+        if index not in RETRIEVAL_INDEXES:
+            raise ConfigError(parameter="index", value=index,
+                              expected=f"one of {', '.join(RETRIEVAL_INDEXES)}")
         self.path = path
         self.tail_boost = tail_boost
         """Serving-time tail boost (see :func:`boost_tail`); 0 ranks by the model alone."""
@@ -60,13 +99,37 @@ class Recommender:
         self.tail = torch.as_tensor(tail_boost_weights(self.item_degree, tail_shape))
         self._user_index = {u: k for k, u in enumerate(self.user_ids)}
         self._item_index = {i: k for k, i in enumerate(self.item_ids)}
+        if index == "auto":
+            index = "ann" if self.num_items > ANN_MIN_ITEMS and faiss_available() else "exact"
+        self.index = index
+        """How top items are found: "exact" (every item scored) or "ann"."""
+        self.ann: AnnIndex | None = None
+        """With "ann": the faiss index over [item_emb, tail] (see :meth:`_ann_top`)."""
+        self.score_cov: Tensor | None = None
+        """With "ann": [d, d] :func:`score_covariance` of the items, for the boost's spread."""
+        if index == "ann":
+            self.build_index()
+
+    def build_index(self, nlist: int | None = None, nprobe: int | None = None,
+                    seed: int = 0) -> AnnIndex:
+        """(Re)build the faiss index (:meth:`AnnIndex.build`'s settings) and search with it
+        from now on."""
+        ann = AnnIndex.build(torch.cat([self.item_emb, self.tail[:, None]], 1).numpy(),
+                             nlist, nprobe, seed)
+        self.score_cov = score_covariance(self.item_emb)
+        self.ann, self.index = ann, "ann"
+        return ann
 
     @classmethod
-    def load(cls, path: str | Path, tail_boost: float = 0.0,
-             tail_shape: str = "degree") -> Recommender:
+    def load(cls, path: str | Path, tail_boost: float = 0.0, tail_shape: str = "degree",
+             index: str = "exact") -> Recommender:
+        """The recommender of the model directory ``path``. ``index``: one of
+        :data:`RETRIEVAL_INDEXES`; "ann" builds the faiss index here (a few seconds per
+        100k items), "auto" is "ann" above :data:`ANN_MIN_ITEMS` items when faiss is
+        installed, else "exact"."""
         path = Path(path)
         config = read_model_config(path)
-        return cls(load_arrays(path), config, path, tail_boost, tail_shape)
+        return cls(load_arrays(path), config, path, tail_boost, tail_shape, index)
 
     def scores(self, user_vecs: Tensor, tail_boost: float | None = None) -> Tensor:
         """[b, I] scores of user embeddings [b, d] against every item, with the tail boost
@@ -116,9 +179,86 @@ class Recommender:
         return scores[idx], idx
 
     def _top(self, scores: Tensor, k: int, diversity: float = 0.0) -> list[Recommendation]:
-        values, idx = self.rank(scores, k, diversity)
+        return self._listing(*self.rank(scores, k, diversity))
+
+    def _listing(self, values: Tensor, idx: Tensor) -> list[Recommendation]:
+        """Recommendations of scores [n] and item_idx [n]."""
         return [Recommendation(str(self.item_ids[i]), self.item_titles[i], float(v))
                 for v, i in zip(values.tolist(), idx.tolist(), strict=True)]
+
+    def _known_pairs(self, users: Tensor) -> tuple[Tensor, Tensor]:
+        """(local row, item_idx) [n] int64 of the known items of users [b] int64."""
+        return gather_rows(torch.as_tensor(self.known.indptr),
+                           torch.as_tensor(self.known.indices), users)
+
+    def _exact_top(self, user_vecs: Tensor, rows: Tensor, cols: Tensor, n: int,
+                   boost: float) -> tuple[Tensor, Tensor]:
+        """(scores, item_idx), both [b, min(n, I)], of each user's best items by scoring
+        them all; user_vecs [b, d]; the pairs (rows, cols) [m] are masked (-inf)."""
+        scores = self.scores(user_vecs, boost)
+        scores[rows, cols] = float("-inf")
+        return torch.topk(scores, min(n, self.num_items), dim=1)
+
+    def _ann_top(self, user_vecs: Tensor, rows: Tensor, cols: Tensor, n: int,
+                 boost: float) -> tuple[Tensor, Tensor]:
+        """:meth:`_exact_top` from the faiss index's candidates, rescored exactly.
+
+        The index holds [x_i, w_i] (w: the tail weights) and is asked with [u, boost · σ_u],
+        whose inner product is exactly the boosted score of :func:`boost_tail`: the boost
+        steers which candidates are found, not only their order. σ_u, the spread of u's
+        scores over all items, comes from the items' covariance (:func:`score_covariance`)
+        without scoring them. Each user gets n + (its known items) + :data:`ANN_MARGIN`
+        candidates, scored exactly in float32 (boost included), known ones dropped; the
+        scores are exact, which items are candidates is approximate. A user whose candidates
+        leave fewer than ``min(n, I - known)`` items (too few in the lists scanned) is
+        scored exactly instead, so a list is never shorter than the exact one.
+
+        Over-fetching plain candidates instead (x4) and boosting only those misses the
+        tail items a large boost lifts from far down: top-20 overlap with exact boosted
+        lists on a trained Gowalla model (degree shape, nprobe 32), boost 3 / 10: 0.94 / 0.20,
+        against 0.997 / 0.98 asking with the boost.
+        """
+        b, num_items = len(user_vecs), self.num_items
+        known = rows * num_items + cols
+        num_known = torch.bincount(rows, minlength=b)
+        fetch = min(n + int(num_known.max()) + ANN_MARGIN, num_items)
+        lift = torch.zeros(b, 1)  # boost · σ_u, the query's weight on the tail coordinate
+        if boost != 0.0:
+            lift = (boost * score_std(user_vecs, self.score_cov))[:, None].float()
+        cand = torch.from_numpy(self.ann.search(torch.cat([user_vecs, lift], 1).numpy(), fetch))
+        safe = cand.clamp_min(0)
+        scores = (self.item_emb[safe] @ user_vecs[:, :, None])[:, :, 0] + lift * self.tail[safe]
+        seen = torch.isin(torch.arange(b)[:, None] * num_items + safe, known)
+        scores = scores.masked_fill((cand < 0) | seen, float("-inf"))
+        values, pos = torch.topk(scores, min(n, fetch), dim=1)
+        idx = cand.gather(1, pos)
+        short = torch.isfinite(values).sum(1) < (num_items - num_known).clamp(max=n)
+        if short.any():
+            rows_short = torch.nonzero(short)[:, 0]
+            local = torch.full((b,), -1, dtype=torch.int64)
+            local[rows_short] = torch.arange(len(rows_short))
+            keep = short[rows]
+            values[rows_short], idx[rows_short] = self._exact_top(
+                user_vecs[rows_short], local[rows[keep]], cols[keep], n, boost)
+        return values, idx
+
+    def _lists(self, user_vecs: Tensor, rows: Tensor, cols: Tensor, k: int,
+               diversity: float, boost: float) -> list[list[Recommendation]]:
+        """Top-``k`` lists of users [b, d] with their known pairs (rows, cols) masked, MMR
+        re-ranked over the ``mmr_pool_size(k)`` best when ``diversity`` > 0; exact or from
+        the index (:attr:`index`)."""
+        pool = mmr_pool_size(k) if diversity > 0.0 else k
+        top = self._exact_top if self.ann is None else self._ann_top
+        out = []
+        for values, idx in zip(*top(user_vecs, rows, cols, pool, boost), strict=True):
+            finite = torch.isfinite(values)
+            values, idx = values[finite], idx[finite]
+            if diversity > 0.0:  # re-rank the pool; positions in it stand for its items
+                picked = mmr_rerank(values, torch.arange(len(idx)),
+                                    self.diversity_vectors[idx], k, diversity)
+                values, idx = values[picked], idx[picked]
+            out.append(self._listing(values, idx))
+        return out
 
     def recommend(self, user: str, k: int = 10, include_seen: bool = False,
                   diversity: float = 0.0,
@@ -131,6 +271,10 @@ class Recommender:
         if tail_boost is not None:
             check_tail_boost(tail_boost)
         u = self.user_index(user)
+        if self.ann is not None:
+            rows, cols = self._known_pairs(torch.tensor([u])) if not include_seen else _NO_PAIRS
+            return self._lists(self.user_emb[u].unsqueeze(0), rows, cols, k, diversity,
+                               self.tail_boost if tail_boost is None else tail_boost)[0]
         scores = self.scores(self.user_emb[u].unsqueeze(0), tail_boost)
         if not include_seen:
             mask_known(scores, torch.tensor([u]), self.known)
@@ -153,14 +297,36 @@ class Recommender:
         if not history:
             raise ConfigError(parameter="history", expected="at least one item id")
         idx = torch.tensor([self.item_index(h, "history") for h in history])
+        if self.ann is not None:
+            cols = idx if not include_seen else _NO_PAIRS[1]
+            return self._lists(self.item_emb[idx].mean(0, keepdim=True), torch.zeros_like(cols),
+                               cols, k, diversity,
+                               self.tail_boost if tail_boost is None else tail_boost)[0]
         scores = self.scores(self.item_emb[idx].mean(0, keepdim=True), tail_boost)[0]
         if not include_seen:
             scores[idx] = float("-inf")
         return self._top(scores, k, diversity)
 
+    def recommend_batch(self, users: Sequence[str], k: int, include_seen: bool = False,
+                        tail_boost: float | None = None) -> list[list[Recommendation]]:
+        """``recommend(u, k, include_seen, tail_boost=tail_boost)`` for each of ``users``
+        (raw ids), from one [b, d] x [d, I] product (exact) or one batched index search
+        (ann). Raises UnknownUserError for the first unknown user."""
+        check_k(k)
+        if tail_boost is not None:
+            check_tail_boost(tail_boost)
+        idx = torch.tensor([self.user_index(u) for u in users], dtype=torch.int64)
+        if len(idx) == 0:
+            return []
+        rows, cols = self._known_pairs(idx) if not include_seen else _NO_PAIRS
+        return self._lists(self.user_emb[idx], rows, cols, k, 0.0,
+                           self.tail_boost if tail_boost is None else tail_boost)
+
     def similar_items(self, item: str, k: int = 10) -> list[Recommendation]:
         """The ``k`` items closest to ``item`` by cosine of final embeddings (cold items
-        included: their embeddings come from their text)."""
+        included: their embeddings come from their text). Always exact, also with "ann":
+        cosine ranks differently from the inner-product index, and a second index over
+        normalised vectors would double its memory for one O(I · d) product per call."""
         check_k(k)
         i = self.item_index(item)
         emb = torch.nn.functional.normalize(self.item_emb, dim=1)
