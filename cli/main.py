@@ -18,6 +18,7 @@ from graphrec.data.split import SPLITS
 from graphrec.errors import ConfigError, GraphrecError
 from graphrec.options import (
     COLD_STARTS,
+    RETRIEVAL_INDEXES,
     SPLIT_STRATEGIES,
     TAIL_SHAPES,
     TEXT_PRECISIONS,
@@ -478,24 +479,44 @@ def _is_loopback(host: str) -> bool:
               help="Responses kept in the cache (0 = no cache) [default: 100000].")
 @click.option("--cache-ttl", type=float, default=None,
               help="Seconds a cached response lives [default: 300].")
+@click.option("--index", type=click.Choice(RETRIEVAL_INDEXES), default="auto",
+              show_default=True,
+              help="Top-k retrieval: exact products, a faiss ANN index, or ANN for large "
+                   "catalogs only.")
+@click.option("--batching/--no-batching", default=True, show_default=True,
+              help="Score concurrent requests for known users as one product.")
+@click.option("--batch-window-ms", type=float, default=0.0, show_default=True,
+              help="How long a request waits for others when the scorer is idle (batches "
+                   "form anyway while it is busy).")
+@click.option("--max-batch", type=int, default=64, show_default=True,
+              help="Most users scored in one product.")
+@click.option("--watch-s", type=float, default=2.0, show_default=True,
+              help="Seconds between checks for a new model version (0 = only on "
+                   "POST /admin/reload or SIGHUP).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Worker processes; they share the memory-mapped arrays.")
 @click.pass_obj
 @handle_errors
 def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
               api_key: str | None, device: str, cache_size: int | None,
-              cache_ttl: float | None) -> None:
+              cache_ttl: float | None, index: str, batching: bool, batch_window_ms: float,
+              max_batch: int,
+              watch_s: float, workers: int) -> None:
     """Serve recommendations over HTTP (JSON; OpenAPI at /docs)."""
     from graphrec.artifacts import read_model_config
 
     try:
         import uvicorn
 
-        from graphrec.serve.http import create_app
+        from graphrec.serve.http import CONFIG_ENV, create_app
     except ImportError as exc:
         raise ConfigError(f"the service needs the serve extra ({exc.name} is missing): "
                           'pip install -e ".[serve]"') from None
     if api_key is None and not _is_loopback(host):
         raise ConfigError("binding an address other than loopback needs an API key for the "
                           "write endpoints ({api_key})", parameter="host", value=host)
+    if workers < 1:
+        raise ConfigError(parameter="workers", value=workers, expected="at least 1")
     model_dir = model_dir or obj.model_dir
     read_model_config(model_dir)  # a missing or stale model: one line now, not a traceback
     import torch
@@ -505,9 +526,21 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
     torch.set_num_threads(1)
     cache = {k: v for k, v in (("cache_size", cache_size), ("cache_ttl", cache_ttl))
              if v is not None}
-    app = create_app(model_dir, api_key=api_key, cache_dir=obj.layout.text_cache,
-                     device=device, **cache)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    settings = dict(api_key=api_key, cache_dir=str(obj.layout.text_cache), device=device,
+                    index=index, batching=batching, batch_window_s=batch_window_ms / 1000,
+                    max_batch=max_batch,
+                    watch_s=watch_s, **cache)
+    if workers == 1:
+        app = create_app(model_dir, **settings)  # bad settings fail here, in one line
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    import os
+
+    create_app(model_dir, **settings)  # checks the settings before any worker starts
+    os.environ[CONFIG_ENV] = json.dumps({"model_dir": str(model_dir), **settings})
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # each worker: one scoring thread
+    uvicorn.run("graphrec.serve.http:app_from_env", factory=True, workers=workers,
+                host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ that many clients each send a request, wait for the answer and send the next, fo
 recommendations (`GET /v1/users/{id}/recommendations?k=20`) for users drawn uniformly from
 the model's users. Variants (the server flags of each are in VARIANTS below):
 
-- `naive`: `--cache-size 0 --batch-window-ms 0 --index exact`: one exact product per
-  request, no cache, no batching (the reference the last column divides by);
+- `naive`: `--cache-size 0 --no-batching --index exact`: one exact product per request, no
+  cache, no batching (the reference the last column divides by);
 - `batched`: `--cache-size 0`, micro-batching on (the server's default window): batching alone;
 - `shipped`: the server's defaults (cache and batching); the cache warms during the run, and
   the table gives the hit rate of the counted requests (`/metrics`' graphrec_cache_total);
@@ -19,10 +19,11 @@ the model's users. Variants (the server flags of each are in VARIANTS below):
   directory; one publish first, uncounted, loads the text encoder); the load runs on until
   the last publish is done. The distinct `model_version`s the answers carry count the swaps
   seen; 0 failed requests is the target;
-- `1m-exact` / `1m-ann`: a synthetic catalog of `--synthetic-items` (1,000,000) items, dim 64
-  (each a trained MovieLens item embedding plus Gaussian noise of 0.3x the per-dimension
-  std, so it keeps the real embedding geometry; the real users and their known items), cache
-  off, `--index exact` / `--index ann`. ANN recall@k against exact over 200 sample users,
+- `1m-naive` / `1m-exact` / `1m-ann`: a synthetic catalog of `--synthetic-items` (1,000,000)
+  items, dim 64 (each a trained MovieLens item embedding plus Gaussian noise of 0.3x the
+  per-dimension std, so it keeps the real embedding geometry; the real users and their known
+  items), cache off; no batching and exact, then batched `--index exact` / `--index ann`.
+  ANN recall@k against exact over 200 sample users,
   both lists asked of the two servers (the same model directory); the index's build time and
   memory from GET /ready when the server reports them, else built here with
   graphrec.serve.index.AnnIndex.
@@ -81,11 +82,13 @@ class Variant:
 
 
 VARIANTS = {
-    "naive": Variant((("--cache-size", "0"), ("--batch-window-ms", "0"), ("--index", "exact"))),
+    "naive": Variant((("--cache-size", "0"), ("--no-batching", ""), ("--index", "exact"))),
     "batched": Variant((("--cache-size", "0"),)),
     "shipped": Variant(()),
     "cache-hits": Variant((), hot_users=8),
     "reload": Variant((("--api-key", KEY),), reload=True),
+    "1m-naive": Variant((("--cache-size", "0"), ("--no-batching", ""), ("--index", "exact")),
+                        synthetic=True),
     "1m-exact": Variant((("--cache-size", "0"), ("--index", "exact")), synthetic=True),
     "1m-ann": Variant((("--cache-size", "0"), ("--index", "ann")), synthetic=True),
 }
@@ -123,7 +126,7 @@ def flags_for(variant: Variant, known: set[str]) -> tuple[list[str], list[str]]:
     argv, dropped = [], []
     for flag, value in variant.flags:
         if flag in known:
-            argv += [flag, value]
+            argv += [flag, value] if value else [flag]
         else:
             dropped.append(f"{flag} {value}")
     return argv, dropped

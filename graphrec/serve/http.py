@@ -11,7 +11,10 @@ checked before the body is read).
 Responses are cached per (model version, endpoint, parameters) in a TTL'd LRU (cachetools);
 a new version (``POST /admin/reload``, SIGHUP, ``POST /v1/items``) is served at once and
 in-flight requests finish on the one they started with. ``/metrics`` speaks Prometheus.
-Needs the ``serve`` extra (``pip install -e ".[serve]"``).
+Concurrent requests for known users are micro-batched (``graphrec.serve.batching``): scored
+as one matrix product on a scoring thread. The model directory is watched for a new version
+(``watch_s``); the arrays are memory-mapped, so several worker processes share
+one copy. Needs the ``serve`` extra (``pip install -e ".[serve]"``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -49,8 +54,12 @@ from graphrec.errors import (
     GraphrecError,
     UnknownItemError,
     UnknownUserError,
+    check_positive_int,
+    check_range,
 )
+from graphrec.fsio import resolve_version
 from graphrec.serve.additems import add_items
+from graphrec.serve.batching import BATCH_WINDOW_S, MAX_BATCH, MicroBatcher
 from graphrec.serve.recommender import Recommendation, Recommender
 
 MAX_K = 1000
@@ -63,6 +72,10 @@ CACHE_SIZE = 100_000
 """Responses kept by default (per model version, endpoint and parameters)."""
 CACHE_TTL_S = 300.0
 """Seconds a cached response lives by default."""
+WATCH_S = 2.0
+"""How often the model directory is checked for a new version by default."""
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Largest request body accepted by default (10,000 items with their text fit)."""
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +142,9 @@ class Ready(BaseModel):
     model_version: str | None = None
     num_users: int | None = None
     num_items: int | None = None
+    index: str | None = Field(None, description='Retrieval: "exact" or "ann" (faiss).')
+    index_build_s: float | None = Field(None, description="Seconds the ANN index took to build.")
+    index_bytes: int | None = Field(None, description="Memory of the ANN index.")
 
 
 class ErrorBody(BaseModel):
@@ -147,12 +163,15 @@ VERSIONED_FILES = ("config.json", "embeddings.npz", "items.jsonl")
 
 
 def model_version(path: Path) -> str:
-    """A short hash of the serving files' identity (size, modification time, inode): every
-    publish (train, add-items) writes them anew through a directory swap, so it changes the
-    version, without reading arrays of hundreds of MB a second time after loading them."""
+    """The version ``path`` points at (``graphrec.fsio.publish_version``); for a plain
+    directory written before versions, a short hash of its serving files' identity (size,
+    modification time, inode), without reading arrays of hundreds of MB a second time."""
+    source, version = resolve_version(path)
+    if version is not None:
+        return version
     h = hashlib.sha256()
     for name in VERSIONED_FILES:
-        st = (path / name).stat()
+        st = (source / name).stat()
         h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino};".encode())
     return h.hexdigest()[:12]
 
@@ -161,18 +180,28 @@ class ServedModel:
     """The model the service answers from, with its version; swapped whole under a lock."""
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None,
-                 device: str | None = None):
+                 device: str | None = None, index: str = "exact"):
         self.model_dir = model_dir
         self.cache_dir = cache_dir
         self.device = device
+        self.index = index
         self.recommender: Recommender | None = None
         self.version: str | None = None
         self._write_lock = threading.Lock()
 
     def load(self) -> None:
-        recommender = Recommender.load(self.model_dir)
-        version = model_version(self.model_dir)
+        source, version = resolve_version(self.model_dir)  # one version whole, even mid-publish
+        version = version or model_version(source)
+        recommender = Recommender.load(source, index=self.index)
         self.recommender, self.version = recommender, version  # readers see old or new
+
+    def changed_on_disk(self) -> bool:
+        """Whether the directory now holds another version than the one served (cheap: a
+        link read, or three stats for a plain directory)."""
+        try:
+            return model_version(self.model_dir) != self.version
+        except OSError:  # mid-publish of a plain directory: look again next time
+            return False
 
     def current(self) -> tuple[Recommender, str]:
         recommender, version = self.recommender, self.version
@@ -225,21 +254,48 @@ def _expected(ctx: dict) -> str | None:
     return ", ".join(parts) or None
 
 
+def _body_refusal(headers, limit: int) -> JSONResponse | None:
+    """A 411 / 413 for a body without a length or longer than ``limit`` bytes (checked
+    before it is read), else None."""
+    length = headers.get("content-length")
+    if length is None:
+        if "chunked" in headers.get("transfer-encoding", ""):
+            return _error_response(411, "Content-Length: required (no chunked bodies)",
+                                   "Content-Length", expected="the body's length in bytes")
+        return None
+    if not length.isdigit() or int(length) > limit:
+        return _error_response(413, f"request body: {length} bytes is too large",
+                               "Content-Length", length, f"at most {limit} bytes")
+    return None
+
+
 _STATUS = ((UnknownUserError, 404), (UnknownItemError, 404), (ArtifactError, 503))
 
 
 def create_app(model_dir: str | Path, *, api_key: str | None = None,
                cache_dir: str | Path | None = None, device: str | None = None,
-               cache_size: int = CACHE_SIZE, cache_ttl: float = CACHE_TTL_S) -> FastAPI:
+               cache_size: int = CACHE_SIZE, cache_ttl: float = CACHE_TTL_S,
+               index: str = "exact", batching: bool = True,
+               batch_window_s: float = BATCH_WINDOW_S,
+               max_batch: int = MAX_BATCH, watch_s: float = WATCH_S,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The service over ``model_dir``. ``api_key``: required on write endpoints when set;
     ``cache_dir``: the text-embedding cache for added items; ``device``: the encoder's;
-    ``cache_size`` / ``cache_ttl``: the response cache (0 entries: none)."""
+    ``cache_size`` / ``cache_ttl``: the response cache (0 entries: none); ``index``:
+    retrieval, exact or ANN (``Recommender.load``); ``batching``, ``batch_window_s``,
+    ``max_batch``: the micro-batcher (``graphrec.serve.batching``; off: one product per
+    request, on the event loop); ``watch_s``: seconds between checks
+    for a new version (0: only on reload or SIGHUP); ``max_body_bytes``: the body limit."""
     if cache_size < 0 or not cache_ttl > 0:
         raise ConfigError("the cache needs a size >= 0 and a positive time to live",
                           parameter="cache_size" if cache_size < 0 else "cache_ttl",
                           value=cache_size if cache_size < 0 else cache_ttl)
-    served = ServedModel(Path(model_dir), Path(cache_dir) if cache_dir else None, device)
+    check_range("watch_s", watch_s, 0.0, 3600.0)
+    check_positive_int("max_body_bytes", max_body_bytes)
+    served = ServedModel(Path(model_dir), Path(cache_dir) if cache_dir else None, device, index)
     metrics = _Metrics()
+    batcher = (MicroBatcher(batch_window_s, max_batch, metrics.batch.observe)
+               if batching else None)
     cache: TTLCache | None = TTLCache(cache_size, cache_ttl) if cache_size > 0 else None
     cache_lock = threading.Lock()
 
@@ -266,21 +322,41 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, reload))
         except (NotImplementedError, RuntimeError, ValueError):
             log.debug("no SIGHUP handler here (not the main thread)")
+        stop = threading.Event()
+        if watch_s > 0:
+            threading.Thread(target=watch, args=(stop,), name="graphrec-watch",
+                             daemon=True).start()
         yield
+        stop.set()
+        if batcher is not None:
+            batcher.close()
 
-    def cached(key: tuple, compute) -> Recommendations:
+    def watch(stop: threading.Event) -> None:
+        """Serve each new version the directory gets, ``watch_s`` after it lands."""
+        while not stop.wait(watch_s):
+            if served.changed_on_disk():
+                try:
+                    reload()
+                except GraphrecError as exc:  # keep serving the old one; say why
+                    log.warning("new model version not loaded: %s", exc.describe())
+
+    def lookup(key: tuple) -> Recommendations | None:
         if cache is None:
-            return compute()
+            return None
         with cache_lock:
             hit = cache.get(key)
-        if hit is not None:
-            metrics.cache.labels("hit").inc()
-            return hit
-        metrics.cache.labels("miss").inc()
-        value = compute()
-        with cache_lock:
-            cache[key] = value
+        metrics.cache.labels("miss" if hit is None else "hit").inc()
+        return hit
+
+    def store(key: tuple, value: Recommendations) -> Recommendations:
+        if cache is not None:
+            with cache_lock:
+                cache[key] = value
         return value
+
+    def cached(key: tuple, compute) -> Recommendations:
+        hit = lookup(key)
+        return hit if hit is not None else store(key, compute())
 
     app = FastAPI(title="graphrec", summary="Graph-based recommendations over HTTP.",
                   lifespan=lifespan, responses={400: {"model": ErrorResponse},
@@ -319,7 +395,14 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
                 metrics.requests.labels("unauthorized", "401").inc()
                 return _error_response(401, "X-API-Key: missing or wrong", "X-API-Key",
                                        expected="the service's API key")
+        if request.method in ("POST", "PUT", "PATCH"):
+            refused = _body_refusal(request.headers, max_body_bytes)
+            if refused is not None:
+                metrics.requests.labels("refused", str(refused.status_code)).inc()
+                return refused
         response = await call_next(request)
+        if served.version is not None:
+            response.headers["X-Model-Version"] = served.version
         endpoint = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
@@ -340,8 +423,11 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
         if served.recommender is None:
             return JSONResponse(status_code=503, content=Ready(ready=False).model_dump())
         rec, version = served.current()
+        ann = rec.ann
         return Ready(ready=True, model_version=version, num_users=rec.num_users,
-                     num_items=rec.num_items)
+                     num_items=rec.num_items, index=rec.index,
+                     index_build_s=None if ann is None else round(ann.build_seconds, 3),
+                     index_bytes=None if ann is None else ann.memory_bytes)
 
     @app.get("/v1/users/{user}/recommendations", response_model=Recommendations,
              response_model_exclude_none=True)
@@ -354,11 +440,18 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
     ) -> Recommendations:
         """Top-k for a known user: the same list as `graphrec recommend` gives for them."""
         rec, version = served.current()
-        return cached(
-            (version, "user", user, k, diversity, tail_boost, exclude_seen),
-            lambda: listing(rec.recommend(user, k, include_seen=not exclude_seen,
-                                          diversity=diversity, tail_boost=tail_boost),
-                            k, version, user=user))
+        key = (version, "user", user, k, diversity, tail_boost, exclude_seen)
+        if batcher is None or diversity > 0:  # MMR's greedy picks are per list
+            return cached(key, lambda: listing(
+                rec.recommend(user, k, include_seen=not exclude_seen, diversity=diversity,
+                              tail_boost=tail_boost), k, version, user=user))
+        hit = lookup(key)
+        if hit is not None:
+            return hit
+        rec.user_index(user)  # an unknown user fails alone, not the batch
+        recs = await batcher.submit(rec, user, k, include_seen=not exclude_seen,
+                                    tail_boost=tail_boost)
+        return store(key, listing(recs, k, version, user=user))
 
     @app.post("/v1/recommendations", response_model=Recommendations,
              response_model_exclude_none=True)
@@ -419,3 +512,22 @@ class _Metrics:
                              registry=self.registry)
         self.version = Info("graphrec_model", "The model version being served",
                             registry=self.registry)
+        self.batch = Histogram("graphrec_batch_size", "Users scored in one product",
+                               registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+
+CONFIG_ENV = "GRAPHREC_SERVE_CONFIG"
+"""Environment variable carrying create_app's arguments (JSON) to each worker process."""
+
+
+def app_from_env() -> FastAPI:
+    """The app a worker process builds (``uvicorn --factory``) from ``GRAPHREC_SERVE_CONFIG``,
+    which the command line sets for several workers: uvicorn starts them from an import string,
+    so the arguments travel as JSON."""
+    try:
+        kwargs = json.loads(os.environ[CONFIG_ENV])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{CONFIG_ENV} must hold the service's settings as JSON ({exc})",
+                          parameter=CONFIG_ENV) from None
+    return create_app(kwargs.pop("model_dir"), **kwargs)

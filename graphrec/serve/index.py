@@ -31,8 +31,10 @@ MIN_POINTS_PER_CENTROID = 39
 """Fewest items per list by default: below faiss's own k-means minimum (39 training points
 per centroid) the centroids are poorly placed."""
 
-TRAIN_POINTS_PER_CENTROID = 256
-"""k-means trains on at most this many sampled items per list (faiss's own default)."""
+TRAIN_POINTS_PER_CENTROID = 64
+"""k-means trains on at most this many sampled items per list (a quarter of faiss's default
+256): at 200k items it halves the build for recall@20 0.987 instead of 0.993, and keeps a
+1M-item build (4,000 lists, 256k training points) well under a minute on 2 cores."""
 
 DEFAULT_NPROBE = 64
 """Lists scanned per query by default: the smallest power of two with recall@20 >= 0.95

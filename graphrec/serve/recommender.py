@@ -7,6 +7,7 @@ proposes candidates, which are then scored exactly.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,15 @@ _NO_PAIRS = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64
 """No known (row, item_idx) pairs: nothing masked."""
 
 
+def mapped_tensor(array: np.ndarray) -> Tensor:
+    """A tensor over ``array``'s memory, without a copy: a read-only memory map stays one
+    (shared by every process that maps the file). Serving never writes to these tensors, so
+    torch's warning about read-only memory does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(array)
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """One recommended item: raw id, title and score."""
@@ -88,10 +98,10 @@ class Recommender:
         self.user_ids: np.ndarray = arrays["user_ids"]
         self.item_ids: np.ndarray = arrays["item_ids"]
         self.item_titles: list[str] = arrays["item_titles"]
-        self.user_emb = torch.as_tensor(arrays["user_emb"])
-        self.item_emb = torch.as_tensor(arrays["item_emb"])
+        self.user_emb = mapped_tensor(arrays["user_emb"])
+        self.item_emb = mapped_tensor(arrays["item_emb"])
         self.known: Csr = arrays["known"]
-        self.text_emb = None if arrays["text_emb"] is None else torch.as_tensor(arrays["text_emb"])
+        self.text_emb = None if arrays["text_emb"] is None else mapped_tensor(arrays["text_emb"])
         self.text_map = torch.as_tensor(arrays["text_map"]) if "text_map" in arrays else None
         self.item_degree = arrays["item_degree"]
         # Each item's share of the boost: 0 on the 20% most-interacted items; on the others

@@ -33,7 +33,7 @@ def model_dir(trained: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def client(model_dir: Path, tmp_path: Path):
     with TestClient(create_app(model_dir, api_key=KEY, cache_dir=tmp_path / "cache",
-                               device="cpu")) as c:
+                               device="cpu", watch_s=0)) as c:  # reloads only when asked
         yield c
 
 
@@ -52,6 +52,7 @@ def test_health_and_ready(client: TestClient, model_dir: Path) -> None:
     rec = Recommender.load(model_dir)
     assert ready["ready"] is True and len(ready["model_version"]) == 12
     assert (ready["num_users"], ready["num_items"]) == (rec.num_users, rec.num_items)
+    assert ready["index"] == "exact" and ready["index_build_s"] is None
     assert "/v1/users/{user}/recommendations" in client.get("/openapi.json").json()["paths"]
 
 
@@ -229,7 +230,7 @@ def test_sighup_reloads_a_running_server(work: Path, tmp_path: Path) -> None:
 
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "graphrec_cli.main", "--workdir", str(work),
-                             "serve", "--port", str(port)],
+                             "serve", "--port", str(port), "--watch-s", "0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
@@ -259,3 +260,81 @@ def test_sighup_reloads_a_running_server(work: Path, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def _wait_for(condition, seconds: float = 20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (value := condition()) is not None:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def test_a_new_version_is_served_by_watching(trained: Path, tmp_path: Path) -> None:
+    from graphrec.serve import add_items
+
+    work = Path(shutil.copytree(trained, tmp_path / "w", symlinks=True))
+    with TestClient(create_app(work / "model", watch_s=0.05, cache_dir=tmp_path / "cache",
+                               device="cpu")) as c:
+        before = c.get("/ready").json()
+        assert c.get("/health").headers["X-Model-Version"] == before["model_version"]
+        add_items(work / "model", ["watched-1"], ["W"], ["garden flower seeds"],
+                  cache_dir=tmp_path / "cache", device="cpu")
+        now = _wait_for(lambda: (r := c.get("/ready").json())["model_version"]
+                        != before["model_version"] and r or None)
+        assert now["num_items"] == before["num_items"] + 1
+        similar = c.get("/v1/items/watched-1/similar", params={"k": 3})
+        assert similar.headers["X-Model-Version"] == now["model_version"]
+        assert similar.json()["model_version"] == now["model_version"]
+
+
+def test_bodies_too_large_or_without_a_length_are_refused(model_dir: Path) -> None:
+    with TestClient(create_app(model_dir, max_body_bytes=200, watch_s=0)) as c:
+        big = c.post("/v1/recommendations", json={"history": ["x" * 300]})
+        assert big.status_code == 413
+        assert big.json()["error"]["field"] == "Content-Length"
+        assert big.json()["error"]["expected"] == "at most 200 bytes"
+        chunked = c.post("/v1/recommendations", content=iter([b'{"history": ["1"]}']))
+        assert chunked.status_code == 411
+        assert chunked.json()["error"]["field"] == "Content-Length"
+
+
+def test_workers_share_one_model_directory(work: Path) -> None:
+    import subprocess
+    import sys
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "graphrec_cli.main", "--workdir", str(work),
+                             "serve", "--port", str(port), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            def ready() -> dict | None:
+                try:
+                    r = http.get("/ready")
+                    return r.json() if r.status_code == 200 else None
+                except httpx.TransportError:
+                    assert proc.poll() is None, proc.stderr.read().decode()
+                    return None
+
+            state = _wait_for(ready, 60)
+            rec = Recommender.load(work / "model")
+            user = str(rec.user_ids[3])
+            answers = {http.get(f"/v1/users/{user}/recommendations",
+                                params={"k": 4}).json()["model_version"] for _ in range(20)}
+            assert answers == {state["model_version"]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_an_ann_index_serves_the_exact_lists_when_it_scans_everything(model_dir: Path) -> None:
+    pytest.importorskip("faiss")
+    rec = Recommender.load(model_dir)
+    with TestClient(create_app(model_dir, index="ann", watch_s=0)) as c:
+        ready = c.get("/ready").json()
+        assert ready["index"] == "ann" and ready["index_bytes"] > 0
+        for user in rec.user_ids[:10]:  # a 30-item catalog: one list, scanned whole
+            got = c.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+            assert [i for i, _ in items_of(got)] == [r.item for r in rec.recommend(user, 5)]
