@@ -495,13 +495,15 @@ def _is_loopback(host: str) -> bool:
                    "POST /admin/reload or SIGHUP).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Worker processes; they share the memory-mapped arrays.")
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="One log line per request (Prometheus /metrics counts them either way).")
 @click.pass_obj
 @handle_errors
 def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
               api_key: str | None, device: str, cache_size: int | None,
               cache_ttl: float | None, index: str, batching: bool, batch_window_ms: float,
               max_batch: int,
-              watch_s: float, workers: int) -> None:
+              watch_s: float, workers: int, access_log: bool) -> None:
     """Serve recommendations over HTTP (JSON; OpenAPI at /docs)."""
     from graphrec.artifacts import read_model_config
 
@@ -532,7 +534,7 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
                     watch_s=watch_s, **cache)
     if workers == 1:
         app = create_app(model_dir, **settings)  # bad settings fail here, in one line
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
         return
     import os
 
@@ -540,7 +542,7 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
     os.environ[CONFIG_ENV] = json.dumps({"model_dir": str(model_dir), **settings})
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each worker: one scoring thread
     uvicorn.run("graphrec.serve.http:app_from_env", factory=True, workers=workers,
-                host=host, port=port, log_level="info")
+                host=host, port=port, log_level="info", access_log=access_log)
 
 
 if __name__ == "__main__":

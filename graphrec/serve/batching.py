@@ -1,18 +1,20 @@
 """Micro-batching: concurrent requests for known users, scored as one matrix product.
 
 Requests with the same parameters (include_seen, tail_boost) and the same model form a batch
-(at most ``max_batch`` users, the longest k asked), scored on one scoring thread by
-``Recommender.recommend_batch``; each request gets its own list, cut to its k. While the
-scoring thread is busy the next batches fill, so under load they grow by themselves; when it
-is idle a batch goes at once (with ``window_s`` > 0, after waiting that long for
-companions), so a lone request waits for nothing.
+(at most ``max_batch`` users, the longest k asked), scored by ``Recommender.recommend_batch``
+on the event loop; each request gets its own list, cut to its k. A batch is scored once the
+requests the loop has read in this turn have joined it (or after ``window_s``, when > 0), so
+a lone request waits for nothing, and under load, while one batch is being scored, the
+requests arriving meanwhile wait in the sockets and form the next batch by themselves.
+
+Scoring on the loop rather than on a thread of its own: with two threads, each hand-over of
+the interpreter lock can wait out its switch interval (5 ms), which costs more than it saves.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from graphrec.errors import check_positive_int, check_range
 from graphrec.serve.recommender import Recommendation, Recommender
@@ -36,11 +38,7 @@ class MicroBatcher:
         """Called with each batch's size (metrics)."""
         self._pending: dict[tuple, list[tuple[str, int, asyncio.Future]]] = {}
         self._recommenders: dict[tuple, Recommender] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._busy = False
-        # One scoring thread: products run one after another (torch releases the GIL, so the
-        # event loop keeps reading requests meanwhile), never two fighting for the cores.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="graphrec-scoring")
+        self._timer: asyncio.Handle | None = None
 
     async def submit(self, rec: Recommender, user: str, k: int, include_seen: bool = False,
                      tail_boost: float | None = None) -> list[Recommendation]:
@@ -51,52 +49,53 @@ class MicroBatcher:
         future: asyncio.Future = loop.create_future()
         self._pending.setdefault(key, []).append((user, k, future))
         self._recommenders[key] = rec
-        if not self._busy and self._timer is None:
-            # call_soon: requests read in this turn of the loop still join the batch.
+        if self._timer is None:
+            # call_soon: runs after the requests read in this turn of the loop have joined.
             self._timer = (loop.call_later(self.window_s, self._run) if self.window_s > 0
                            else loop.call_soon(self._run))
         return await future
 
     def _run(self) -> None:
-        """Score the oldest waiting batch on the scoring thread; the next one when it ends."""
+        """Score every waiting batch, ``max_batch`` users at a time."""
         self._timer = None
-        if self._busy or not self._pending:
-            return
-        key = next(iter(self._pending))
-        batch = self._pending[key][:self.max_batch]
-        rest = self._pending[key][self.max_batch:]
-        rec = self._recommenders[key]
-        if rest:
-            self._pending[key] = rest
-        else:
-            del self._pending[key], self._recommenders[key]
-        if self.on_batch is not None:
-            self.on_batch(len(batch))
-        _, include_seen, tail_boost = key
-        users = [user for user, _, _ in batch]
-        k = max(k for _, k, _ in batch)
-        self._busy = True
-        work = asyncio.get_running_loop().run_in_executor(
-            self._executor, lambda: rec.recommend_batch(users, k, include_seen=include_seen,
-                                                        tail_boost=tail_boost))
-        work.add_done_callback(lambda done: self._done(done, batch))
-
-    def _done(self, done: asyncio.Future, batch: list) -> None:
-        self._busy = False
-        _deliver(done, batch)
-        self._run()  # what queued up meanwhile goes now, as one batch
+        while self._pending:
+            key, waiting = next(iter(self._pending.items()))
+            batch, rest = waiting[:self.max_batch], waiting[self.max_batch:]
+            rec = self._recommenders[key]
+            if rest:
+                self._pending[key] = rest
+            else:
+                del self._pending[key], self._recommenders[key]
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
+            _, include_seen, tail_boost = key
+            try:
+                lists = rec.recommend_batch([user for user, _, _ in batch],
+                                            max(k for _, k, _ in batch),
+                                            include_seen=include_seen, tail_boost=tail_boost)
+            except Exception as exc:  # noqa: BLE001 - every request of the batch gets it
+                _deliver(batch, error=exc)
+            else:
+                _deliver(batch, lists=lists)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Fail what still waits (the server is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for batch in self._pending.values():
+            _deliver(batch, error=RuntimeError("the server is stopping"))
+        self._pending.clear()
+        self._recommenders.clear()
 
 
-def _deliver(done: asyncio.Future, batch: list[tuple[str, int, asyncio.Future]]) -> None:
+def _deliver(batch: list[tuple[str, int, asyncio.Future]], lists: list | None = None,
+             error: BaseException | None = None) -> None:
     """Hand each request its list (cut to its k), or the batch's exception."""
-    error = done.exception()
     for n, (_, k, future) in enumerate(batch):
         if future.done():  # the client went away
             continue
         if error is not None:
             future.set_exception(error)
         else:
-            future.set_result(done.result()[n][:k])
+            future.set_result(lists[n][:k])

@@ -8,7 +8,8 @@ errors mapped to JSON in one place, no work at import time. Every bad request ge
 endpoints need the API key when one is set (``X-API-Key``, compared in constant time,
 checked before the body is read).
 
-Responses are cached per (model version, endpoint, parameters) in a TTL'd LRU (cachetools);
+Responses are cached per (model version, request) in a TTL'd LRU (cachetools; a cached GET is
+answered before routing);
 a new version (``POST /admin/reload``, SIGHUP, ``POST /v1/items``) is served at once and
 in-flight requests finish on the one they started with. ``/metrics`` speaks Prometheus.
 Concurrent requests for known users are micro-batched (``graphrec.serve.batching``): scored
@@ -46,6 +47,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 
 from graphrec.errors import (
     NO_VALUE,
@@ -254,7 +256,38 @@ def _expected(ctx: dict) -> str | None:
     return ", ".join(parts) or None
 
 
-def _body_refusal(headers, limit: int) -> JSONResponse | None:
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+async def _send_json(send, body: bytes, version: str | None) -> None:
+    """A 200 JSON response straight to the ASGI server (a cached one)."""
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if version is not None:
+        headers.append((b"x-model-version", version.encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _refusal(scope: dict, api_key: str | None, max_body: int) -> JSONResponse | None:
+    """The answer to a request refused before it is routed, else None: a write without the
+    API key (401), a body without a length (411) or longer than ``max_body`` bytes (413)."""
+    method = scope["method"]
+    if method == "GET":
+        return None
+    headers = Headers(scope=scope)
+    if api_key is not None and scope["path"].startswith(WRITE_PATHS):
+        given = headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            return _error_response(401, "X-API-Key: missing or wrong", "X-API-Key",
+                                   expected="the service's API key")
+    if method in ("POST", "PUT", "PATCH"):
+        return _body_refusal(headers, max_body)
+    return None
+
+
+def _body_refusal(headers: Headers, limit: int) -> JSONResponse | None:
     """A 411 / 413 for a body without a length or longer than ``limit`` bytes (checked
     before it is read), else None."""
     length = headers.get("content-length")
@@ -340,7 +373,7 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
                 except GraphrecError as exc:  # keep serving the old one; say why
                     log.warning("new model version not loaded: %s", exc.describe())
 
-    def lookup(key: tuple) -> Recommendations | None:
+    def lookup(key: tuple):
         if cache is None:
             return None
         with cache_lock:
@@ -348,15 +381,15 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
         metrics.cache.labels("miss" if hit is None else "hit").inc()
         return hit
 
-    def store(key: tuple, value: Recommendations) -> Recommendations:
+    def store(key: tuple, value):
         if cache is not None:
             with cache_lock:
                 cache[key] = value
         return value
 
-    def cached(key: tuple, compute) -> Recommendations:
+    def cached(key: tuple, compute) -> Response:
         hit = lookup(key)
-        return hit if hit is not None else store(key, compute())
+        return _json(hit if hit is not None else store(key, compute()))
 
     app = FastAPI(title="graphrec", summary="Graph-based recommendations over HTTP.",
                   lifespan=lifespan, responses={400: {"model": ErrorResponse},
@@ -383,34 +416,64 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
             None if value is None or isinstance(value, dict) else str(value),
             _expected(first.get("ctx") or {}))
 
-    @app.middleware("http")
-    async def key_and_metrics(request: Request, call_next):
-        # One middleware (each costs a hop): the key is checked before routing, so a write
-        # request without it never has its body read; then latency and status per endpoint.
-        t0 = time.perf_counter()
-        if (api_key is not None and request.method != "GET"
-                and request.url.path.startswith(WRITE_PATHS)):
-            given = request.headers.get("x-api-key", "")
-            if not hmac.compare_digest(given.encode(), api_key.encode()):
-                metrics.requests.labels("unauthorized", "401").inc()
-                return _error_response(401, "X-API-Key: missing or wrong", "X-API-Key",
-                                       expected="the service's API key")
-        if request.method in ("POST", "PUT", "PATCH"):
-            refused = _body_refusal(request.headers, max_body_bytes)
+    class Gate:
+        """One plain ASGI middleware (Starlette's decorator form costs a task and two
+        streams per request): the key is checked before routing, so a write request without
+        it never has its body read; the body's length before it is read; a GET under /v1/
+        is answered from the response cache when it can be, before routing, validation and
+        scoring; then the model version on every response, and latency and status per
+        endpoint."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            t0 = time.perf_counter()
+            refused = _refusal(scope, api_key, max_body_bytes)
             if refused is not None:
                 metrics.requests.labels("refused", str(refused.status_code)).inc()
-                return refused
-        response = await call_next(request)
-        if served.version is not None:
-            response.headers["X-Model-Version"] = served.version
-        endpoint = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        return response
+                return await refused(scope, receive, send)
+            version = served.version  # the one the endpoint will read, bar a swap in between
+            key = None
+            if cache is not None and scope["method"] == "GET" and scope["path"][:4] == "/v1/":
+                key = (version, scope["path"], scope["query_string"])
+                hit = lookup(key)
+                if hit is not None:
+                    body, endpoint = hit
+                    await _send_json(send, body, version)
+                    metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+                    metrics.requests.labels(endpoint, "200").inc()
+                    return
+            status, chunks = 500, []
 
-    def listing(recs: list[Recommendation], k: int, version: str, **where) -> Recommendations:
-        return Recommendations(items=[Item(**r.as_dict()) for r in recs], k=k,
-                               model_version=version, **where)
+            async def send_with_version(message):
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    if version is not None:
+                        message["headers"] = [*message.get("headers", ()),
+                                              (b"x-model-version", version.encode())]
+                elif key is not None:
+                    chunks.append(message.get("body", b""))
+                await send(message)
+
+            await self.app(scope, receive, send_with_version)
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            if key is not None and status == 200:
+                store(key, (b"".join(chunks), endpoint))
+            metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+            metrics.requests.labels(endpoint, str(status)).inc()
+
+    app.add_middleware(Gate)
+
+    def listing(recs: list[Recommendation], k: int, version: str, **where) -> bytes:
+        """The JSON of :class:`Recommendations`, built directly: the response model documents
+        it (``/docs``), and a test holds the two to the same shape, but validating our own
+        output on every request would cost more than scoring it. Cached as it is sent."""
+        doc = {"items": [r.as_dict() for r in recs], "k": k, "model_version": version, **where}
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
     @app.get("/health", response_model=Health)
     async def health() -> Health:
@@ -437,25 +500,21 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
         diversity: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0,
         tail_boost: Annotated[float, Query(ge=0.0, le=10.0)] = 0.0,
         exclude_seen: bool = True,
-    ) -> Recommendations:
+    ) -> Response:
         """Top-k for a known user: the same list as `graphrec recommend` gives for them."""
         rec, version = served.current()
-        key = (version, "user", user, k, diversity, tail_boost, exclude_seen)
         if batcher is None or diversity > 0:  # MMR's greedy picks are per list
-            return cached(key, lambda: listing(
-                rec.recommend(user, k, include_seen=not exclude_seen, diversity=diversity,
-                              tail_boost=tail_boost), k, version, user=user))
-        hit = lookup(key)
-        if hit is not None:
-            return hit
-        rec.user_index(user)  # an unknown user fails alone, not the batch
-        recs = await batcher.submit(rec, user, k, include_seen=not exclude_seen,
-                                    tail_boost=tail_boost)
-        return store(key, listing(recs, k, version, user=user))
+            recs = rec.recommend(user, k, include_seen=not exclude_seen, diversity=diversity,
+                                 tail_boost=tail_boost)
+        else:
+            rec.user_index(user)  # an unknown user fails alone, not the batch
+            recs = await batcher.submit(rec, user, k, include_seen=not exclude_seen,
+                                        tail_boost=tail_boost)
+        return _json(listing(recs, k, version, user=user))
 
     @app.post("/v1/recommendations", response_model=Recommendations,
              response_model_exclude_none=True)
-    async def new_user_recommendations(request: NewUserRequest) -> Recommendations:
+    async def new_user_recommendations(request: NewUserRequest) -> Response:
         """Top-k for a new user from their history, without retraining."""
         rec, version = served.current()
         r = request
@@ -469,11 +528,10 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
     @app.get("/v1/items/{item}/similar", response_model=Recommendations,
              response_model_exclude_none=True)
     async def similar_items(item: str,
-                      k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> Recommendations:
+                      k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> Response:
         """The k items closest to ``item`` (cold and added items included)."""
         rec, version = served.current()
-        return cached((version, "similar", item, k),
-                      lambda: listing(rec.similar_items(item, k), k, version, item=item))
+        return _json(listing(rec.similar_items(item, k), k, version, item=item))
 
     @app.post("/admin/reload", response_model=Reloaded)
     def admin_reload() -> Reloaded:

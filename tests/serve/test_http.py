@@ -338,3 +338,17 @@ def test_an_ann_index_serves_the_exact_lists_when_it_scans_everything(model_dir:
         for user in rec.user_ids[:10]:  # a 30-item catalog: one list, scanned whole
             got = c.get(f"/v1/users/{user}/recommendations", params={"k": 5})
             assert [i for i, _ in items_of(got)] == [r.item for r in rec.recommend(user, 5)]
+
+
+def test_lists_have_the_documented_shape(client: TestClient, model_dir: Path) -> None:
+    from graphrec.serve.http import Recommendations
+
+    rec = Recommender.load(model_dir)
+    user, item = str(rec.user_ids[0]), str(rec.item_ids[0])
+    for r in (client.get(f"/v1/users/{user}/recommendations", params={"k": 3}),
+              client.post("/v1/recommendations", json={"history": [item], "k": 3}),
+              client.get(f"/v1/items/{item}/similar", params={"k": 3})):
+        doc = r.json()
+        assert r.headers["content-type"] == "application/json"
+        # what the OpenAPI page promises, field for field (None fields left out)
+        assert Recommendations.model_validate(doc).model_dump(exclude_none=True) == doc
