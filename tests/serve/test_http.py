@@ -352,3 +352,53 @@ def test_lists_have_the_documented_shape(client: TestClient, model_dir: Path) ->
         assert r.headers["content-type"] == "application/json"
         # what the OpenAPI page promises, field for field (None fields left out)
         assert Recommendations.model_validate(doc).model_dump(exclude_none=True) == doc
+
+
+def test_no_request_fails_while_versions_are_swapped_in(model_dir: Path, tmp_path: Path) -> None:
+    import uvicorn
+
+    from graphrec.serve import add_items
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(model_dir, api_key=KEY, watch_s=0.05, cache_dir=tmp_path / "cache",
+                   device="cpu"), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    statuses: list[int] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+    users = [str(u) for u in Recommender.load(model_dir).user_ids]
+
+    def load() -> None:  # bounded: stops when told, or after 3,000 requests
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            n = 0
+            while not stop.is_set() and n < 3000:
+                r = http.get(f"/v1/users/{users[n % len(users)]}/recommendations")
+                statuses.append(r.status_code)
+                versions.add(r.headers.get("X-Model-Version", ""))
+                n += 1
+
+    try:
+        _wait_for(lambda: server.started or None)
+        client = threading.Thread(target=load)
+        client.start()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"X-API-Key": KEY}) as http:
+            for n in range(3):  # one through the service, two published beside it
+                if n == 0:
+                    assert http.post("/v1/items", json={"items": [
+                        {"id": "swap-0", "text": "space rocket orbit"}]}).status_code == 200
+                else:
+                    add_items(model_dir, [f"swap-{n}"], [""], ["kitchen recipe chef"],
+                              cache_dir=tmp_path / "cache", device="cpu")
+                    assert http.post("/admin/reload").status_code == 200
+                time.sleep(0.2)
+        stop.set()
+        client.join(timeout=60)
+    finally:
+        stop.set()
+        server.should_exit = True
+        thread.join(timeout=20)
+    assert statuses and set(statuses) == {200}
+    assert len(versions) >= 3  # the load saw the versions go by
