@@ -45,8 +45,8 @@ def worker(n: int, model: str, mmap: bool, ready, go, out) -> None:
     t0 = time.perf_counter()
     rec = Recommender(load_arrays(model, mmap=mmap), read_model_config(model), Path(model))
     load_s = time.perf_counter() - t0
-    for start in range(0, rec.num_users, 256):  # touch every page of the embeddings
-        users = torch.arange(start, min(start + 256, rec.num_users))
+    for start in range(0, rec.num_users, 16):  # touch every page of the embeddings
+        users = torch.arange(start, min(start + 16, rec.num_users))
         torch.topk(rec.scores(rec.user_emb[users]), 10, dim=1)
     ready.release()
     go.wait(120)

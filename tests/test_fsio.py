@@ -143,3 +143,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("text", ['{"a": 1}\n{"a": 2}, {"a": 3}\n', '{"a": 1}\n\n{"a": 2}\n',
+                                  '{"a": 1}\n{"a": \n'])
+def test_read_jsonl_refuses_what_is_not_one_document_per_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        read_jsonl(path)
+    path.write_text('{"a": 1}\n{"a": [2, 3]}\n')
+    assert read_jsonl(path) == [{"a": 1}, {"a": [2, 3]}]
