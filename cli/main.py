@@ -495,6 +495,9 @@ def _is_loopback(host: str) -> bool:
                    "POST /admin/reload or SIGHUP).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Worker processes; they share the memory-mapped arrays.")
+@click.option("--score-device", default="cpu", show_default=True,
+              help="Where scores are computed: cpu, cuda[:N] or auto (on CUDA every product "
+                   "is exact).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="One log line per request (Prometheus /metrics counts them either way).")
 @click.pass_obj
@@ -503,7 +506,7 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
               api_key: str | None, device: str, cache_size: int | None,
               cache_ttl: float | None, index: str, batching: bool, batch_window_ms: float,
               max_batch: int,
-              watch_s: float, workers: int, access_log: bool) -> None:
+              watch_s: float, workers: int, score_device: str, access_log: bool) -> None:
     """Serve recommendations over HTTP (JSON; OpenAPI at /docs)."""
     from graphrec.artifacts import read_model_config
 
@@ -519,6 +522,14 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
                           "write endpoints ({api_key})", parameter="host", value=host)
     if workers < 1:
         raise ConfigError(parameter="workers", value=workers, expected="at least 1")
+    from graphrec.device import resolve_device
+    from graphrec.errors import DeviceError
+
+    try:  # now, in one line, not in the server's start-up
+        resolve_device(score_device)
+    except DeviceError as exc:
+        raise DeviceError(exc.message, parameter="score_device", value=score_device,
+                          expected=exc.expected) from None
     model_dir = model_dir or obj.model_dir
     read_model_config(model_dir)  # a missing or stale model: one line now, not a traceback
     import torch
@@ -530,7 +541,7 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
              if v is not None}
     settings = dict(api_key=api_key, cache_dir=str(obj.layout.text_cache), device=device,
                     index=index, batching=batching, batch_window_s=batch_window_ms / 1000,
-                    max_batch=max_batch,
+                    max_batch=max_batch, score_device=score_device,
                     watch_s=watch_s, **cache)
     if workers == 1:
         app = create_app(model_dir, **settings)  # bad settings fail here, in one line

@@ -14,3 +14,12 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is
 python -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -5
 python experiments/bench_speed.py --data "$data" --device cuda 2>&1 | tail -12
 python experiments/gowalla_quality.py --data "$data" --device cuda --minutes 8 --eval-every 5 2>&1 | tail -12
+# Serving on CUDA: scoring without HTTP (CPU exact / ANN against CUDA exact, 1M items), then
+# the HTTP benchmark with scores on the GPU when the serve extra is there (FastAPI, uvicorn).
+python experiments/bench_scoring.py --items 1000000 --seconds 3 --threads 4 2>&1 | tail -10
+if python -c "import fastapi, uvicorn, httpx, cachetools, prometheus_client" 2>/dev/null; then
+  python experiments/bench_serve.py --seconds 20 --concurrency 8 --variants naive batched \
+    --server-args="--score-device cuda" 2>&1 | tail -12
+else
+  echo "bench_serve.py skipped: the serve extra (fastapi, uvicorn, httpx, ...) is not installed"
+fi

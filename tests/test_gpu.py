@@ -114,3 +114,27 @@ def test_sampler_on_cuda_draws_no_positives(negatives: str) -> None:
         assert n.is_cuda and n.shape == (len(u), 4)
         assert not any((uu, nn) in positives for uu, row in zip(u.tolist(), n.tolist(),
                                                                  strict=True) for nn in row)
+
+
+def test_serving_on_cuda_gives_the_cpu_lists(trained) -> None:
+    from graphrec.serve.recommender import Recommender
+
+    cpu = Recommender.load(trained / "model")
+    gpu = Recommender.load(trained / "model", device="cuda", index="auto")
+    assert gpu.index == "exact" and gpu.item_emb.is_cuda
+
+    def same(a, b) -> None:
+        assert [r.item for r in a] == [r.item for r in b]
+        np.testing.assert_allclose([r.score for r in a], [r.score for r in b], atol=1e-4)
+
+    users = [str(u) for u in cpu.user_ids]
+    for got, want in zip(gpu.recommend_batch(users, 10), cpu.recommend_batch(users, 10),
+                         strict=True):
+        same(got, want)
+    user, item = users[0], str(cpu.item_ids[0])
+    for kw in ({}, {"diversity": 0.3}, {"tail_boost": 2.0}, {"include_seen": True}):
+        same(gpu.recommend(user, 5, **kw), cpu.recommend(user, 5, **kw))
+    same(gpu.recommend_new_user([item], 5), cpu.recommend_new_user([item], 5))
+    same(gpu.similar_items(item, 5), cpu.similar_items(item, 5))
+    with pytest.raises(Exception, match="index"):
+        Recommender.load(trained / "model", device="cuda", index="ann")

@@ -182,11 +182,12 @@ class ServedModel:
     """The model the service answers from, with its version; swapped whole under a lock."""
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None,
-                 device: str | None = None, index: str = "exact"):
+                 device: str | None = None, index: str = "exact", score_device: str = "cpu"):
         self.model_dir = model_dir
         self.cache_dir = cache_dir
         self.device = device
         self.index = index
+        self.score_device = score_device
         self.recommender: Recommender | None = None
         self.version: str | None = None
         self._write_lock = threading.Lock()
@@ -194,7 +195,7 @@ class ServedModel:
     def load(self) -> None:
         source, version = resolve_version(self.model_dir)  # one version whole, even mid-publish
         version = version or model_version(source)
-        recommender = Recommender.load(source, index=self.index)
+        recommender = Recommender.load(source, index=self.index, device=self.score_device)
         self.recommender, self.version = recommender, version  # readers see old or new
 
     def changed_on_disk(self) -> bool:
@@ -311,21 +312,23 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
                index: str = "exact", batching: bool = True,
                batch_window_s: float = BATCH_WINDOW_S,
                max_batch: int = MAX_BATCH, watch_s: float = WATCH_S,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, score_device: str = "cpu") -> FastAPI:
     """The service over ``model_dir``. ``api_key``: required on write endpoints when set;
     ``cache_dir``: the text-embedding cache for added items; ``device``: the encoder's;
     ``cache_size`` / ``cache_ttl``: the response cache (0 entries: none); ``index``:
     retrieval, exact or ANN (``Recommender.load``); ``batching``, ``batch_window_s``,
     ``max_batch``: the micro-batcher (``graphrec.serve.batching``; off: one product per
     request, on the event loop); ``watch_s``: seconds between checks
-    for a new version (0: only on reload or SIGHUP); ``max_body_bytes``: the body limit."""
+    for a new version (0: only on reload or SIGHUP); ``max_body_bytes``: the body limit;
+    ``score_device``: where scores are computed (``Recommender.load``)."""
     if cache_size < 0 or not cache_ttl > 0:
         raise ConfigError("the cache needs a size >= 0 and a positive time to live",
                           parameter="cache_size" if cache_size < 0 else "cache_ttl",
                           value=cache_size if cache_size < 0 else cache_ttl)
     check_range("watch_s", watch_s, 0.0, 3600.0)
     check_positive_int("max_body_bytes", max_body_bytes)
-    served = ServedModel(Path(model_dir), Path(cache_dir) if cache_dir else None, device, index)
+    served = ServedModel(Path(model_dir), Path(cache_dir) if cache_dir else None, device, index,
+                         score_device)
     metrics = _Metrics()
     batcher = (MicroBatcher(batch_window_s, max_batch, metrics.batch.observe)
                if batching else None)

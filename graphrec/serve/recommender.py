@@ -18,6 +18,7 @@ from torch import Tensor
 
 from graphrec.artifacts.model_dir import load_arrays, read_model_config
 from graphrec.data.csr import Csr, gather_rows
+from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
 from graphrec.options import RETRIEVAL_INDEXES
 from graphrec.popularity import boost_tail, check_tail_boost, tail_boost_weights
@@ -86,11 +87,18 @@ class Recommender:
     """
 
     def __init__(self, arrays: dict, config: dict, path: Path, tail_boost: float = 0.0,
-                 tail_shape: str = "degree", index: str = "exact"):
+                 tail_shape: str = "degree", index: str = "exact", device: str = "cpu"):
         check_tail_boost(tail_boost)
         if index not in RETRIEVAL_INDEXES:
             raise ConfigError(parameter="index", value=index,
                               expected=f"one of {', '.join(RETRIEVAL_INDEXES)}")
+        self.device = resolve_device(device)
+        """Where scores are computed: on CUDA every product is exact (a 1M-item product
+        takes well under a millisecond there), so "auto" means exact and "ann" is refused."""
+        if self.device.type == "cuda" and index == "ann":
+            raise ConfigError("the ANN index searches on the CPU; on CUDA, exact scoring is "
+                              "the fast path", parameter="index", value=index,
+                              expected="exact or auto with a CUDA device")
         self.path = path
         self.tail_boost = tail_boost
         """Serving-time tail boost (see :func:`boost_tail`); 0 ranks by the model alone."""
@@ -98,19 +106,22 @@ class Recommender:
         self.user_ids: np.ndarray = arrays["user_ids"]
         self.item_ids: np.ndarray = arrays["item_ids"]
         self.item_titles: list[str] = arrays["item_titles"]
-        self.user_emb = mapped_tensor(arrays["user_emb"])
-        self.item_emb = mapped_tensor(arrays["item_emb"])
+        self.user_emb = mapped_tensor(arrays["user_emb"]).to(self.device)
+        self.item_emb = mapped_tensor(arrays["item_emb"]).to(self.device)
         self.known: Csr = arrays["known"]
-        self.text_emb = None if arrays["text_emb"] is None else mapped_tensor(arrays["text_emb"])
+        self.text_emb = (None if arrays["text_emb"] is None
+                         else mapped_tensor(arrays["text_emb"]).to(self.device))
         self.text_map = torch.as_tensor(arrays["text_map"]) if "text_map" in arrays else None
         self.item_degree = arrays["item_degree"]
         # Each item's share of the boost: 0 on the 20% most-interacted items; on the others
         # "degree" grows with their interactions (added items have none), "flat" is 1.
-        self.tail = torch.as_tensor(tail_boost_weights(self.item_degree, tail_shape))
+        self.tail = torch.as_tensor(tail_boost_weights(self.item_degree, tail_shape)).to(
+            self.device)
         self._user_index = {u: k for k, u in enumerate(self.user_ids)}
         self._item_index = {i: k for k, i in enumerate(self.item_ids)}
         if index == "auto":
-            index = "ann" if self.num_items > ANN_MIN_ITEMS and faiss_available() else "exact"
+            index = ("ann" if self.num_items > ANN_MIN_ITEMS and self.device.type == "cpu"
+                     and faiss_available() else "exact")
         self.index = index
         """How top items are found: "exact" (every item scored) or "ann"."""
         self.ann: AnnIndex | None = None
@@ -132,14 +143,14 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | Path, tail_boost: float = 0.0, tail_shape: str = "degree",
-             index: str = "exact") -> Recommender:
+             index: str = "exact", device: str = "cpu") -> Recommender:
         """The recommender of the model directory ``path``. ``index``: one of
         :data:`RETRIEVAL_INDEXES`; "ann" builds the faiss index here (a few seconds per
         100k items), "auto" is "ann" above :data:`ANN_MIN_ITEMS` items when faiss is
         installed, else "exact"."""
         path = Path(path)
         config = read_model_config(path)
-        return cls(load_arrays(path), config, path, tail_boost, tail_shape, index)
+        return cls(load_arrays(path), config, path, tail_boost, tail_shape, index, device)
 
     def scores(self, user_vecs: Tensor, tail_boost: float | None = None) -> Tensor:
         """[b, I] scores of user embeddings [b, d] against every item, with the tail boost
@@ -206,7 +217,7 @@ class Recommender:
         """(scores, item_idx), both [b, min(n, I)], of each user's best items by scoring
         them all; user_vecs [b, d]; the pairs (rows, cols) [m] are masked (-inf)."""
         scores = self.scores(user_vecs, boost)
-        scores[rows, cols] = float("-inf")
+        scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
         return torch.topk(scores, min(n, self.num_items), dim=1)
 
     def _ann_top(self, user_vecs: Tensor, rows: Tensor, cols: Tensor, n: int,
@@ -260,12 +271,14 @@ class Recommender:
         pool = mmr_pool_size(k) if diversity > 0.0 else k
         top = self._exact_top if self.ann is None else self._ann_top
         out = []
-        for values, idx in zip(*top(user_vecs, rows, cols, pool, boost), strict=True):
+        values_all, idx_all = top(user_vecs, rows, cols, pool, boost)
+        for values, idx in zip(values_all.cpu(), idx_all.cpu(), strict=True):
             finite = torch.isfinite(values)
             values, idx = values[finite], idx[finite]
             if diversity > 0.0:  # re-rank the pool; positions in it stand for its items
                 picked = mmr_rerank(values, torch.arange(len(idx)),
-                                    self.diversity_vectors[idx], k, diversity)
+                                    self.diversity_vectors[idx.to(self.device)].cpu(), k,
+                                    diversity)
                 values, idx = values[picked], idx[picked]
             out.append(self._listing(values, idx))
         return out
@@ -312,6 +325,7 @@ class Recommender:
             return self._lists(self.item_emb[idx].mean(0, keepdim=True), torch.zeros_like(cols),
                                cols, k, diversity,
                                self.tail_boost if tail_boost is None else tail_boost)[0]
+        idx = idx.to(self.device)
         scores = self.scores(self.item_emb[idx].mean(0, keepdim=True), tail_boost)[0]
         if not include_seen:
             scores[idx] = float("-inf")

@@ -140,6 +140,8 @@ def test_adding_items_needs_the_key_and_serves_them_at_once(client: TestClient,
 def test_serve_refuses_a_public_address_without_a_key(work: Path) -> None:
     one_line_error(run(work, "serve", "--host", "0.0.0.0"), "--host '0.0.0.0'", "--api-key")
     one_line_error(run(work, "serve", "--model", str(work / "nope")), "nope", "not found")
+    one_line_error(run(work, "serve", "--score-device", "tpu"), "--score-device 'tpu'")
+    one_line_error(run(work, "serve", "--workers", "0"), "--workers 0")
 
 
 def _free_port() -> int:

@@ -97,3 +97,16 @@ def test_auto_is_ann_above_the_catalog_size(trained: Path,
     assert Recommender.load(trained / "model", index="auto").index == "ann"  # 30 items
     monkeypatch.setattr(recommender, "ANN_MIN_ITEMS", 30)
     assert Recommender.load(trained / "model", index="auto").index == "exact"
+
+
+def test_scoring_device_is_checked(trained: Path) -> None:
+    import pytest
+    import torch
+
+    from graphrec.errors import GraphrecError
+
+    rec = Recommender.load(trained / "model", device="cpu")
+    assert rec.device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(GraphrecError, match="device.*no GPU"):
+            Recommender.load(trained / "model", device="cuda")
