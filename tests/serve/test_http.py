@@ -4,8 +4,13 @@ uvicorn server on a free loopback port."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -222,17 +227,13 @@ def test_the_cache_can_be_turned_off(model_dir: Path) -> None:
         assert 'outcome="hit"' not in c.get("/metrics").text
 
 
-def test_sighup_reloads_a_running_server(work: Path, tmp_path: Path) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from graphrec.serve import add_items
-
+@contextlib.contextmanager
+def _serving(work: Path, *args: str):
+    """`graphrec serve` in a process of its own on a free loopback port: (the process, a
+    client, ``ready()``: /ready's document, or None until the server answers 200)."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "graphrec_cli.main", "--workdir", str(work),
-                             "serve", "--port", str(port), "--watch-s", "0"],
+                             "serve", "--port", str(port), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
@@ -241,28 +242,27 @@ def test_sighup_reloads_a_running_server(work: Path, tmp_path: Path) -> None:
                     r = http.get("/ready")
                     return r.json() if r.status_code == 200 else None
                 except httpx.TransportError:
+                    assert proc.poll() is None, proc.stderr.read().decode()
                     return None
 
-            deadline = time.monotonic() + 60
-            while (before := ready()) is None and time.monotonic() < deadline:
-                assert proc.poll() is None, proc.stderr.read().decode()
-                time.sleep(0.2)
-            assert before is not None, "the server did not come up"
-            add_items(work / "model", ["hup-1"], ["Hup"], ["space rocket orbit"],
-                      cache_dir=tmp_path / "cache", device="cpu")
-            os.kill(proc.pid, signal.SIGHUP)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                now = ready()
-                if now and now["model_version"] != before["model_version"]:
-                    break
-                time.sleep(0.2)
-            assert now["num_items"] == before["num_items"] + 1
-            assert http.get("/v1/items/hup-1/similar").status_code == 200
+            yield proc, http, ready
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.wait(timeout=30)
 
+
+def test_sighup_reloads_a_running_server(work: Path, tmp_path: Path) -> None:
+    from graphrec.serve import add_items
+
+    with _serving(work, "--watch-s", "0") as (proc, http, ready):  # reloads only on SIGHUP
+        before = _wait_for(ready, 60)
+        add_items(work / "model", ["hup-1"], ["Hup"], ["space rocket orbit"],
+                  cache_dir=tmp_path / "cache", device="cpu")
+        os.kill(proc.pid, signal.SIGHUP)
+        now = _wait_for(lambda: (r := ready()) and r["model_version"] != before["model_version"]
+                        and r or None, 30)
+        assert now["num_items"] == before["num_items"] + 1
+        assert http.get("/v1/items/hup-1/similar").status_code == 200
 
 def _wait_for(condition, seconds: float = 20.0):
     deadline = time.monotonic() + seconds
@@ -303,33 +303,12 @@ def test_bodies_too_large_or_without_a_length_are_refused(model_dir: Path) -> No
 
 
 def test_workers_share_one_model_directory(work: Path) -> None:
-    import subprocess
-    import sys
-
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "graphrec_cli.main", "--workdir", str(work),
-                             "serve", "--port", str(port), "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
-            def ready() -> dict | None:
-                try:
-                    r = http.get("/ready")
-                    return r.json() if r.status_code == 200 else None
-                except httpx.TransportError:
-                    assert proc.poll() is None, proc.stderr.read().decode()
-                    return None
-
-            state = _wait_for(ready, 60)
-            rec = Recommender.load(work / "model")
-            user = str(rec.user_ids[3])
-            answers = {http.get(f"/v1/users/{user}/recommendations",
-                                params={"k": 4}).json()["model_version"] for _ in range(20)}
-            assert answers == {state["model_version"]}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
+    with _serving(work, "--workers", "2") as (_, http, ready):
+        state = _wait_for(ready, 60)
+        user = str(Recommender.load(work / "model").user_ids[3])
+        answers = {http.get(f"/v1/users/{user}/recommendations",
+                            params={"k": 4}).json()["model_version"] for _ in range(20)}
+        assert answers == {state["model_version"]}
 
 def test_an_ann_index_serves_the_exact_lists_when_it_scans_everything(model_dir: Path) -> None:
     pytest.importorskip("faiss")
