@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from graphrec.serve import Recommender  # noqa: E402
 from graphrec.serve.http import create_app  # noqa: E402
-from tests.helpers import one_line_error, run  # noqa: E402
+from tests.helpers import ok, one_line_error, run  # noqa: E402
 
 KEY = "s3cret-key"
 
@@ -383,3 +383,19 @@ def test_no_request_fails_while_versions_are_swapped_in(model_dir: Path, tmp_pat
         thread.join(timeout=20)
     assert statuses and set(statuses) == {200}
     assert len(versions) >= 3  # the load saw the versions go by
+
+
+def test_every_bundled_user_gets_the_command_lines_list(tmp_path: Path) -> None:
+    import json
+
+    work = tmp_path / "w"  # the bundled MovieLens, no text (quick), one short epoch
+    ok(run(work, "build-graph", "--no-text"))
+    ok(run(work, "train", "--epochs", "1", "--dim", "16", "--device", "cpu"))
+    ok(run(work, "recommend", "--all-users", "-k", "10", "--output", str(tmp_path / "r.jsonl")))
+    lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert len(lines) == 610  # every user of ml-latest-small
+    with TestClient(create_app(work / "model", watch_s=0)) as c:
+        for want in lines:
+            got = c.get(f"/v1/users/{want['user']}/recommendations", params={"k": 10}).json()
+            assert [i["item"] for i in got["items"]] == want["items"]
+            assert [i["score"] for i in got["items"]] == pytest.approx(want["scores"], abs=1e-5)
