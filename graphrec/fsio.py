@@ -2,13 +2,15 @@
 
 A file is written under an unguessable temporary name in its own folder (``mkstemp``: a
 planted symlink cannot redirect it), flushed, and renamed over the target in one step; a
-directory is filled under a temporary sibling and renamed into place. An interrupted write
-(exception, Ctrl-C) removes the temporary and leaves the target exactly as it was.
+directory (the graph, the model) is published as a version: filled under
+``<dir>/versions/``, flushed to disk, then ``<dir>/current``, a relative symlink, is pointed
+at it in one rename. A reader that resolved the link keeps a whole version; there is no
+moment at which the directory or its files are missing, and a crash (SIGKILL, power loss)
+at any step leaves the old version or the new one. An interrupted write (exception, Ctrl-C)
+removes its temporary; one killed outright leaves it, for the next publish to remove.
 
-A directory that is served while it is replaced (the model directory) is published as a
-version instead: filled under ``<dir>/versions/``, then ``<dir>/current``, a relative
-symlink, is pointed at it in one rename. A reader that resolved the link keeps a whole
-version; there is no moment at which the directory or its files are missing.
+Writers of a work directory hold its lock (:func:`exclusive_lock`): a second one is refused
+in one line naming the first.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -48,31 +51,6 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_directory(final: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``final`` in one rename.
-
-    On any exception (Ctrl-C included) the temporary directory is removed and ``final`` is
-    left exactly as it was.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like mkdir's
-    try:
-        yield tmp
-        old = None
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.rename(final, old)
-        os.rename(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -113,25 +91,84 @@ def publish_version(final: str | Path, keep: int = VERSIONS_KEPT) -> Iterator[Pa
     Version ids sort by publication time (UTC, microseconds): ``20261201T231500.123456``.
     """
     final = Path(final)
+    created = not final.exists()  # a first publish that fails leaves no directory at all
     store = versions_dir(final)
     store.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=store))
+    _remove_abandoned(store)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=store))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        _crash_point("filled")
+        fsync_tree(tmp)
         now = time.time()
         version = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}"
         while (store / version).exists():  # two publishes in one microsecond
             version += "0"
         os.rename(tmp, store / version)
+        _fsync_dir(store)
+        _crash_point("renamed")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(final if created else tmp, ignore_errors=True)
         raise
     if (final / CURRENT).is_dir() and not (final / CURRENT).is_symlink():
         shutil.rmtree(final / CURRENT)  # a copy made through the links: a plain snapshot
     _swap_link(final / CURRENT, f"{VERSIONS}/{version}")
+    _fsync_dir(final)
+    _crash_point("pointed")
     _link_files(final, store / version)
+    _fsync_dir(final)
+    _crash_point("linked")
     _prune(store, keep, current=version)
+
+
+CRASH_ENV = "GRAPHREC_CRASH_AT"
+"""Test hook: the step of :func:`publish_version` at which the process kills itself."""
+
+
+def _crash_point(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a directory's entries (renames, new names) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` and every directory of it to disk."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(Path(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _remove_abandoned(store: Path) -> None:
+    """Remove the temporaries of writers that died before publishing (killed outright: no
+    ``finally`` ran); a live writer's is left alone."""
+    for entry in store.glob(".tmp-*"):
+        pid = entry.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _swap_link(at: Path, target: str) -> None:

@@ -142,7 +142,9 @@ def one_line_error(result: Result, *needles: str, code: int = 1, banner: bool = 
 
 
 def temp_leftovers(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name] \
+    """Temporaries anywhere under ``folder`` (versions/.tmp-*, link temporaries, ...)."""
+    return [str(p.relative_to(folder)) for p in folder.rglob("*")
+            if ".tmp-" in p.name or ".old-" in p.name or ".link-" in p.name] \
         if folder.exists() else []
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from graphrec.errors import ArtifactError
 from graphrec.fsio import (
-    atomic_directory,
     atomic_file,
     publish_version,
     read_json,
@@ -64,18 +63,6 @@ def test_binary_mode_and_json_lines(tmp_path: Path) -> None:
     with atomic_file(tmp_path / "u.jsonl") as f:
         assert write_jsonl(f, [{"t": "é"}], ensure_ascii=True) == 1
     assert (tmp_path / "u.jsonl").read_text() == json.dumps({"t": "é"}) + "\n"
-
-
-def test_atomic_directory_swaps_whole_or_not_at_all(tmp_path: Path) -> None:
-    final = tmp_path / "model"
-    with atomic_directory(final) as tmp:
-        (tmp / "a").write_text("1")
-    assert (final / "a").read_text() == "1"
-    with pytest.raises(KeyboardInterrupt), atomic_directory(final) as tmp:
-        (tmp / "a").write_text("2")
-        raise KeyboardInterrupt
-    assert (final / "a").read_text() == "1"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
 def test_publish_version_swaps_a_link_and_keeps_the_newest(tmp_path: Path) -> None:
@@ -154,3 +141,42 @@ def test_read_jsonl_refuses_what_is_not_one_document_per_line(tmp_path: Path, te
         read_jsonl(path)
     path.write_text('{"a": 1}\n{"a": [2, 3]}\n')
     assert read_jsonl(path) == [{"a": 1}, {"a": [2, 3]}]
+
+
+PUBLISH = """
+import sys
+from pathlib import Path
+from graphrec.fsio import publish_version
+with publish_version(Path(sys.argv[1])) as tmp:
+    for name in ("a", "b"):
+        (tmp / name).write_text(sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("step", ["filled", "renamed", "pointed", "linked"])
+def test_a_sigkill_at_any_step_leaves_one_whole_version(tmp_path: Path, step: str) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from graphrec.fsio import CRASH_ENV
+
+    final = tmp_path / "model"
+
+    def publish(text: str, crash: str | None = None) -> int:
+        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+        if crash is not None:
+            env[CRASH_ENV] = crash
+        return subprocess.run([sys.executable, "-c", PUBLISH, str(final), text], env=env,
+                              timeout=60).returncode
+
+    assert publish("1") == 0
+    assert publish("2", crash=step) == -signal.SIGKILL
+    source, version = resolve_version(final)
+    texts = {(final / n).read_text() for n in ("a", "b")} | {
+        (source / n).read_text() for n in ("a", "b")}
+    assert texts in ({"1"}, {"2"})  # the old version or the new one, never a mix
+    assert texts == ({"1"} if step in ("filled", "renamed") else {"2"})
+    assert publish("3") == 0  # the next writer completes, and clears the dead one's temporary
+    assert (final / "a").read_text() == "3"
+    assert not [p for p in versions_dir(final).iterdir() if p.name.startswith(".")]

@@ -4,7 +4,8 @@ Files: interactions.npz (users, items, folds, cold_items), text_emb.npy (item te
 embeddings, when built with text), users.txt and items.jsonl (raw ids, titles, text),
 stats.json and meta.json (counts, split settings, seed, source hashes, text model).
 Everything is plain JSON, text and ``.npy``/``.npz`` arrays loaded with ``allow_pickle=False``;
-the directory is written atomically (:func:`graphrec.fsio.atomic_directory`).
+each build publishes a new version of the directory (:func:`graphrec.fsio.publish_version`,
+the previous one kept), read whole by :func:`load_graph` even while another lands.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from graphrec.artifacts.idfiles import read_id_files, write_id_files
 from graphrec.data.csr import Csr
 from graphrec.data.split import TEST, TRAIN, VALID
 from graphrec.errors import ArtifactError
-from graphrec.fsio import atomic_directory, read_json, read_versioned, write_json
+from graphrec.fsio import publish_version, read_json, read_versioned, resolve_version, write_json
 
 GRAPH_FORMAT_VERSION = 1
 
@@ -77,9 +78,14 @@ class GraphData:
         return bool((self.folds == TEST).any())
 
 
+GRAPH_VERSIONS_KEPT = 2
+"""Graph versions kept: the new one and the one before (graphs can be large)."""
+
+
 def save_graph(graph: GraphData, path: str | Path) -> None:
-    """Write ``graph`` to the directory ``path`` atomically."""
-    with atomic_directory(path) as tmp:
+    """Publish ``graph`` as a new version of the directory ``path``, atomically (the
+    previous version is kept: a reader that started on it finishes)."""
+    with publish_version(path, keep=GRAPH_VERSIONS_KEPT) as tmp:
         np.savez(tmp / "interactions.npz", users=graph.users, items=graph.items,
                  folds=graph.folds, cold_items=graph.cold_items)
         if graph.text_emb is not None:
@@ -91,8 +97,8 @@ def save_graph(graph: GraphData, path: str | Path) -> None:
 
 
 def load_graph(path: str | Path) -> GraphData:
-    """Read a graph directory written by :func:`save_graph`."""
-    path = Path(path)
+    """Read a graph directory written by :func:`save_graph` (its current version)."""
+    path, _ = resolve_version(path)
     meta = read_versioned(path, "meta.json", "graph directory", GRAPH_FORMAT_VERSION,
                           "graphrec build-graph")
     try:
