@@ -114,6 +114,20 @@ def handle_errors(fn):
     return wrapper
 
 
+def writes_workdir(fn):
+    """Hold WORKDIR/.lock while the command runs: a second writer of the same work directory
+    is refused in one line naming the first (the lock dies with its process)."""
+
+    @functools.wraps(fn)
+    def wrapper(obj: Context, *args, **kwargs):
+        from graphrec.fsio import exclusive_lock
+
+        with exclusive_lock(obj.layout.root, f"graphrec {click.get_current_context().info_name}"):
+            return fn(obj, *args, **kwargs)
+
+    return wrapper
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               envvar=WORKDIR_ENV, default=DEFAULT_WORKDIR, show_default=True,
@@ -165,6 +179,7 @@ TAIL_BOOST_HELP = ("Lift long-tail items (all but the 20% most-interacted) by up
 @_config_option(BuildConfig, "device", default="auto", show_default=True)
 @click.pass_obj
 @handle_errors
+@writes_workdir
 def build_graph_cmd(obj: Context, **opts) -> None:
     """Read interactions and item text, split, embed text, write WORKDIR/graph."""
     from graphrec.build import build_graph
@@ -282,6 +297,7 @@ def _train_option(name: str, *flags: str, **kw):
 @click.option("--resume", is_flag=True, help="Continue from the work directory's checkpoint.")
 @click.pass_obj
 @handle_errors
+@writes_workdir
 def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
     """Train TextLightGCN on WORKDIR/graph and write WORKDIR/model."""
     from graphrec.artifacts import load_graph, save_model
@@ -443,13 +459,15 @@ def add_items_cmd(obj: Context, items_file: str, item_id_col: str | None,
 
     Evaluate still scores only the graph's items; train rewrites the model without them.
     """
+    from graphrec.fsio import exclusive_lock
     from graphrec.serve import add_items_from_file
 
     model_dir = model_dir or obj.model_dir
     cols = tuple(c.strip() for c in text_cols.split(",")) if text_cols else ()
-    added = add_items_from_file(model_dir, items_file, item_id_col, cols,
-                                cache_dir=obj.layout.text_cache, device=device,
-                                progress=True)
+    with exclusive_lock(model_dir.parent, "graphrec add-items"):  # the workdir by default
+        added = add_items_from_file(model_dir, items_file, item_id_col, cols,
+                                    cache_dir=obj.layout.text_cache, device=device,
+                                    progress=True)
     click.echo(f"added {added.added} items to {model_dir} ({added.num_items} items now)")
 
 

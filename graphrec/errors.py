@@ -100,6 +100,10 @@ class DeviceError(GraphrecError):
     """The requested device is not available."""
 
 
+class BusyError(GraphrecError):
+    """Another process is writing the same work directory (it holds the lock)."""
+
+
 def mention(parameter: str) -> str:
     """How a message names another parameter (spelled by the caller, e.g. as a flag)."""
     return "{" + parameter + "}"

@@ -26,7 +26,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from graphrec.errors import ArtifactError
+from graphrec.errors import ArtifactError, BusyError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: writers are not excluded there
+    fcntl = None
 
 
 def _umask() -> int:
@@ -205,6 +210,34 @@ def _prune(store: Path, keep: int, current: str) -> None:
     for old in published[:-keep] if keep > 0 else published:
         if old.name != current:
             shutil.rmtree(old, ignore_errors=True)
+
+
+LOCK_FILE = ".lock"
+"""The lock file a writer holds in the folder it writes into (the work directory)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | Path, holder: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` (``flock``) for the block; raise BusyError, naming the holder's
+    pid and command, when another process holds it. ``holder`` names this one (e.g.
+    "graphrec train"). The lock goes with the process, however it ends (SIGKILL included);
+    the file stays (removing it would race with the next writer)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+                raise BusyError(f"in use by {other or 'another process'}; wait for it to "
+                                "finish, or stop it", parameter="workdir", value=folder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({holder})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

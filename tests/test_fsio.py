@@ -180,3 +180,15 @@ def test_a_sigkill_at_any_step_leaves_one_whole_version(tmp_path: Path, step: st
     assert publish("3") == 0  # the next writer completes, and clears the dead one's temporary
     assert (final / "a").read_text() == "3"
     assert not [p for p in versions_dir(final).iterdir() if p.name.startswith(".")]
+
+
+def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path) -> None:
+    from graphrec.errors import BusyError
+    from graphrec.fsio import exclusive_lock
+
+    with exclusive_lock(tmp_path, "graphrec train"):
+        with pytest.raises(BusyError, match=rf"in use by pid {os.getpid()} \(graphrec train\)"):
+            with exclusive_lock(tmp_path, "graphrec add-items"):
+                pass
+    with exclusive_lock(tmp_path, "graphrec add-items"):  # released with the block
+        assert "graphrec add-items" in (tmp_path / ".lock").read_text()

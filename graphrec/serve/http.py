@@ -52,6 +52,7 @@ from starlette.datastructures import Headers
 from graphrec.errors import (
     NO_VALUE,
     ArtifactError,
+    BusyError,
     ConfigError,
     GraphrecError,
     UnknownItemError,
@@ -59,7 +60,7 @@ from graphrec.errors import (
     check_positive_int,
     check_range,
 )
-from graphrec.fsio import resolve_version
+from graphrec.fsio import exclusive_lock, resolve_version
 from graphrec.serve.additems import add_items
 from graphrec.serve.batching import BATCH_WINDOW_S, MAX_BATCH, MicroBatcher
 from graphrec.serve.recommender import Recommendation, Recommender
@@ -223,7 +224,7 @@ class ServedModel:
     def add_items(self, items: Sequence[NewItem]) -> tuple[int, int]:
         """Encode and append ``items`` to the model directory (atomically, as add-items
         does), then serve the new version."""
-        with self._write_lock:
+        with self._write_lock, exclusive_lock(self.model_dir.parent, "graphrec serve"):
             added = add_items(self.model_dir, [i.id for i in items], [i.title for i in items],
                               [i.text for i in items], source="items",
                               cache_dir=self.cache_dir, device=self.device)
@@ -303,7 +304,8 @@ def _body_refusal(headers: Headers, limit: int) -> JSONResponse | None:
     return None
 
 
-_STATUS = ((UnknownUserError, 404), (UnknownItemError, 404), (ArtifactError, 503))
+_STATUS = ((UnknownUserError, 404), (UnknownItemError, 404), (BusyError, 409),
+           (ArtifactError, 503))
 
 
 def create_app(model_dir: str | Path, *, api_key: str | None = None,

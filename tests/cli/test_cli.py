@@ -647,3 +647,16 @@ def test_cli_recommend_with_diversity(trained: Path, tmp_path: Path) -> None:  #
 def test_cli_bad_diversity(trained: Path, value: str) -> None:  # noqa: F811
     one_line_error(run(trained, "recommend", "--user", "4", "--diversity", value),
                    "--diversity")
+
+
+def test_a_second_writer_of_the_workdir_gets_one_line(work: Path, tmp_path: Path) -> None:
+    from graphrec.fsio import exclusive_lock
+
+    before = tree_bytes(work / "model")
+    with exclusive_lock(work, "graphrec train"):  # as a running train would hold it
+        for args in (("train", *TRAIN_ARGS), ("build-graph", "--no-text"),
+                     ("add-items", "--items", str(tmp_path / "x.csv"))):
+            one_line_error(run(work, *args), "workdir", "in use by pid", "graphrec train")
+    assert tree_bytes(work / "model") == before
+    user = (work / "model" / "users.txt").read_text().split()[0]
+    ok(run(work, "recommend", "--user", user))  # readers never wait

@@ -399,3 +399,15 @@ def test_every_bundled_user_gets_the_command_lines_list(tmp_path: Path) -> None:
             got = c.get(f"/v1/users/{want['user']}/recommendations", params={"k": 10}).json()
             assert [i["item"] for i in got["items"]] == want["items"]
             assert [i["score"] for i in got["items"]] == pytest.approx(want["scores"], abs=1e-5)
+
+
+def test_adding_items_while_another_writer_holds_the_workdir_is_a_409(
+        client: TestClient, model_dir: Path) -> None:
+    from graphrec.fsio import exclusive_lock
+
+    with exclusive_lock(model_dir.parent, "graphrec train"):
+        r = client.post("/v1/items", headers={"X-API-Key": KEY},
+                        json={"items": [{"id": "busy-1", "text": "space rocket"}]})
+    assert r.status_code == 409
+    assert r.json()["error"]["field"] == "workdir" and "graphrec train" in r.text
+    assert client.get("/v1/items/busy-1/similar").status_code == 404  # nothing was added
