@@ -133,7 +133,7 @@ def score_levers(job: dict) -> dict:
             rows[name][split] = {k: m[k] for k in KEYS}
 
     for alpha in (0.0, 0.5):
-        d = torch.load(job["models"][str(alpha)])
+        d = torch.load(job["models"][str(alpha)], weights_only=True)
         eu, ei = d["eu"], d["ei"]
         for b in BOOSTS:
             both(f"{alpha:g}|degree|{b:g}", emb=(eu, ei), boost=b)

@@ -241,11 +241,8 @@ def exclusive_lock(folder: str | Path, holder: str) -> Iterator[None]:
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    """``dst`` as a hard link to ``src`` (published versions never change in place), or a
-    copy where links are not possible; directories are copied."""
-    if src.is_dir():
-        shutil.copytree(src, dst)
-        return
+    """``dst`` as a hard link to the file ``src`` (published versions never change in
+    place), or a copy where links are not possible."""
     try:
         os.link(src, dst)
     except OSError:

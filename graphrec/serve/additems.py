@@ -135,8 +135,12 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
         # Everything else (model.pt, metrics.json, known.npz, users.txt, ...) is linked as is:
         # known.npz rows are users and its item indices stay valid under an append.
         for entry in source_dir.iterdir():
-            if entry.name not in rewritten:
-                link_or_copy(entry, tmp / entry.name)
+            if entry.name in rewritten:
+                continue
+            if entry.is_symlink() or entry.is_dir():  # a version holds plain files only
+                raise ArtifactError(f"model directory {path}: {entry.name} is a link or a "
+                                    "folder, not a file a model writes; remove it")
+            link_or_copy(entry, tmp / entry.name)
         np.save(tmp / "user_emb.npy", arrays["user_emb"])
         np.save(tmp / "item_emb.npy", item_emb)
         np.savez(tmp / "embeddings.npz", **out)

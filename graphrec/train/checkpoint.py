@@ -31,7 +31,10 @@ def load_checkpoint(path: str | Path, device: torch.device) -> dict:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise ArtifactError(f"checkpoint {path} is unreadable ({exc})",
+        # Not torch's text: it advises weights_only=False, which would run whatever a
+        # planted file holds.
+        raise ArtifactError(f"checkpoint {path} is damaged or not a graphrec checkpoint "
+                            f"({type(exc).__name__}); delete it and train without {{resume}}",
                             parameter="resume") from None
 
 

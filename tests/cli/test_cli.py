@@ -660,3 +660,10 @@ def test_a_second_writer_of_the_workdir_gets_one_line(work: Path, tmp_path: Path
     assert tree_bytes(work / "model") == before
     user = (work / "model" / "users.txt").read_text().split()[0]
     ok(run(work, "recommend", "--user", user))  # readers never wait
+
+
+def test_a_damaged_checkpoint_is_one_line_without_torch_advice(work: Path) -> None:
+    (work / "model.ckpt").write_bytes(b"\x80\x04garbage")
+    line = one_line_error(run(work, "train", *TRAIN_ARGS, "--resume"), "--resume", "damaged",
+                          banner=True)
+    assert "weights_only" not in line

@@ -316,3 +316,14 @@ def test_added_items_are_encoded_in_the_graphs_text_precision(work: Path, plante
     other = "bfloat16" if used == "float32" else "float32"
     np.testing.assert_allclose(got, want[used], atol=1e-6)
     assert not np.allclose(got, want[other], atol=1e-6)
+
+
+def test_a_planted_link_in_the_model_is_refused_not_followed(work: Path, tmp_path: Path) -> None:
+    from graphrec.errors import ArtifactError
+    from graphrec.fsio import resolve_version
+
+    source, _ = resolve_version(work / "model")
+    (source / "planted").symlink_to("/")
+    with pytest.raises(ArtifactError, match="planted is a link"):
+        add_items(work / "model", ["n9"], ["N"], ["space rocket"], cache_dir=tmp_path, device="cpu")
+
