@@ -22,6 +22,7 @@ import shutil
 import signal
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -247,6 +248,21 @@ def link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+ARTIFACT_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+"""What reading a damaged array, archive or id file raises (truncated, empty, garbage)."""
+
+
+def unreadable(exc: BaseException) -> str:
+    """One line saying why an artefact file could not be read; never numpy's or torch's
+    advice to allow pickles, which would run whatever a planted file holds."""
+    text = str(exc).strip()
+    if "pickle" in text:
+        return "not a plain array file: it holds pickled objects, which graphrec never loads"
+    if isinstance(exc, EOFError) or not text:
+        return f"empty or cut short ({type(exc).__name__})"
+    return text.splitlines()[0][:200]
 
 
 def write_json(path: str | Path, obj: object) -> None:

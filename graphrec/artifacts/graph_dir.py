@@ -19,7 +19,15 @@ from graphrec.artifacts.idfiles import read_id_files, write_id_files
 from graphrec.data.csr import Csr
 from graphrec.data.split import TEST, TRAIN, VALID
 from graphrec.errors import ArtifactError
-from graphrec.fsio import publish_version, read_json, read_versioned, resolve_version, write_json
+from graphrec.fsio import (
+    ARTIFACT_READ_ERRORS,
+    publish_version,
+    read_json,
+    read_versioned,
+    resolve_version,
+    unreadable,
+    write_json,
+)
 
 GRAPH_FORMAT_VERSION = 1
 
@@ -110,8 +118,8 @@ def load_graph(path: str | Path) -> GraphData:
         user_ids, item_ids, titles, texts = read_id_files(path)
         if texts is None and len(item_ids):
             raise KeyError("text")  # a graph directory keeps every item's text
-    except (OSError, ValueError, KeyError) as exc:
-        raise ArtifactError(f"graph directory {path}: unreadable ({exc})") from None
+    except ARTIFACT_READ_ERRORS as exc:
+        raise ArtifactError(f"graph directory {path}: unreadable ({unreadable(exc)})") from None
     stats = read_json(path / "stats.json", "graph directory")
     graph = GraphData(
         user_ids=user_ids,

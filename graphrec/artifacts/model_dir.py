@@ -28,7 +28,14 @@ from graphrec.artifacts.idfiles import read_id_files, write_id_files
 from graphrec.data.csr import Csr
 from graphrec.data.split import TEST, TRAIN, VALID
 from graphrec.errors import ArtifactError
-from graphrec.fsio import publish_version, read_versioned, resolve_version, write_json
+from graphrec.fsio import (
+    ARTIFACT_READ_ERRORS,
+    publish_version,
+    read_versioned,
+    resolve_version,
+    unreadable,
+    write_json,
+)
 
 MODEL_FORMAT_VERSION = 1
 
@@ -132,12 +139,34 @@ def load_arrays(path: str | Path, mmap: bool = True) -> dict:
         out["text_emb"] = (np.load(text_path, mmap_mode=mode, allow_pickle=False)
                            if text_path.exists() else None)
         out["user_ids"], out["item_ids"], out["item_titles"], _ = read_id_files(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ArtifactError(f"model directory {path}: unreadable ({exc})") from None
+    except ARTIFACT_READ_ERRORS as exc:
+        raise ArtifactError(f"model directory {path}: unreadable ({unreadable(exc)})") from None
     n_users, n_items = len(out["user_ids"]), len(out["item_ids"])
     if out["user_emb"].shape[0] != n_users or out["item_emb"].shape[0] != n_items:
         raise ArtifactError(
             f"model directory {path}: embeddings for {out['user_emb'].shape[0]} users / "
             f"{out['item_emb'].shape[0]} items, but {n_users} / {n_items} ids"
         )
+    _check_serving_arrays(path, out, n_users, n_items)
     return out
+
+
+def _check_serving_arrays(path: Path, out: dict, n_users: int, n_items: int) -> None:
+    """Raise ArtifactError for arrays that load but would serve wrong: non-finite
+    embeddings, known items out of range, a model.pt that is not a torch archive."""
+    for name in MAPPED_ARRAYS:
+        if not np.isfinite(out[name]).all():
+            raise ArtifactError(f"model directory {path}: {name} holds NaN or infinite values "
+                                "(training diverged?); retrain with a lower {lr}")
+    known = out["known"]
+    if (len(known.indptr) != n_users + 1 or known.indptr[-1] != len(known.indices)
+            or (len(known.indices) and not 0 <= known.indices.min() <= known.indices.max()
+                < n_items)):
+        raise ArtifactError(f"model directory {path}: known.npz does not fit {n_users} users "
+                            f"and {n_items} items")
+    state = path / "model.pt"
+    if state.exists():  # serving does not read it; a damaged one is still worth a line
+        with open(state, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise ArtifactError(f"model directory {path}: model.pt is not a torch archive "
+                                    "(empty or damaged); retrain with `graphrec train`")

@@ -115,6 +115,10 @@ def _read_table(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
     header = [h.strip() for h in header]
     if not any(header):
         raise DataError(f"{mention(what)} {path}: line 1 is empty, expected a header row")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataError(f"{mention(what)} {path} line 1: column {repeated[0]!r} appears more "
+                        "than once in the header; expected each column once")
     width = len(header)
     # Blank lines are skipped; a short or long row is an error with its line number.
     bad = [k for k, r in enumerate(rows) if len(r) != width and r]
@@ -174,6 +178,7 @@ def read_interactions_csv(
         if len(empty):
             raise DataError(
                 f"{mention('interactions')} {path} line {empty[0] + 2}: empty {name} id")
+        _check_one_line_ids(np.char.strip(arr), name, "interactions", path)
     ratings = _parse_floats(list(cols[ri]), path, header[ri]) if ri is not None else None
     times = _parse_floats(list(cols[ti]), path, header[ti]) if ti is not None else None
     return RawInteractions(np.char.strip(users), np.char.strip(items), ratings, times,
@@ -278,6 +283,7 @@ def read_items(
     if ti is None:
         ti = tcols[0]
     ids = np.asarray([r[ii].strip() for r in rows], dtype=str)
+    _check_one_line_ids(ids, header[ii], "items", path)
     titles = [r[ti].strip() for r in rows]
     texts = []
     for r in rows:
@@ -298,12 +304,13 @@ def read_movielens(folder: str | Path) -> tuple[RawInteractions, ItemText]:
     inter = read_interactions_csv(folder / "ratings.csv", "userId", "movieId", "rating",
                                   "timestamp")
     header, rows = _read_table(folder / "movies.csv", "movies")
-    id_k, title_k, genre_k = (header.index(c) for c in ("movieId", "title", "genres"))
+    id_k, title_k, genre_k = (_movielens_column(header, c, folder / "movies.csv")
+                              for c in ("movieId", "title", "genres"))
     tags: dict[str, list[str]] = defaultdict(list)
     tag_path = folder / "tags.csv"
     if tag_path.exists():
         th, trows = _read_table(tag_path, "tags")
-        m_k, t_k = th.index("movieId"), th.index("tag")
+        m_k, t_k = (_movielens_column(th, c, tag_path) for c in ("movieId", "tag"))
         for r in trows:
             tag = " ".join(r[t_k].split())
             if tag and tag.lower() not in (t.lower() for t in tags[r[m_k]]):
@@ -319,4 +326,22 @@ def read_movielens(folder: str | Path) -> tuple[RawInteractions, ItemText]:
         ids.append(mid)
         titles.append(title)
         texts.append(". ".join(parts))
-    return inter, ItemText(np.asarray(ids, dtype=str), titles, texts)
+    ids = np.asarray(ids, dtype=str)
+    _check_one_line_ids(ids, "movieId", "movielens", folder / "movies.csv")
+    return inter, ItemText(ids, titles, texts)
+
+
+def _movielens_column(header: list[str], name: str, path: Path) -> int:
+    if name not in header:
+        raise DataError(f"{mention('movielens')} {path}: no {name!r} column (columns: "
+                        f"{', '.join(header)}); expected MovieLens's movieId, title, genres "
+                        "(and movieId, tag in tags.csv)")
+    return header.index(name)
+
+
+def _check_one_line_ids(ids: np.ndarray, column: str, option: str, path: Path) -> None:
+    """Raise DataError for an id holding a line break: id files keep one id per line."""
+    broken = np.flatnonzero((np.char.find(ids, "\n") >= 0) | (np.char.find(ids, "\r") >= 0))
+    if len(broken):
+        raise DataError(f"{mention(option)} {path} row {broken[0] + 1}: {column} id "
+                        f"{str(ids[broken[0]])!r} holds a line break; ids must be one line")

@@ -274,3 +274,31 @@ def test_bundled_movielens_text_has_title_genres_and_tags(movielens) -> None:
 def test_movielens_not_a_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a directory"):
         io.read_movielens(tmp_path / "nope")
+
+
+def test_an_id_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    inter = tmp_path / "log.csv"
+    inter.write_text('user_id,item_id\nu1,i1\n"u\nx",i2\n')
+    with pytest.raises(DataError, match=r"row 2: user_id id 'u\\nx' holds a line break"):
+        io.read_interactions_csv(inter)
+    items = tmp_path / "items.csv"
+    items.write_text('item_id,title\n"i\r1",A\n')
+    with pytest.raises(DataError, match="holds a line break"):
+        io.read_items(items)
+
+
+def test_a_movielens_folder_without_its_columns_names_them(tmp_path: Path) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(BUNDLED_DATASET, tmp_path / "ml"))
+    movies = folder / "movies.csv"
+    movies.write_text(movies.read_text().replace("genres", "kinds", 1))
+    with pytest.raises(DataError, match="no 'genres' column"):
+        io.read_movielens(folder)
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    inter = tmp_path / "log.csv"
+    inter.write_text("user_id,item_id,item_id\nu1,i1,i2\n")
+    with pytest.raises(DataError, match="column 'item_id' appears more than once"):
+        io.read_interactions_csv(inter)
