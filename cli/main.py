@@ -110,6 +110,12 @@ def handle_errors(fn):
                 raise
             click.echo("interrupted: nothing was half-written", err=True)
             ctx.exit(130)
+        except OSError as exc:  # a path the library could not write (or read) at all
+            if debug:
+                raise
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"error: cannot use{where}: {exc.strerror or exc}", err=True)
+            ctx.exit(1)
 
     return wrapper
 
@@ -572,6 +578,20 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # each worker: one scoring thread
     uvicorn.run("graphrec.serve.http:app_from_env", factory=True, workers=workers,
                 host=host, port=port, log_level="info", access_log=access_log)
+
+
+def _workdir_after_command(ctx: click.Context, param: click.Parameter,
+                           value: Path | None) -> None:
+    if value is not None:
+        ctx.find_object(Context).layout = Workdir(value)
+
+
+# `graphrec train --workdir W` as well as `graphrec --workdir W train`: every command takes the
+# group's option too, through this one definition.
+for _command in main.commands.values():
+    _command.params.append(click.Option(
+        ["--workdir"], type=click.Path(file_okay=False, path_type=Path), expose_value=False,
+        callback=_workdir_after_command, help="Same as graphrec --workdir, after the command."))
 
 
 if __name__ == "__main__":

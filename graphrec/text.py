@@ -148,6 +148,8 @@ class TextEncoder:
             unit="text",
             file=sys.stderr,
             disable=not progress,
+            # In a log (not a terminal) a line every 30 s, not one per refresh.
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,
         )
         bf16 = self.precision == "bfloat16"
         with bar, torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,

@@ -94,6 +94,8 @@ class BuildConfig:
                         ("min_item_interactions", self.min_item_interactions)):
             if v < 1:
                 raise ConfigError(parameter=name, value=v, expected="an integer >= 1")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(parameter="seed", value=self.seed, expected="an integer in [0, 2^32)")
         if self.text_precision not in TEXT_PRECISIONS:
             raise ConfigError(parameter="text_precision", value=self.text_precision,
                               expected=f"one of {', '.join(TEXT_PRECISIONS)}")

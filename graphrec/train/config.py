@@ -96,6 +96,7 @@ class TrainConfig:
             ("neg_alpha", self.neg_alpha, -2 <= self.neg_alpha <= 2, "a number in [-2, 2]"),
             ("neg_candidates", self.neg_candidates, self.neg_candidates >= 1,
              "an integer >= 1"),
+            ("seed", self.seed, 0 <= self.seed < 2**63, "an integer >= 0"),
         ]
         for name, value, ok, expected in checks:
             if not ok:

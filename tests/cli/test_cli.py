@@ -700,3 +700,18 @@ def test_every_damaged_artefact_file_is_one_line(work: Path, tmp_path: Path, kin
                 assert "unsafely" not in line and "allow_pickle" not in line, line
             checked += 1
     assert checked >= 15
+
+
+def test_the_workdir_may_follow_the_command_and_bad_places_are_one_line(
+        work: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from graphrec_cli.main import main
+
+    user = (work / "model" / "users.txt").read_text().split()[0]
+    runner = CliRunner(env={"GRAPHREC_DEVICE": None, "GRAPHREC_WORKDIR": None})
+    after = runner.invoke(main, ["recommend", "--workdir", str(work), "--user", user, "--json"])
+    before = runner.invoke(main, ["--workdir", str(work), "recommend", "--user", user, "--json"])
+    assert after.exit_code == 0 and after.stdout == before.stdout
+    (tmp_path / "file").write_text("")
+    one_line_error(run(tmp_path / "file" / "w", "build-graph", "--no-text"), "Not a directory")
+    one_line_error(run(tmp_path / "w", "build-graph", "--no-text", "--seed", "-1"), "--seed -1")
