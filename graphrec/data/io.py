@@ -134,7 +134,7 @@ def _read_table(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
 
 def _parse_floats(values: list[str], path: Path, column: str, line_offset: int = 2) -> np.ndarray:
     try:
-        return np.asarray(values, dtype=np.float64)
+        out = np.asarray(values, dtype=np.float64)
     except ValueError:
         for k, v in enumerate(values):
             try:
@@ -144,6 +144,11 @@ def _parse_floats(values: list[str], path: Path, column: str, line_offset: int =
                     f"{path} line {k + line_offset}: {column} {v!r} is not a number"
                 ) from None
         raise
+    bad = np.flatnonzero(~np.isfinite(out))
+    if len(bad):
+        raise DataError(f"{path} line {bad[0] + line_offset}: {column} "
+                        f"{values[bad[0]]!r} is not a finite number")
+    return out
 
 
 def read_interactions_csv(
@@ -250,8 +255,16 @@ def read_lightgcn(train_path: str | Path, test_path: str | Path | None = None) -
                            source=str(train_path))
 
 
+_CONTROL = {c: " " for c in [*range(0x20), 0x7F]}
+"""Control characters: spaces in titles and text (a terminal or GraphML must not see them)."""
+
+
 def _clean(text: str) -> str:
-    return " ".join(text.replace("|", ", ").split())
+    return " ".join(text.translate(_CONTROL).replace("|", ", ").split())
+
+
+def _clean_title(text: str) -> str:
+    return " ".join(text.translate(_CONTROL).split())
 
 
 def read_items(
@@ -284,7 +297,13 @@ def read_items(
         ti = tcols[0]
     ids = np.asarray([r[ii].strip() for r in rows], dtype=str)
     _check_one_line_ids(ids, header[ii], "items", path)
-    titles = [r[ti].strip() for r in rows]
+    seen: dict[str, int] = {}
+    for k, i in enumerate(ids.tolist()):
+        if i in seen:
+            raise DataError(f"{mention('items')} {path} rows {seen[i] + 1} and {k + 1}: item "
+                            f"{i!r} twice; expected one row per item")
+        seen[i] = k
+    titles = [_clean_title(r[ti]) for r in rows]
     texts = []
     for r in rows:
         parts = [_clean(r[k]) for k in tcols]
@@ -317,7 +336,7 @@ def read_movielens(folder: str | Path) -> tuple[RawInteractions, ItemText]:
                 tags[r[m_k]].append(tag)
     ids, titles, texts = [], [], []
     for r in rows:
-        mid, title, genres = r[id_k].strip(), r[title_k].strip(), r[genre_k]
+        mid, title, genres = r[id_k].strip(), _clean_title(r[title_k]), r[genre_k]
         parts = [title]
         if genres and genres != "(no genres listed)":
             parts.append("Genres: " + ", ".join(genres.split("|")))

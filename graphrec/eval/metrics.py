@@ -282,7 +282,9 @@ class MetricAccumulator:
                     out[key] = m.fn(self.counts[k], self.num_items)
                 else:
                     out[key] = self._mean(key)
-            if self.num_cold > 0:
+            # Among C cold items a list of k >= C holds them all: cold_*@k would be 1 by
+            # construction, so it is reported only for k < C.
+            if self.num_cold > k:
                 for m in self.active:
                     if m.cold:
                         out[f"cold_{m.name}@{k}"] = self._mean(f"cold_{m.name}@{k}")
@@ -291,6 +293,7 @@ class MetricAccumulator:
             out["num_tail_users"] = self.users.get(f"tail_recall@{self.ks[0]}", 0)
         if self.num_cold > 0:
             out["num_cold_users"] = self.users.get(f"cold_recall@{self.ks[0]}", 0)
+            out["num_cold_items"] = self.num_cold
         return out
 
     def _mean(self, key: str) -> float:

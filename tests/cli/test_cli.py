@@ -81,7 +81,8 @@ def test_train_writes_model_dir(trained: Path) -> None:
     metrics = json.loads((model / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics["history"]] == [1, 2, 3]
     assert all({"loss", "train_seconds", "valid"} <= set(row) for row in metrics["history"])
-    assert "recall@20" in metrics["test"] and "cold_recall@20" in metrics["test"]
+    assert "recall@20" in metrics["test"] and metrics["test"]["num_cold_items"] == 3
+    assert "cold_recall@20" not in metrics["test"]  # 3 cold items: a list of 20 holds them all
     config = json.loads((model / "config.json").read_text())
     init = config["train"]["item_init"]
     assert init in ("text", "text+id") and config["train"]["dim"] == 8  # auto, with text
@@ -97,9 +98,9 @@ def test_evaluate_json_is_one_document(trained: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc["split"] == "test"
     for k in (10, 20):
-        for name in ("recall", "ndcg", "precision", "hit", "coverage", "tail_recall",
-                     "cold_recall"):
+        for name in ("recall", "ndcg", "precision", "hit", "coverage", "tail_recall"):
             assert 0.0 <= doc["model"][f"{name}@{k}"] <= 1.0
+        assert f"cold_recall@{k}" not in doc["model"]  # 3 cold items: trivially all found
     assert doc["model"]["num_users"] == 42
     assert doc["model"]["recall@20"] >= doc["model"]["recall@10"]
 
@@ -523,7 +524,8 @@ def test_lightgcn_end_to_end(tmp_path: Path, lightgcn_files) -> None:
     result = ok(run(work, "train", "--epochs", "2", "--dim", "4", "--device", "cpu"))
     assert "best epoch" not in result.stdout  # no validation split: nothing to select on
     doc = json.loads(ok(run(work, "evaluate", "--json")).stdout)
-    assert doc["model"]["num_users"] == 5 and "cold_recall@20" in doc["model"]
+    assert doc["model"]["num_users"] == 5 and doc["model"]["num_cold_items"] > 0
+    assert "cold_recall@20" not in doc["model"]  # test-only items, fewer than 20
     one_line_error(run(work, "evaluate", "--split", "valid"), "no valid interactions")
     doc = json.loads(ok(run(work, "recommend", "--user", "2", "-k", "3", "--json")).stdout)
     assert len(doc["items"]) == 3

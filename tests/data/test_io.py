@@ -302,3 +302,17 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
     inter.write_text("user_id,item_id,item_id\nu1,i1,i2\n")
     with pytest.raises(DataError, match="column 'item_id' appears more than once"):
         io.read_interactions_csv(inter)
+
+
+def test_non_finite_numbers_repeated_items_and_control_characters(tmp_path: Path) -> None:
+    inter = tmp_path / "log.csv"
+    inter.write_text("user_id,item_id,rating\nu1,i1,4\nu1,i2,nan\n")
+    with pytest.raises(DataError, match="line 3: rating 'nan' is not a finite number"):
+        io.read_interactions_csv(inter)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\ni1,A\ni2,B\ni1,C\n")
+    with pytest.raises(DataError, match="rows 1 and 3: item 'i1' twice"):
+        io.read_items(items)
+    items.write_text('item_id,title,about\ni1,"Bad\x1b[31m\x07 title","x\x00y"\n')
+    text = io.read_items(items)
+    assert text.titles == ["Bad [31m title"] and text.texts == ["Bad [31m title. x y"]

@@ -213,7 +213,7 @@ def test_ids_already_in_the_model(work: Path, tmp_path: Path) -> None:
 def test_repeated_empty_and_textless_items(work: Path, tmp_path: Path) -> None:
     header = ["item_id", "title", "description"]
     cases = [
-        ([["n0", "A", "space"], ["n0", "B", "space"]], "more than once ('n0')"),
+        ([["n0", "A", "space"], ["n0", "B", "space"]], "item 'n0' twice"),
         ([["n0", "A", "space"], [" ", "B", "space"]], "item #2 has an empty id"),
         ([["n0", "", ""]], "1 items have no text ('n0')"),
     ]
