@@ -22,6 +22,7 @@ import shutil
 import signal
 import tempfile
 import time
+import tokenize
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -250,8 +251,10 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-ARTIFACT_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
-"""What reading a damaged array, archive or id file raises (truncated, empty, garbage)."""
+ARTIFACT_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+                        SyntaxError, tokenize.TokenError)
+"""What reading a damaged array, archive or id file raises (truncated, empty, garbage; numpy
+parses a .npy header as a Python literal, hence the syntax errors)."""
 
 
 def unreadable(exc: BaseException) -> str:
@@ -272,16 +275,28 @@ def write_json(path: str | Path, obj: object) -> None:
         f.write("\n")
 
 
-def read_json(path: str | Path, what: str) -> dict:
-    """The JSON document at ``path``; ``what`` names the directory kind in errors."""
+def read_json(path: str | Path, what: str, keys: tuple[str, ...] = ()) -> dict:
+    """The JSON object at ``path``, which must hold ``keys``; ``what`` names the directory
+    kind in errors."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            doc = json.load(f)
     except FileNotFoundError:
         raise ArtifactError(f"{what} {path.parent}: {path.name} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{what} {path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ArtifactError(f"{what} {path}: a JSON {type(doc).__name__}, expected an object")
+    _check_keys(doc, keys, path, what)
+    return doc
+
+
+def _check_keys(doc: dict, keys: tuple[str, ...], path: Path, what: str) -> None:
+    missing = [k for k in keys if k not in doc]
+    if missing:
+        raise ArtifactError(f"{what} {path}: no {', '.join(missing)}; it is damaged or from "
+                            "another program")
 
 
 def write_jsonl(f: IO, records: Iterable[dict], ensure_ascii: bool = False) -> int:
@@ -324,9 +339,11 @@ def read_lines(path: str | Path) -> list[str]:
         return f.read().split("\n")[:-1]
 
 
-def read_versioned(path: Path, name: str, what: str, version: int, command: str) -> dict:
+def read_versioned(path: Path, name: str, what: str, version: int, command: str,
+                   keys: tuple[str, ...] = ()) -> dict:
     """The JSON file ``name`` of the directory ``path``, whose ``format_version`` must be
-    ``version``; ``command`` is what makes a new one (named in the error)."""
+    ``version`` and which must hold ``keys``; ``command`` is what makes a new one (named in
+    the error)."""
     if not path.is_dir():
         raise ArtifactError(f"{what} {path}: not found (run `{command}` first)")
     doc = read_json(path / name, what)
@@ -335,4 +352,5 @@ def read_versioned(path: Path, name: str, what: str, version: int, command: str)
             f"{what} {path}: format version {doc.get('format_version')}, expected "
             f"{version}; make it again with `{command}`"
         )
+    _check_keys(doc, keys, path / name, what)
     return doc

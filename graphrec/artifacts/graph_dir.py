@@ -108,7 +108,7 @@ def load_graph(path: str | Path) -> GraphData:
     """Read a graph directory written by :func:`save_graph` (its current version)."""
     path, _ = resolve_version(path)
     meta = read_versioned(path, "meta.json", "graph directory", GRAPH_FORMAT_VERSION,
-                          "graphrec build-graph")
+                          "graphrec build-graph", keys=("num_users", "num_items"))
     try:
         with np.load(path / "interactions.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("users", "items", "folds", "cold_items")}

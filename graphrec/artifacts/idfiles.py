@@ -41,6 +41,12 @@ def read_id_files(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str], list
     """
     user_ids = np.asarray(read_lines(folder / USERS_FILE), dtype=str)
     rows = read_jsonl(folder / ITEMS_FILE)
+    bad = next((k for k, r in enumerate(rows)
+                if not (isinstance(r, dict) and isinstance(r.get("id"), str)
+                        and isinstance(r.get("title"), str))), None)
+    if bad is not None:
+        raise ValueError(f"{ITEMS_FILE} line {bad + 1}: expected an object with string id "
+                         "and title")
     item_ids = np.asarray([r["id"] for r in rows], dtype=str)
     titles = [r["title"] for r in rows]
     texts = [r["text"] for r in rows] if rows and "text" in rows[0] else None

@@ -106,7 +106,7 @@ def save_model(result: TrainedModel, graph: GraphData, path: str | Path) -> None
 def read_model_config(path: str | Path) -> dict:
     """config.json of a model directory, checked for format version."""
     return read_versioned(Path(path), "config.json", "model directory", MODEL_FORMAT_VERSION,
-                          "graphrec train")
+                          "graphrec train", keys=("train", "graph"))
 
 
 def check_compatible(model_cfg: dict, graph: GraphData, model_path: str | Path) -> None:
