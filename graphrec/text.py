@@ -236,11 +236,8 @@ def embed_texts(
             stored = None
             missing = _missing(texts, digests, None)
         dim = encoder.dim
-        new = _Entries(
-            keys=_digest_array(list(missing)),
-            vectors=encoder.encode(list(missing.values()), progress=progress),
-            dim=dim,
-        )
+        new = _encode_flushing(encoder, _digest_array(list(missing)), list(missing.values()),
+                               cache, progress)
     else:
         dim = stored.dim
         new = _Entries.empty(dim)
@@ -250,8 +247,6 @@ def embed_texts(
     rows = np.fromiter((row_of[d] for d in digests), dtype=np.int64, count=len(digests))
     embeddings = known.vectors[rows]
     cached = 0 if stored is None else sum(1 for d in digests if d not in missing)
-    if cache is not None and len(new.keys):
-        cache.merge(new)
     stats = {
         "encoded": len(new.keys),
         "cached": cached,
@@ -411,6 +406,50 @@ class _Entries:
             np.concatenate([self.vectors, other.vectors]),
             self.dim,
         )
+
+
+ENCODE_CHUNK = 1024
+"""Texts encoded between two looks at whether to write the cache."""
+FLUSH_EVERY_S = 30.0
+"""Least time between two cache writes while encoding."""
+
+
+def _encode_flushing(encoder: TextEncoder, keys: np.ndarray, texts: list[str],
+                     cache: _Cache | None, progress: bool) -> _Entries:
+    """Encode ``texts`` (digests ``keys``) in chunks, writing what is done to ``cache`` as
+    it goes: every :data:`FLUSH_EVERY_S` seconds, or less often when a write takes long (a
+    write waits for 10 times its own cost of encoding, so writing stays under ~10% of the
+    time), at the end, and on Ctrl-C or an error, so that an interrupted build keeps what
+    it encoded."""
+    # Longest first across chunks too (by characters; the encoder orders each chunk by
+    # tokens): chunks of similar lengths pad as little as one call over everything.
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    keys, texts = keys[order], [texts[k] for k in order]
+    vectors = np.empty((len(texts), encoder.dim), np.float32)
+    written = done = 0
+    last, cost = time.perf_counter(), 0.0
+
+    def flush() -> None:
+        nonlocal written, last, cost
+        if cache is not None and done > written:
+            t0 = time.perf_counter()
+            cache.merge(_Entries(keys[written:done], vectors[written:done], encoder.dim))
+            written, last, cost = done, time.perf_counter(), time.perf_counter() - t0
+
+    bar = tqdm(total=len(texts), desc="encoding texts", unit="text", file=sys.stderr,
+               disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    try:
+        with bar:
+            for start in range(0, len(texts), ENCODE_CHUNK):
+                chunk = texts[start:start + ENCODE_CHUNK]
+                vectors[start:start + len(chunk)] = encoder.encode(chunk)
+                done = start + len(chunk)
+                bar.update(len(chunk))
+                if time.perf_counter() - last >= max(FLUSH_EVERY_S, 10 * cost):
+                    flush()
+    finally:
+        flush()
+    return _Entries(keys, vectors, encoder.dim)
 
 
 class _Cache:

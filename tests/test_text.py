@@ -290,3 +290,26 @@ def test_minilm_puts_related_texts_closer() -> None:
     assert encoder.dim == 384 and encoder.model_id == "all-MiniLM-L6-v2"
     q, a, b = encoder.encode([query, near, far])
     assert float(q @ a) > float(q @ b) + 0.1
+
+
+def test_an_interrupted_encoding_keeps_what_it_encoded(tiny_bert: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [f"item number {n} about space and rockets" for n in range(10)]
+    monkeypatch.setattr(text_mod, "ENCODE_CHUNK", 2)
+    real, calls = text_mod.TextEncoder.encode, []
+
+    def encode_then_stop(self, chunk, progress=False):
+        calls.append(len(chunk))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third chunk
+        return real(self, chunk, progress)
+
+    monkeypatch.setattr(text_mod.TextEncoder, "encode", encode_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        embed_texts(texts, tiny_bert, cache_dir=tmp_path, device="cpu", precision="float32")
+    monkeypatch.setattr(text_mod.TextEncoder, "encode", real)
+    out, stats = embed_texts(texts, tiny_bert, cache_dir=tmp_path, device="cpu",
+                             precision="float32")
+    assert stats["cached"] == 4 and stats["encoded"] == 6  # two chunks were kept
+    fresh, _ = embed_texts(texts, tiny_bert, device="cpu", precision="float32")
+    np.testing.assert_allclose(out, fresh, atol=1e-6)
