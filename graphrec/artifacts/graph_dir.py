@@ -104,6 +104,17 @@ def save_graph(graph: GraphData, path: str | Path) -> None:
         write_json(tmp / "meta.json", graph.meta)
 
 
+def _fits(arrays: dict, num_users: int, num_items: int) -> bool:
+    """Whether the interaction arrays agree in length and index only known users and items."""
+    users, items = arrays["users"], arrays["items"]
+    if len(items) != len(users) or len(arrays["folds"]) != len(users):
+        return False
+    if len(arrays["cold_items"]) != num_items:
+        return False
+    return not len(users) or bool(0 <= users.min() and users.max() < num_users
+                                  and 0 <= items.min() and items.max() < num_items)
+
+
 def load_graph(path: str | Path) -> GraphData:
     """Read a graph directory written by :func:`save_graph` (its current version)."""
     path, _ = resolve_version(path)
@@ -127,6 +138,10 @@ def load_graph(path: str | Path) -> GraphData:
         item_texts=texts or [],
         text_emb=text_emb, meta=meta, stats=stats, **arrays,
     )
+    if not _fits(arrays, len(user_ids), len(item_ids)):
+        raise ArtifactError(f"graph directory {path}: interactions.npz does not fit "
+                            f"{len(user_ids)} users and {len(item_ids)} items; rebuild it with "
+                            "`graphrec build-graph`")
     if graph.num_users != meta["num_users"] or graph.num_items != meta["num_items"]:
         raise ArtifactError(
             f"graph directory {path}: {graph.num_users} users / {graph.num_items} items on disk, "

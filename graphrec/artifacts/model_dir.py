@@ -154,6 +154,13 @@ def load_arrays(path: str | Path, mmap: bool = True) -> dict:
 def _check_serving_arrays(path: Path, out: dict, n_users: int, n_items: int) -> None:
     """Raise ArtifactError for arrays that load but would serve wrong: non-finite
     embeddings, known items out of range, a model.pt that is not a torch archive."""
+    missing = [k for k in (*MAPPED_ARRAYS, "item_degree", "cold_items") if k not in out]
+    if missing:
+        raise ArtifactError(f"model directory {path}: no {', '.join(missing)} array; it is "
+                            "damaged, retrain with `graphrec train`")
+    if len(out["item_degree"]) != n_items or len(out["cold_items"]) != n_items:
+        raise ArtifactError(f"model directory {path}: item_degree / cold_items do not hold "
+                            f"{n_items} items")
     for name in MAPPED_ARRAYS:
         if not np.isfinite(out[name]).all():
             raise ArtifactError(f"model directory {path}: {name} holds NaN or infinite values "

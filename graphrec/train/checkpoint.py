@@ -29,13 +29,24 @@ def load_checkpoint(path: str | Path, device: torch.device) -> dict:
     if not path.exists():
         raise ArtifactError(f"no checkpoint at {path}", parameter="resume")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         # Not torch's text: it advises weights_only=False, which would run whatever a
         # planted file holds.
         raise ArtifactError(f"checkpoint {path} is damaged or not a graphrec checkpoint "
                             f"({type(exc).__name__}); delete it and train without {{resume}}",
                             parameter="resume") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing or not isinstance(state.get("config"), dict) or "ks" not in state["config"]:
+        raise ArtifactError(f"checkpoint {path} lacks {', '.join(missing) or 'config.ks'}: it "
+                            "is not a whole graphrec checkpoint; delete it and train without "
+                            "{resume}", parameter="resume")
+    return state
+
+
+CHECKPOINT_KEYS = ("config", "graph", "model", "optimizer", "generator", "epoch", "history",
+                   "bad_evals", "best")
+"""What a checkpoint holds (``Trainer`` writes them; resuming reads every one)."""
 
 
 def check_resumable(state: dict, cfg: TrainConfig, fingerprint: str | None) -> None:

@@ -717,3 +717,24 @@ def test_the_workdir_may_follow_the_command_and_bad_places_are_one_line(
     (tmp_path / "file").write_text("")
     one_line_error(run(tmp_path / "file" / "w", "build-graph", "--no-text"), "Not a directory")
     one_line_error(run(tmp_path / "w", "build-graph", "--no-text", "--seed", "-1"), "--seed -1")
+
+
+def test_artefacts_that_load_but_do_not_fit_are_one_line(work: Path) -> None:
+    import torch
+
+    from graphrec.fsio import resolve_version
+
+    graph, _ = resolve_version(work / "graph")
+    with np.load(graph / "interactions.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(graph / "interactions.npz", **{**arrays, "items": arrays["items"] + 10_000})
+    one_line_error(run(work, "train", *TRAIN_ARGS), "interactions.npz does not fit", banner=True)
+    np.savez(graph / "interactions.npz", **arrays)
+    model, _ = resolve_version(work / "model")
+    with np.load(model / "embeddings.npz") as z:
+        kept = {k: z[k] for k in z.files if k != "item_degree"}
+    np.savez(model / "embeddings.npz", **kept)
+    one_line_error(run(work, "similar", "--item", "101"), "no item_degree")
+    torch.save({"model": {}}, work / "model.ckpt")  # loads, but is not a whole checkpoint
+    one_line_error(run(work, "train", *TRAIN_ARGS, "--resume"), "--resume", "lacks config",
+                   banner=True)
