@@ -102,6 +102,7 @@ def publish_version(final: str | Path, keep: int = VERSIONS_KEPT) -> Iterator[Pa
     store = versions_dir(final)
     store.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(store)
+    _remove_old_swaps(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=store))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
@@ -165,6 +166,22 @@ def _remove_abandoned(store: Path) -> None:
     for entry in store.glob(".tmp-*"):
         pid = entry.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+OLD_SWAP_AGE_S = 3600.0
+"""Age beyond which a temporary of the old directory swap (before versions) is abandoned."""
+
+
+def _remove_old_swaps(final: Path) -> None:
+    """Remove what the directory swap of earlier releases left beside ``final`` when killed:
+    ``.<name>.old-<pid>`` of a dead process, ``.<name>.tmp-*`` older than an hour."""
+    for entry in final.parent.glob(f".{final.name}.old-*"):
+        pid = entry.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+    for entry in final.parent.glob(f".{final.name}.tmp-*"):
+        if entry.is_dir() and time.time() - entry.stat().st_mtime > OLD_SWAP_AGE_S:
             shutil.rmtree(entry, ignore_errors=True)
 
 

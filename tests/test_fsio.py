@@ -192,3 +192,19 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path: Path) -> None:
                 pass
     with exclusive_lock(tmp_path, "graphrec add-items"):  # released with the block
         assert "graphrec add-items" in (tmp_path / ".lock").read_text()
+
+
+def test_leftovers_of_the_old_directory_swap_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    old = tmp_path / f".model.old-{dead}"
+    stale, fresh = tmp_path / ".model.tmp-abc", tmp_path / ".model.tmp-def"
+    for d in (old, stale, fresh):
+        d.mkdir()
+    os.utime(stale, (0, 0))  # far older than an hour
+    with publish_version(tmp_path / "model") as tmp:
+        (tmp / "a").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.tmp-def", "model"]
