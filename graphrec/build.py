@@ -105,6 +105,11 @@ def build_graph(cfg: BuildConfig, out_dir: str | Path) -> GraphData:
     num_users, num_items = len(user_map), len(item_map)
 
     folds, cold = _split(inter, num_items, cfg, valid_ratio)
+    if not (folds == TRAIN).any():  # before the text is encoded: fail fast
+        raise ConfigError(
+            f"the split leaves no training interactions ({int(cold.sum())} of {num_items} items "
+            f"cold, {{test_ratio}} {cfg.test_ratio}); expected a smaller {{cold_items}} or "
+            "{test_ratio}", parameter="cold_items", value=cfg.cold_items)
 
     texts, titles, n_missing = _align_text(item_map, item_text)
     text_emb, text_stats = None, {}

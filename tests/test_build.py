@@ -89,3 +89,15 @@ def test_cold_items_never_reach_training(trained: Path) -> None:  # noqa: F811
             assert not cold[pos.numpy()].any() and not cold[neg.numpy()].any()
     rec = Recommender.load(trained / "model")
     assert (rec.item_degree[cold] == 0).all()
+
+
+def test_a_split_that_leaves_nothing_to_train_on_is_refused(tmp_path: Path) -> None:
+    from graphrec.errors import ConfigError
+
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id\n" + "".join(f"u{u},i{i}\n" for u in range(6)
+                                                 for i in range(4)))
+    with pytest.raises(ConfigError, match="no training interactions"):
+        build_graph(BuildConfig(interactions=str(log), no_text=True, cold_items=0.99),
+                    tmp_path / "graph")
+    assert not (tmp_path / "graph").exists()

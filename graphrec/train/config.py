@@ -116,6 +116,9 @@ class TrainConfig:
     def resolve(self, graph: GraphData) -> TrainConfig:
         """Fill the automatic settings from the graph."""
         num_train = int((graph.folds == TRAIN).sum())
+        if num_train == 0:
+            raise ConfigError("the graph has no training interactions (every one is held out "
+                              "or cold); rebuild it with a smaller {cold_items} or {test_ratio}")
         batch = self.batch_size or resolved_batch_size(num_train)
         lr = self.lr or resolved_lr(batch)
         init = self.item_init
