@@ -20,10 +20,10 @@ from graphrec.data import io  # noqa: E402
 from graphrec.errors import GraphrecError  # noqa: E402
 from graphrec.fsio import resolve_version  # noqa: E402
 
-# 400 cases per test in the default suite (fixed seed: the same cases on every run);
+# 1,000 cases per test in the default suite (fixed seed: the same cases on every run);
 # GRAPHREC_FUZZ_EXAMPLES=5000 for a longer, random search.
-EXAMPLES = int(os.environ.get("GRAPHREC_FUZZ_EXAMPLES", "400"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 400,
+EXAMPLES = int(os.environ.get("GRAPHREC_FUZZ_EXAMPLES", "1000"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 1000,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

@@ -738,3 +738,29 @@ def test_artefacts_that_load_but_do_not_fit_are_one_line(work: Path) -> None:
     torch.save({"model": {}}, work / "model.ckpt")  # loads, but is not a whole checkpoint
     one_line_error(run(work, "train", *TRAIN_ARGS, "--resume"), "--resume", "lacks config",
                    banner=True)
+
+
+def test_titles_with_control_characters_export_and_read_back(planted, tmp_path: Path) -> None:
+    import csv
+
+    import networkx as nx
+
+    items = tmp_path / "items.csv"
+    with open(planted.items, newline="") as f:
+        rows = list(csv.reader(f))
+    rows[1][1] = "Bad\x1b[31m\x07 title\x0b"  # escape codes, bell, vertical tab
+    with open(items, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    work = tmp_path / "w"
+    ok(run(work, "build-graph", "--interactions", str(planted.interactions), "--items",
+           str(items), "--no-text"))
+    ok(run(work, "export-graph", "--format", "graphml"))
+    graph = nx.read_graphml(work / "graph.graphml")  # networkx reads its own file back
+    assert not any(ord(c) < 32 for _, d in graph.nodes(data=True) for v in d.values()
+                   for c in str(v))
+
+
+def test_progress_in_a_log_is_a_few_lines(planted, tiny_bert: str, tmp_path: Path) -> None:
+    result = ok(run(tmp_path / "w", "build-graph", "--interactions", str(planted.interactions),
+                    "--items", str(planted.items), "--text-model", tiny_bert))
+    assert len(result.stderr.splitlines()) <= 6, result.stderr  # not one line per refresh

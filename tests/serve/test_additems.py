@@ -327,3 +327,32 @@ def test_a_planted_link_in_the_model_is_refused_not_followed(work: Path, tmp_pat
     with pytest.raises(ArtifactError, match="planted is a link"):
         add_items(work / "model", ["n9"], ["N"], ["space rocket"], cache_dir=tmp_path, device="cpu")
 
+
+
+def test_a_reader_during_publishes_always_loads_one_whole_version(work: Path,
+                                                                 tmp_path: Path) -> None:
+    import threading
+
+    from graphrec.errors import GraphrecError
+    from graphrec.serve.recommender import Recommender
+
+    seen, errors, stop = set(), [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set() and len(seen) < 10_000:
+            try:
+                seen.add(Recommender.load(work / "model").num_items)
+            except GraphrecError as exc:  # a mixed or missing version would land here
+                errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(4):
+            add_items(work / "model", [f"r{n}"], [""], ["space rocket"], cache_dir=tmp_path,
+                      device="cpu")
+    finally:
+        stop.set()
+        reader.join(timeout=60)
+    assert errors == [] and seen <= {30, 31, 32, 33, 34} and 34 in seen | {
+        Recommender.load(work / "model").num_items}
