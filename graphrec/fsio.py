@@ -269,9 +269,10 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 ARTIFACT_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
-                        SyntaxError, tokenize.TokenError)
+                        SyntaxError, tokenize.TokenError, NotImplementedError, RuntimeError)
 """What reading a damaged array, archive or id file raises (truncated, empty, garbage; numpy
-parses a .npy header as a Python literal, hence the syntax errors)."""
+parses a .npy header as a Python literal, hence the syntax errors; zipfile meets a damaged
+entry's compression method or encryption flag as NotImplementedError / RuntimeError)."""
 
 
 def unreadable(exc: BaseException) -> str:

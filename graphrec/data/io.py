@@ -108,10 +108,12 @@ def _read_table(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
             first = f.readline()
             f.seek(0)
             reader = csv.reader(f, delimiter=_delimiter(path, first))
-            header = next(reader)
+            header = next(reader, None)
             rows = list(reader)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{mention(what)} {path}: cannot parse as delimited text ({exc})") from exc
+    if header is None:
+        raise DataError(f"{mention(what)} {path}: no text in it, expected a header row")
     header = [h.strip() for h in header]
     if not any(header):
         raise DataError(f"{mention(what)} {path}: line 1 is empty, expected a header row")
