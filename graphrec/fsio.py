@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from graphrec.errors import ArtifactError, BusyError
+from graphrec.errors import ArtifactError, BusyError, GraphrecError
 
 try:
     import fcntl
@@ -85,6 +85,22 @@ def resolve_version(final: str | Path) -> tuple[Path, str | None]:
         target = final / os.readlink(pointer)
         return target, target.name
     return final, None
+
+
+def read_consistently(final: str | Path, read):
+    """``read(folder)`` of the version ``final`` points at, whole. A plain directory being
+    taken over by its first published version (its files replaced by links, one by one)
+    is read again from that version when one appeared during the read."""
+    while True:
+        source, version = resolve_version(final)
+        try:
+            out = read(source)
+        except GraphrecError:  # a mix of old files and new links: read the version
+            if version is None and resolve_version(final)[1] is not None:
+                continue
+            raise
+        if version is not None or resolve_version(final)[1] is None:
+            return out
 
 
 @contextlib.contextmanager

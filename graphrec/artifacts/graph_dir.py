@@ -22,9 +22,9 @@ from graphrec.errors import ArtifactError
 from graphrec.fsio import (
     ARTIFACT_READ_ERRORS,
     publish_version,
+    read_consistently,
     read_json,
     read_versioned,
-    resolve_version,
     unreadable,
     write_json,
 )
@@ -117,7 +117,10 @@ def _fits(arrays: dict, num_users: int, num_items: int) -> bool:
 
 def load_graph(path: str | Path) -> GraphData:
     """Read a graph directory written by :func:`save_graph` (its current version)."""
-    path, _ = resolve_version(path)
+    return read_consistently(path, _load_graph)
+
+
+def _load_graph(path: Path) -> GraphData:
     meta = read_versioned(path, "meta.json", "graph directory", GRAPH_FORMAT_VERSION,
                           "graphrec build-graph", keys=("num_users", "num_items"))
     try:

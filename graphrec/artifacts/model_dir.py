@@ -31,8 +31,8 @@ from graphrec.errors import ArtifactError
 from graphrec.fsio import (
     ARTIFACT_READ_ERRORS,
     publish_version,
+    read_consistently,
     read_versioned,
-    resolve_version,
     unreadable,
     write_json,
 )
@@ -125,7 +125,10 @@ def load_arrays(path: str | Path, mmap: bool = True) -> dict:
     """Serving arrays of a model directory (embeddings, text, known items, ids, titles), from
     the version ``path`` points at; the embeddings and text are memory-mapped (read-only)
     unless ``mmap`` is False."""
-    path, _ = resolve_version(path)
+    return read_consistently(path, lambda folder: _load_arrays(folder, mmap))
+
+
+def _load_arrays(path: Path, mmap: bool) -> dict:
     mode = "r" if mmap else None
     try:
         with np.load(path / "embeddings.npz", allow_pickle=False) as z:

@@ -20,6 +20,7 @@ from graphrec.artifacts.model_dir import load_arrays, read_model_config
 from graphrec.data.csr import Csr, gather_rows
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
+from graphrec.fsio import read_consistently
 from graphrec.options import RETRIEVAL_INDEXES
 from graphrec.popularity import boost_tail, check_tail_boost, tail_boost_weights
 from graphrec.serve.index import AnnIndex, faiss_available
@@ -149,8 +150,9 @@ class Recommender:
         100k items), "auto" is "ann" above :data:`ANN_MIN_ITEMS` items when faiss is
         installed, else "exact"."""
         path = Path(path)
-        config = read_model_config(path)
-        return cls(load_arrays(path), config, path, tail_boost, tail_shape, index, device)
+        config, arrays = read_consistently(
+            path, lambda folder: (read_model_config(folder), load_arrays(folder)))
+        return cls(arrays, config, path, tail_boost, tail_shape, index, device)
 
     def scores(self, user_vecs: Tensor, tail_boost: float | None = None) -> Tensor:
         """[b, I] scores of user embeddings [b, d] against every item, with the tail boost
