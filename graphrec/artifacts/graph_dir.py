@@ -141,13 +141,13 @@ def _load_graph(path: Path) -> GraphData:
         item_texts=texts or [],
         text_emb=text_emb, meta=meta, stats=stats, **arrays,
     )
-    if not _fits(arrays, len(user_ids), len(item_ids)):
-        raise ArtifactError(f"graph directory {path}: interactions.npz does not fit "
-                            f"{len(user_ids)} users and {len(item_ids)} items; rebuild it with "
-                            "`graphrec build-graph`")
     if graph.num_users != meta["num_users"] or graph.num_items != meta["num_items"]:
         raise ArtifactError(
             f"graph directory {path}: {graph.num_users} users / {graph.num_items} items on disk, "
             f"meta.json says {meta['num_users']} / {meta['num_items']}"
         )
+    if not _fits(arrays, len(user_ids), len(item_ids)):
+        raise ArtifactError(f"graph directory {path}: interactions.npz does not fit "
+                            f"{len(user_ids)} users and {len(item_ids)} items; rebuild it with "
+                            "`graphrec build-graph`")
     return graph
