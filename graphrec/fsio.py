@@ -55,7 +55,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)  # the rename itself survives a power cut
+        _fsync(path.parent)  # the rename itself survives a power cut
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -131,7 +131,7 @@ def publish_version(final: str | Path, keep: int = VERSIONS_KEPT) -> Iterator[Pa
         while (store / version).exists():  # two publishes in one microsecond
             version += "0"
         os.rename(tmp, store / version)
-        _fsync_dir(store)
+        _fsync(store)
         _crash_point("renamed")
     except BaseException:
         shutil.rmtree(final if created else tmp, ignore_errors=True)
@@ -139,10 +139,10 @@ def publish_version(final: str | Path, keep: int = VERSIONS_KEPT) -> Iterator[Pa
     if (final / CURRENT).is_dir() and not (final / CURRENT).is_symlink():
         shutil.rmtree(final / CURRENT)  # a copy made through the links: a plain snapshot
     _swap_link(final / CURRENT, f"{VERSIONS}/{version}")
-    _fsync_dir(final)
+    _fsync(final)
     _crash_point("pointed")
     _link_files(final, store / version)
-    _fsync_dir(final)
+    _fsync(final)
     _crash_point("linked")
     _prune(store, keep, current=version)
 
@@ -156,8 +156,8 @@ def _crash_point(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a directory's entries (renames, new names) durable."""
+def _fsync(path: Path) -> None:
+    """Make a file's bytes, or a directory's entries (renames, new names), durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -169,12 +169,8 @@ def fsync_tree(root: Path) -> None:
     """Flush every file under ``root`` and every directory of it to disk."""
     for folder, _, files in os.walk(root):
         for name in files:
-            fd = os.open(Path(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
+            _fsync(Path(folder, name))
+        _fsync(Path(folder))
 
 
 def _remove_abandoned(store: Path) -> None:

@@ -14,7 +14,6 @@ import os
 import re
 import sys
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, DataError, TextModelError
-from graphrec.fsio import atomic_file
+from graphrec.fsio import ARTIFACT_READ_ERRORS, atomic_file
 from graphrec.options import TEXT_PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -472,7 +471,7 @@ class _Cache:
             with np.load(self.path, allow_pickle=False) as data:
                 keys, vectors = data["keys"], data["vectors"]
                 dim, model_id = int(data["dim"]), str(data["model_id"])
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        except (*ARTIFACT_READ_ERRORS, TypeError) as exc:
             logger.warning("ignoring unreadable text-embedding cache %s (%s)", self.path, exc)
             return None
         problem = None

@@ -36,8 +36,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.on_batch = on_batch
         """Called with each batch's size (metrics)."""
-        self._pending: dict[tuple, list[tuple[str, int, asyncio.Future]]] = {}
-        self._recommenders: dict[tuple, Recommender] = {}
+        # (model, include_seen, tail_boost) -> the model and the waiting (user, k, future)s
+        self._pending: dict[tuple, tuple[Recommender, list]] = {}
         self._timer: asyncio.Handle | None = None
 
     async def submit(self, rec: Recommender, user: str, k: int, include_seen: bool = False,
@@ -47,8 +47,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         key = (id(rec), include_seen, tail_boost)
         future: asyncio.Future = loop.create_future()
-        self._pending.setdefault(key, []).append((user, k, future))
-        self._recommenders[key] = rec
+        self._pending.setdefault(key, (rec, []))[1].append((user, k, future))
         if self._timer is None:
             # call_soon: runs after the requests read in this turn of the loop have joined.
             self._timer = (loop.call_later(self.window_s, self._run) if self.window_s > 0
@@ -59,13 +58,12 @@ class MicroBatcher:
         """Score every waiting batch, ``max_batch`` users at a time."""
         self._timer = None
         while self._pending:
-            key, waiting = next(iter(self._pending.items()))
+            key, (rec, waiting) = next(iter(self._pending.items()))
             batch, rest = waiting[:self.max_batch], waiting[self.max_batch:]
-            rec = self._recommenders[key]
             if rest:
-                self._pending[key] = rest
+                self._pending[key] = (rec, rest)
             else:
-                del self._pending[key], self._recommenders[key]
+                del self._pending[key]
             if self.on_batch is not None:
                 self.on_batch(len(batch))
             _, include_seen, tail_boost = key
@@ -83,10 +81,9 @@ class MicroBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for batch in self._pending.values():
+        for _, batch in self._pending.values():
             _deliver(batch, error=RuntimeError("the server is stopping"))
         self._pending.clear()
-        self._recommenders.clear()
 
 
 def _deliver(batch: list[tuple[str, int, asyncio.Future]], lists: list | None = None,
