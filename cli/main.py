@@ -477,6 +477,56 @@ def add_items_cmd(obj: Context, items_file: str, item_id_col: str | None,
     click.echo(f"added {added.added} items to {model_dir} ({added.num_items} items now)")
 
 
+@main.command("update")
+@click.option("--interactions", type=INPUT_FILE,
+              help="New interactions, in build-graph's format and the graph's columns.")
+@click.option("--items", "items_file", type=INPUT_FILE,
+              help="Item file with the text of new items (id + text columns).")
+@click.option("--fine-tune", "fine_tune", type=int, default=0, show_default=True,
+              help="After the fold-in, train this many epochs over the new interactions and "
+                   "a replayed sample of old ones (0 = fold-in only).")
+@click.option("--replay", "old_ratio", type=float, default=1.0, show_default=True,
+              help="Old interactions replayed per new one in --fine-tune epochs.")
+@click.option("--device", default="auto", show_default=True,
+              help="Device of the text encoder (new items) and of --fine-tune.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_obj
+@handle_errors
+@writes_workdir
+def update_cmd(obj: Context, interactions: str | None, items_file: str | None, fine_tune: int,
+               old_ratio: float, device: str, as_json: bool) -> None:
+    """Fold new interactions, users and items into WORKDIR/model without retraining.
+
+    Appends them to WORKDIR/graph (pairs it has are skipped), re-embeds every user and item
+    with new interactions over the grown graph, and publishes a new model version; `train`
+    retrains from scratch on the grown graph.
+    """
+    from graphrec.pipeline import update_model
+
+    if fine_tune < 0:
+        raise ConfigError(parameter="fine_tune", value=fine_tune, expected="an integer >= 0")
+    done = update_model(obj.graph_dir, obj.model_dir, interactions, items_file, fine_tune,
+                        old_ratio, cache_dir=obj.layout.text_cache, device=device)
+    g, f = done.growth, done.folded
+    summary = {
+        "rows": g.rows if g else 0, "interactions": f.interactions,
+        "new_users": f.new_users, "new_items": f.new_items, "users_updated": f.users,
+        "items_updated": f.items, "fold_in_seconds": round(f.seconds, 4),
+        "fine_tune_epochs": done.fine_tuned, "version": done.version,
+        "seconds": round(done.seconds, 3),
+    }
+    if as_json:
+        echo_json(summary)
+    elif done.version is None:
+        click.echo(f"nothing new: {obj.model_dir} is up to date with {obj.graph_dir}")
+    else:
+        click.echo(f"folded in {f.interactions} interactions ({f.new_users} new users, "
+                   f"{f.new_items} new items; {f.users} users and {f.items} items updated) in "
+                   f"{f.seconds:.3f} s" + (f", fine-tuned {done.fine_tuned} epochs"
+                                           if done.fine_tuned else ""))
+        click.echo(f"wrote {obj.model_dir} version {done.version}")
+
+
 def _is_loopback(host: str) -> bool:
     import ipaddress
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +24,15 @@ from graphrec.data.split import (
     choose_cold_items,
     cold_item_folds,
 )
-from graphrec.errors import ConfigError, DataError
+from graphrec.errors import NO_VALUE, ConfigError, DataError
 from graphrec.graph import graph_statistics
 
 log = logging.getLogger(__name__)
 
 
 
-def _sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -146,7 +147,7 @@ def build_graph(cfg: BuildConfig, out_dir: str | Path) -> GraphData:
         "text_model": None if cfg.no_text else text_stats.get("model_id"),
         "text_precision": None if cfg.no_text else text_stats.get("precision"),
         "text_dim": None if text_emb is None else int(text_emb.shape[1]),
-        "sources": {str(Path(p).resolve()): _sha256(p) for p in sources},
+        "sources": {str(Path(p).resolve()): file_sha256(p) for p in sources},
         "build_seconds": None,
         "text": {k: v for k, v in text_stats.items() if k != "model_id"},
     }
@@ -244,3 +245,132 @@ def _embed(texts: list[str], cfg: BuildConfig) -> tuple[np.ndarray, dict]:
         log.warning("%d of %d items have no text; their text embedding is zero",
                     len(texts) - int(has_text.sum()), len(texts))
     return full, stats
+
+
+@dataclass(frozen=True)
+class Growth:
+    """What :func:`grow_graph` appended: ``interactions`` new (user, item) pairs (rows of
+    the batch already in the graph, repeated, or under ``min_rating`` are not counted),
+    ``users`` and ``items`` new ids."""
+
+    rows: int
+    interactions: int
+    users: int
+    items: int
+
+
+def read_update(graph: GraphData, interactions: str | Path | None,
+                items: str | Path | None) -> tuple[io.RawInteractions | None, io.ItemText | None]:
+    """Read an update's files with the column settings the graph was built with."""
+    cfg = graph.meta.get("config") or {}
+    raw = None
+    if interactions is not None:
+        raw = io.read_interactions_csv(interactions, cfg.get("user_col"), cfg.get("item_col"),
+                                       cfg.get("rating_col"), cfg.get("time_col"))
+    text = None
+    if items is not None:
+        text_cols = list(cfg.get("text_cols") or ()) or None
+        text = io.read_items(items, cfg.get("item_id_col"), text_cols)
+    return raw, text
+
+
+def grow_graph(graph: GraphData, raw: io.RawInteractions | None, item_text: io.ItemText | None,
+               record: dict, cache_dir: str | Path | None = None,
+               device: str | None = None) -> tuple[GraphData, Growth]:
+    """``graph`` with the batch appended: new interactions in the training fold, new users
+    and items at new indices (the id maps grow, never renumber), new items' text embedded
+    with the graph's text model. Pairs the graph already has (in any fold) are dropped, so
+    the same batch twice adds nothing. ``record`` (source, hash) is kept in meta.json's
+    ``updates``. Returns the grown graph (not written) and what was added.
+
+    Raises DataError for an item file row with no text for a new item that no interaction
+    names (nothing would place it).
+    """
+    cfg = graph.meta.get("config") or {}
+    u_index = {u: k for k, u in enumerate(graph.user_ids.tolist())}
+    i_index = {i: k for k, i in enumerate(graph.item_ids.tolist())}
+    rows = 0
+    users = items = np.zeros(0, dtype=np.int64)
+    new_user_ids: list[str] = []
+    new_item_ids: list[str] = []
+    if raw is not None:
+        rows = len(raw)
+        keep = np.ones(rows, dtype=bool)
+        if cfg.get("min_rating") is not None and raw.ratings is not None:
+            keep &= raw.ratings >= cfg["min_rating"]
+        raw_u, raw_i = raw.users[keep].tolist(), raw.items[keep].tolist()
+        users = np.asarray([_grow(u_index, new_user_ids, u) for u in raw_u], dtype=np.int64)
+        items = np.asarray([_grow(i_index, new_item_ids, i) for i in raw_i], dtype=np.int64)
+    text_lookup = {}
+    if item_text is not None:
+        text_lookup = {rid: k for k, rid in enumerate(item_text.ids.tolist())}
+        for rid in item_text.ids.tolist():  # items listed without interactions yet
+            if rid not in i_index:
+                k = text_lookup[rid]
+                if not item_text.texts[k].strip():
+                    raise DataError(f"item {rid!r} has no text and no interaction: nothing "
+                                    "would place it; give it text or an interaction",
+                                    parameter="items", value=record.get("items") or NO_VALUE)
+                _grow(i_index, new_item_ids, rid)
+    num_users = graph.num_users + len(new_user_ids)
+    num_items = graph.num_items + len(new_item_ids)
+    # New pairs only: not in the graph (any fold), not repeated in the batch.
+    keys = np.unique(users * num_items + items)
+    have = graph.users * num_items + graph.items
+    keys = keys[~np.isin(keys, have)]
+    users, items = keys // num_items, keys % num_items
+    titles, texts = list(graph.item_titles), list(graph.item_texts)
+    for rid in new_item_ids:
+        k = text_lookup.get(rid)
+        titles.append(item_text.titles[k] if k is not None else "")
+        texts.append(item_text.texts[k] if k is not None else "")
+    text_emb = graph.text_emb
+    if text_emb is not None and new_item_ids:
+        text_emb = np.concatenate([text_emb, _embed_new(texts[graph.num_items:], graph.meta,
+                                                        cache_dir, device)])
+    meta = dict(graph.meta)
+    meta["lineage"] = [*graph.meta.get("lineage", []), {
+        "fingerprint": graph.meta.get("fingerprint"), "num_interactions": len(graph.users),
+        "num_users": graph.num_users, "num_items": graph.num_items}]
+    grown = GraphData(
+        user_ids=np.concatenate([graph.user_ids, np.asarray(new_user_ids, dtype=str)]),
+        item_ids=np.concatenate([graph.item_ids, np.asarray(new_item_ids, dtype=str)]),
+        item_titles=titles, item_texts=texts,
+        users=np.concatenate([graph.users, users]), items=np.concatenate([graph.items, items]),
+        folds=np.concatenate([graph.folds, np.full(len(users), TRAIN, dtype=graph.folds.dtype)]),
+        cold_items=np.concatenate([graph.cold_items, np.zeros(len(new_item_ids), dtype=bool)]),
+        text_emb=text_emb, meta=meta, stats=graph.stats,
+    )
+    growth = Growth(rows=rows, interactions=len(users), users=len(new_user_ids),
+                    items=len(new_item_ids))
+    meta.update(num_users=num_users, num_items=num_items, num_interactions=len(grown.users),
+                num_train=int((grown.folds == TRAIN).sum()))
+    meta["updates"] = [*graph.meta.get("updates", []),
+                       {**record, "rows": rows, "interactions": growth.interactions,
+                        "new_users": growth.users, "new_items": growth.items}]
+    meta["fingerprint"] = _fingerprint(grown)
+    return grown, growth
+
+
+def _grow(index: dict[str, int], new: list[str], rid: str) -> int:
+    """The index of raw id ``rid``, a new one at the end when it has none yet."""
+    k = index.get(rid)
+    if k is None:
+        k = index[rid] = len(index)
+        new.append(rid)
+    return k
+
+
+def _embed_new(texts: list[str], meta: dict, cache_dir, device) -> np.ndarray:
+    """Text embeddings [n, t] of new items, as build-graph made the graph's (zero rows for
+    items without text)."""
+    from graphrec.text import embed_texts
+
+    full = np.zeros((len(texts), meta["text_dim"]), dtype=np.float32)
+    has = [k for k, t in enumerate(texts) if t.strip()]
+    if has:
+        emb, _ = embed_texts([texts[k] for k in has], model=meta["text_model"],
+                             cache_dir=cache_dir, device=device,
+                             precision=meta.get("text_precision") or "float32")
+        full[has] = emb
+    return full

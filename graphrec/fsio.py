@@ -124,7 +124,7 @@ def publish_version(final: str | Path, keep: int = VERSIONS_KEPT) -> Iterator[Pa
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        _crash_point("filled")
+        _crash_point("filled", final)
         fsync_tree(tmp)
         now = time.time()
         version = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}"
@@ -132,7 +132,7 @@ def publish_version(final: str | Path, keep: int = VERSIONS_KEPT) -> Iterator[Pa
             version += "0"
         os.rename(tmp, store / version)
         _fsync(store)
-        _crash_point("renamed")
+        _crash_point("renamed", final)
     except BaseException:
         shutil.rmtree(final if created else tmp, ignore_errors=True)
         raise
@@ -140,19 +140,21 @@ def publish_version(final: str | Path, keep: int = VERSIONS_KEPT) -> Iterator[Pa
         shutil.rmtree(final / CURRENT)  # a copy made through the links: a plain snapshot
     _swap_link(final / CURRENT, f"{VERSIONS}/{version}")
     _fsync(final)
-    _crash_point("pointed")
+    _crash_point("pointed", final)
     _link_files(final, store / version)
     _fsync(final)
-    _crash_point("linked")
+    _crash_point("linked", final)
     _prune(store, keep, current=version)
 
 
 CRASH_ENV = "GRAPHREC_CRASH_AT"
-"""Test hook: the step of :func:`publish_version` at which the process kills itself."""
+"""Test hook: the step of :func:`publish_version` at which the process kills itself
+("pointed"), optionally only when publishing a directory of that name ("pointed:model")."""
 
 
-def _crash_point(step: str) -> None:
-    if os.environ.get(CRASH_ENV) == step:
+def _crash_point(step: str, final: Path) -> None:
+    want = os.environ.get(CRASH_ENV)
+    if want in (step, f"{step}:{final.name}"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -14,6 +14,7 @@ Each write publishes a new version (``graphrec.fsio.publish_version``): ``model`
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,6 +43,16 @@ MODEL_FORMAT_VERSION = 1
 MAPPED_ARRAYS = ("user_emb", "item_emb")
 """Serving arrays stored one per .npy file, memory-mapped on load."""
 
+FOLDIN_LAYERS = ("user_layers", "item_layers")
+"""[K, n, d] layers 0..K-1 of every node, one .npy file each, memory-mapped: what folding in
+new interactions reads (graphrec.model.foldin)."""
+FOLDIN_MAPS = ("user_self_map", "item_self_map", "item_text_proj")
+"""Small fold-in arrays kept in embeddings.npz: the self maps [d, d] and the text
+projection [t, d] that gives a new item its layer 0."""
+TRAIN_FILE = "train.npz"
+"""The training edges from both sides (user CSR: indptr, indices; item CSR: item_indptr,
+item_indices): the neighbour lists a fold-in extends."""
+
 
 class TrainedModel(Protocol):
     """What :func:`save_model` reads of a training result (``graphrec.train.TrainResult``
@@ -56,6 +67,7 @@ class TrainedModel(Protocol):
     test: dict
     best_epoch: int | None
     timings: dict
+    foldin: dict  # FOLDIN_LAYERS and FOLDIN_MAPS arrays (numpy), or empty
 
 
 def graph_identity(graph: GraphData) -> dict:
@@ -70,8 +82,10 @@ def graph_identity(graph: GraphData) -> dict:
     }
 
 
-def save_model(result: TrainedModel, graph: GraphData, path: str | Path) -> None:
-    """Publish the model directory ``path`` as a new version, atomically."""
+def save_model(result: TrainedModel, graph: GraphData, path: str | Path,
+               built_from: dict | None = None) -> None:
+    """Publish the model directory ``path`` as a new version, atomically. ``built_from``:
+    what config.json records the model was made from (default: this training run)."""
     with publish_version(path) as tmp:
         torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()},
                    tmp / "model.pt")
@@ -83,7 +97,14 @@ def save_model(result: TrainedModel, graph: GraphData, path: str | Path) -> None
         }
         if result.text_map is not None:
             arrays["text_map"] = result.text_map.numpy()
+        foldin = getattr(result, "foldin", None) or {}
+        arrays.update({k: foldin[k] for k in FOLDIN_MAPS if k in foldin})
         np.savez(tmp / "embeddings.npz", **arrays)
+        for name in FOLDIN_LAYERS:
+            if name in foldin:
+                np.save(tmp / f"{name}.npy", foldin[name])
+        u, i = graph.train
+        save_train_edges(tmp, u, i, graph.num_users, graph.num_items)
         if graph.text_emb is not None:
             np.save(tmp / "text_emb.npy", graph.text_emb.astype(np.float32))
         known = graph.csr(TRAIN, VALID, TEST)
@@ -94,6 +115,10 @@ def save_model(result: TrainedModel, graph: GraphData, path: str | Path) -> None
             "graphrec_version": graphrec.__version__,
             "train": asdict(result.config),
             "graph": graph_identity(graph),
+            "built_from": built_from or {"base": {
+                "method": "train", "graph": graph.meta.get("fingerprint"),
+                "epochs": len(result.history), "best_epoch": result.best_epoch,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, "updates": []},
         })
         write_json(tmp / "metrics.json", {
             "history": result.history,
@@ -101,6 +126,38 @@ def save_model(result: TrainedModel, graph: GraphData, path: str | Path) -> None
             "test": result.test,
             "timings": result.timings,
         })
+
+
+def save_train_edges(folder: Path, users: np.ndarray, items: np.ndarray, num_users: int,
+                     num_items: int) -> None:
+    """``folder``/train.npz: the training edges as user and item CSR."""
+    by_user, by_item = Csr.from_pairs(users, items, num_users), Csr.from_pairs(items, users,
+                                                                             num_items)
+    np.savez(folder / TRAIN_FILE, indptr=by_user.indptr, indices=by_user.indices,
+             item_indptr=by_item.indptr, item_indices=by_item.indices)
+
+
+def load_train_edges(folder: Path) -> tuple[Csr, Csr]:
+    """(user CSR, item CSR) of train.npz; raises ArtifactError when missing or damaged."""
+    try:
+        with np.load(folder / TRAIN_FILE, allow_pickle=False) as z:
+            return (Csr(z["indptr"], z["indices"]), Csr(z["item_indptr"], z["item_indices"]))
+    except ARTIFACT_READ_ERRORS as exc:
+        raise ArtifactError(f"model directory {folder}: {TRAIN_FILE} unreadable "
+                            f"({unreadable(exc)}); a model trained before fold-in existed "
+                            "cannot be updated, retrain it with `graphrec train`") from None
+
+
+def load_foldin_layers(folder: Path) -> dict:
+    """The memory-mapped FOLDIN_LAYERS of a model directory version ``folder``."""
+    try:
+        return {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                for name in FOLDIN_LAYERS}
+    except ARTIFACT_READ_ERRORS as exc:
+        raise ArtifactError(f"model directory {folder}: fold-in layers unreadable "
+                            f"({unreadable(exc)}); a model trained before fold-in existed "
+                            "(or with {{layers}} 0) cannot be updated, retrain it with "
+                            "`graphrec train`") from None
 
 
 def read_model_config(path: str | Path) -> dict:

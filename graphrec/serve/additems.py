@@ -28,7 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from graphrec.artifacts.idfiles import append_items
-from graphrec.artifacts.model_dir import load_arrays, read_model_config
+from graphrec.artifacts.model_dir import (
+    TRAIN_FILE,
+    load_arrays,
+    load_train_edges,
+    read_model_config,
+)
 from graphrec.data import io
 from graphrec.errors import NO_VALUE, ArtifactError, DataError
 from graphrec.fsio import (
@@ -130,7 +135,7 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
     config = {**config, "added_items": int(config.get("added_items", 0)) + len(ids)}
 
     rewritten = {"embeddings.npz", "user_emb.npy", "item_emb.npy", "text_emb.npy",
-                 "items.jsonl", "config.json", CURRENT, VERSIONS}
+                 "items.jsonl", "config.json", CURRENT, VERSIONS, "item_layers.npy", TRAIN_FILE}
     with publish_version(path) as tmp:
         # Everything else (model.pt, metrics.json, known.npz, users.txt, ...) is linked as is:
         # known.npz rows are users and its item indices stay valid under an append.
@@ -146,10 +151,32 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
         np.savez(tmp / "embeddings.npz", **out)
         np.save(tmp / "text_emb.npy",
                 np.concatenate([arrays["text_emb"], emb.astype(arrays["text_emb"].dtype)]))
+        _grow_foldin(source_dir, tmp, emb, arrays.get("item_text_proj"))
         shutil.copy2(source_dir / "items.jsonl", tmp / "items.jsonl")  # appended: not a link
         append_items(tmp, ids, titles)
         write_json(tmp / "config.json", config)
     return AddedItems(added=len(ids), num_items=len(arrays["item_ids"]) + len(ids))
+
+
+def _grow_foldin(source: Path, tmp: Path, text_emb: np.ndarray,
+                 text_proj: np.ndarray | None) -> None:
+    """The fold-in arrays with rows for the added items: layer 0 their text projection
+    (zero without one), higher layers zero (no edges), empty neighbour lists."""
+    layers_path = source / "item_layers.npy"
+    if layers_path.exists():
+        layers = np.load(layers_path, mmap_mode="r", allow_pickle=False)
+        grown = np.zeros((layers.shape[0], layers.shape[1] + len(text_emb), layers.shape[2]),
+                         dtype=layers.dtype)
+        grown[:, : layers.shape[1]] = layers
+        if text_proj is not None:
+            grown[0, layers.shape[1]:] = text_emb @ text_proj
+        np.save(tmp / "item_layers.npy", grown)
+    if (source / TRAIN_FILE).exists():
+        by_user, by_item = load_train_edges(source)
+        indptr = np.concatenate([by_item.indptr,
+                                 np.full(len(text_emb), by_item.indptr[-1], by_item.indptr.dtype)])
+        np.savez(tmp / TRAIN_FILE, indptr=by_user.indptr, indices=by_user.indices,
+                 item_indptr=indptr, item_indices=by_item.indices)
 
 
 def add_items_from_file(model_path: str | Path, items_file: str | Path,

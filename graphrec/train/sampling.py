@@ -93,6 +93,17 @@ class BPRSampler:
         if not self.uniform:
             self.accept, self.alias = alias_table(self.probs)
         self._build_filter()
+        self.focused: Tensor | None = None
+        """Positions (in key order) of the interactions an epoch goes over; None: all."""
+
+    def focus(self, users: Tensor, items: Tensor) -> None:
+        """Epochs go over these training interactions only ([n] int64 each, every pair a
+        training interaction); negatives still exclude all of a user's positives."""
+        q = users.to(self.device, torch.long) * self.num_items + items.to(self.device, torch.long)
+        pos = torch.searchsorted(self.keys, q).clamp_(max=max(len(self.keys) - 1, 0))
+        if len(q) and not bool((self.keys[pos] == q).all()):
+            raise ValueError("focus pairs must be training interactions")
+        self.focused = torch.unique(pos)
 
     def _build_filter(self) -> None:
         """A one-hash bitmap of the interactions: a pair whose bit is clear is not one. Most
@@ -180,32 +191,37 @@ class BPRSampler:
         # Candidate k of interaction e at k * E + e, drawn in chunks of DRAW_CHUNK (one chunk
         # up to Gowalla with 8 candidates), which bounds the redraw loop's temporaries on
         # large graphs; viewed [E, K].
-        n = len(self.users)
+        all_users, all_items = self.users, self.items
+        if self.focused is not None:
+            all_users, all_items = all_users[self.focused], all_items[self.focused]
+        n = len(all_users)
         neg = torch.empty(candidates * n, dtype=torch.long, device=self.device)
         for start in range(0, len(neg), DRAW_CHUNK):
             stop = min(start + DRAW_CHUNK, len(neg))
-            neg[start:stop] = self.negatives(self._repeated_users(start, stop), generator)
+            neg[start:stop] = self.negatives(_repeated(all_users, start, stop), generator)
         neg = neg.view(candidates, n).T
-        perm = torch.randperm(len(self.users), device=self.device, generator=generator)
-        users, items, neg = self.users[perm], self.items[perm], neg[perm]
+        perm = torch.randperm(n, device=self.device, generator=generator)
+        users, items, neg = all_users[perm], all_items[perm], neg[perm]
         if candidates == 1:
             neg = neg.squeeze(1)
         for start in range(0, len(perm), batch_size):
             stop = start + batch_size
             yield users[start:stop], items[start:stop], neg[start:stop]
 
-    def _repeated_users(self, start: int, stop: int) -> Tensor:
-        """Rows [start, stop) of the users repeated end to end (slices, not a gather)."""
-        n, parts = len(self.users), []
-        while start < stop:
-            a = start % n
-            b = min(n, a + stop - start)
-            parts.append(self.users[a:b])
-            start += b - a
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
     def num_batches(self, batch_size: int) -> int:
-        return -(-len(self.users) // batch_size)
+        n = len(self.users) if self.focused is None else len(self.focused)
+        return -(-n // batch_size)
+
+
+def _repeated(users: Tensor, start: int, stop: int) -> Tensor:
+    """Rows [start, stop) of ``users`` repeated end to end (slices, not a gather)."""
+    n, parts = len(users), []
+    while start < stop:
+        a = start % n
+        b = min(n, a + stop - start)
+        parts.append(users[a:b])
+        start += b - a
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def hardest(user_emb: Tensor, users: Tensor, item_emb: Tensor, candidates: Tensor,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,6 +26,7 @@ from graphrec.device import resolve_device, retain_freed_memory
 from graphrec.errors import ConfigError
 from graphrec.graph import propagation_adjacency
 from graphrec.model.coldstart import place_cold_items, text_map_for
+from graphrec.model.foldin import foldin_arrays
 from graphrec.model.lightgcn import TextLightGCN
 from graphrec.model.losses import bpr_loss, text_head_loss
 from graphrec.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
@@ -57,6 +59,9 @@ class TrainResult:
     best_epoch: int | None = None
     """The restored epoch (best validation ``monitor``), or None without validation."""
     timings: dict = field(default_factory=dict)
+    foldin: dict = field(default_factory=dict)
+    """What later fold-ins read (:func:`graphrec.model.foldin.foldin_arrays`): every node's
+    layers 0..K-1 and the self maps; numpy arrays, empty for a model without layers."""
 
 
 def cosine_schedule(total_steps: int) -> Callable[[int], float]:
@@ -68,7 +73,11 @@ def cosine_schedule(total_steps: int) -> Callable[[int], float]:
 class Trainer:
     """Holds everything one training run needs on its device."""
 
-    def __init__(self, graph: GraphData, cfg: TrainConfig):
+    def __init__(self, graph: GraphData, cfg: TrainConfig,
+                 focus: tuple[np.ndarray, np.ndarray] | None = None):
+        """``focus``: (users, items) [n] training interactions that epochs go over (a
+        fine-tune's new interactions and its sample of old ones); None: all of them.
+        Propagation and the negatives' exclusions always use every training interaction."""
         cfg.validate(graph.text_emb is not None)
         self.cfg = cfg = cfg.resolve(graph)
         self.graph = graph
@@ -102,6 +111,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
         self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), graph.num_items,
                                   cfg.negatives, cfg.neg_alpha, device=self.device)
+        if focus is not None:
+            self.sampler.focus(torch.as_tensor(focus[0]), torch.as_tensor(focus[1]))
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self.total_steps = cfg.epochs * self.sampler.num_batches(cfg.batch_size)
         self.scheduler = None
@@ -197,6 +208,27 @@ class Trainer:
             text_map = text_map_for(self.cfg.cold_start, self.model, self.text_emb, ei, warm,
                                     self.cfg.ridge)
         return eu, place_cold_items(ei, warm, self.text_emb, text_map), text_map
+
+    @torch.inference_mode()
+    def foldin_arrays(self, user_final: Tensor, item_final: Tensor) -> dict:
+        """:func:`foldin_arrays` of the current weights (final embeddings as propagation
+        gives them): an item without training edges keeps only its text projection as
+        layer 0, its free embedding was never trained."""
+        if self.cfg.layers == 0:
+            return {}
+        self.model.eval()
+        xi0 = self.model.item_layer0().clone()
+        base = None
+        if self.model.text_proj is not None:
+            base = self.model.text_proj(self.model.text_emb)
+            xi0[~self.warm.to(self.device)] = base[~self.warm.to(self.device)]
+        elif self.model.item_emb is not None:
+            xi0[~self.warm.to(self.device)] = 0.0
+        out = foldin_arrays(self.model.user_emb.weight, xi0, self.adj, self.cfg.layers,
+                            user_final, item_final, base, self.cfg.ridge)
+        if self.model.text_proj is not None:
+            out["item_text_proj"] = self.model.text_proj.weight.T.detach().float().cpu().numpy()
+        return out
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict:
@@ -300,6 +332,7 @@ class Trainer:
             log.info("restored the best epoch %d (%s=%.4f)", best_epoch, cfg.monitor, self.best[0])
         train_seconds = time.perf_counter() - t_start
         eu, ei, text_map = self.embeddings()
+        foldin = self.foldin_arrays(*self.propagate())
         test_metrics = {}
         if test is not None:
             t0 = time.perf_counter()
@@ -308,7 +341,7 @@ class Trainer:
         return TrainResult(
             model=self.model, config=cfg, user_emb=eu.float().cpu(), item_emb=ei.float().cpu(),
             text_map=None if text_map is None else text_map.cpu(), history=self.history,
-            test=test_metrics, best_epoch=best_epoch,
+            test=test_metrics, best_epoch=best_epoch, foldin=foldin,
             timings={"total_seconds": round(train_seconds, 3),
                      "eval_seconds": round(eval_seconds, 3),
                      "device": str(self.device)},

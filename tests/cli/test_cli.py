@@ -27,7 +27,15 @@ from graphrec.data import TRAIN
 from graphrec.errors import ConfigError
 from graphrec.serve.recommender import Recommender
 from graphrec.train import Trainer
-from tests.helpers import TRAIN_ARGS, ok, one_line_error, run, temp_leftovers, tree_bytes
+from tests.helpers import (
+    TRAIN_ARGS,
+    ok,
+    one_line_error,
+    run,
+    temp_leftovers,
+    tree_bytes,
+    write_csv,
+)
 
 # ----------------------------------------------------------------------------- happy paths
 
@@ -681,18 +689,22 @@ def test_every_damaged_artefact_file_is_one_line(work: Path, tmp_path: Path, kin
 
     source, _ = resolve_version(work / kind)
     names = sorted(p.name for p in source.iterdir() if p.is_file())
-    args = ("recommend", "--user", (work / "model" / "users.txt").read_text().split()[0]) \
-        if kind == "model" else ("train", *TRAIN_ARGS)
+    user = (work / "model" / "users.txt").read_text().split()[0]
+    args = ("recommend", "--user", user) if kind == "model" else ("train", *TRAIN_ARGS)
+    batch = write_csv(tmp_path / "batch.csv", ["user", "item"], [[user, "130"], ["new", "101"]])
     checked = 0
     for name in names:
         if name == "metrics.json":  # history for people: serving never reads it
             continue
+        # Fold-in's arrays are read by update, not by serving.
+        used_by = ("update", "--interactions", str(batch)) \
+            if name in ("user_layers.npy", "item_layers.npy", "train.npz") else args
         for how, damage in DAMAGES.items():
             copy = tmp_path / f"{name}-{how}"
             shutil.copytree(work, copy)  # follows the links: a plain, private copy
             target = copy / kind / name
             target.write_bytes(damage(target.read_bytes()))
-            result = run(copy, *args)
+            result = run(copy, *used_by)
             if how == "half":  # may still read whole (a zip's header, a consistent prefix)
                 assert result.exit_code in (0, 1), (name, how, result.output)
             else:
