@@ -485,8 +485,12 @@ def add_items_cmd(obj: Context, items_file: str, item_id_col: str | None,
 @click.option("--fine-tune", "fine_tune", type=int, default=0, show_default=True,
               help="After the fold-in, train this many epochs over the new interactions and "
                    "a replayed sample of old ones (0 = fold-in only).")
-@click.option("--replay", "old_ratio", type=float, default=1.0, show_default=True,
+@click.option("--replay", "old_ratio", type=float, default=4.0, show_default=True,
               help="Old interactions replayed per new one in --fine-tune epochs.")
+@click.option("--fine-tune-lr", "lr_scale", type=float, default=1.0, show_default=True,
+              help="Learning rate of --fine-tune epochs, as a multiple of the model's.")
+@click.option("--pending/--no-pending", default=True, show_default=True,
+              help="Also take the interactions the service acknowledged (WORKDIR/pending/).")
 @click.option("--device", default="auto", show_default=True,
               help="Device of the text encoder (new items) and of --fine-tune.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
@@ -494,7 +498,8 @@ def add_items_cmd(obj: Context, items_file: str, item_id_col: str | None,
 @handle_errors
 @writes_workdir
 def update_cmd(obj: Context, interactions: str | None, items_file: str | None, fine_tune: int,
-               old_ratio: float, device: str, as_json: bool) -> None:
+               old_ratio: float, lr_scale: float, pending: bool, device: str,
+               as_json: bool) -> None:
     """Fold new interactions, users and items into WORKDIR/model without retraining.
 
     Appends them to WORKDIR/graph (pairs it has are skipped), re-embeds every user and item
@@ -502,11 +507,14 @@ def update_cmd(obj: Context, interactions: str | None, items_file: str | None, f
     retrains from scratch on the grown graph.
     """
     from graphrec.pipeline import update_model
+    from graphrec.serve.pending import PendingLog, pending_dir
 
     if fine_tune < 0:
         raise ConfigError(parameter="fine_tune", value=fine_tune, expected="an integer >= 0")
     done = update_model(obj.graph_dir, obj.model_dir, interactions, items_file, fine_tune,
-                        old_ratio, cache_dir=obj.layout.text_cache, device=device)
+                        old_ratio, cache_dir=obj.layout.text_cache, device=device,
+                        pending=PendingLog(pending_dir(obj.model_dir)) if pending else None,
+                        lr_scale=lr_scale)
     g, f = done.growth, done.folded
     summary = {
         "rows": g.rows if g else 0, "interactions": f.interactions,

@@ -15,12 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from graphrec.artifacts.idfiles import read_id_files, write_id_files
+from graphrec.artifacts.idfiles import (
+    ITEMS_FILE,
+    USERS_FILE,
+    read_id_files,
+    write_id_files,
+    write_items_file,
+    write_users_file,
+)
 from graphrec.data.csr import Csr
 from graphrec.data.split import TEST, TRAIN, VALID
 from graphrec.errors import ArtifactError
 from graphrec.fsio import (
     ARTIFACT_READ_ERRORS,
+    link_or_copy,
     publish_version,
     read_consistently,
     read_json,
@@ -90,16 +98,30 @@ GRAPH_VERSIONS_KEPT = 2
 """Graph versions kept: the new one and the one before (graphs can be large)."""
 
 
-def save_graph(graph: GraphData, path: str | Path) -> None:
+def save_graph(graph: GraphData, path: str | Path, same_as: Path | None = None,
+               same_users: bool = False, same_items: bool = False) -> None:
     """Publish ``graph`` as a new version of the directory ``path``, atomically (the
-    previous version is kept: a reader that started on it finishes)."""
+    previous version is kept: a reader that started on it finishes). ``same_as``: a version
+    folder whose users (``same_users``) or items, their text and text embeddings
+    (``same_items``) are this graph's too: those files are linked, not written again."""
     with publish_version(path, keep=GRAPH_VERSIONS_KEPT) as tmp:
         np.savez(tmp / "interactions.npz", users=graph.users, items=graph.items,
                  folds=graph.folds, cold_items=graph.cold_items)
-        if graph.text_emb is not None:
-            np.save(tmp / "text_emb.npy", graph.text_emb.astype(np.float32))
-        write_id_files(tmp, graph.user_ids, graph.item_ids, graph.item_titles,
-                       graph.item_texts)
+        if same_as is not None and same_items:
+            for name in ("text_emb.npy", ITEMS_FILE):
+                if (same_as / name).exists():
+                    link_or_copy(same_as / name, tmp / name)
+        elif graph.text_emb is not None:
+            np.save(tmp / "text_emb.npy", graph.text_emb.astype(np.float32, copy=False))
+        if same_as is not None and same_users:
+            link_or_copy(same_as / USERS_FILE, tmp / USERS_FILE)
+            if not same_items:
+                write_items_file(tmp, graph.item_ids, graph.item_titles, graph.item_texts)
+        elif same_as is not None and same_items:
+            write_users_file(tmp, graph.user_ids)
+        else:
+            write_id_files(tmp, graph.user_ids, graph.item_ids, graph.item_titles,
+                           graph.item_texts)
         write_json(tmp / "stats.json", graph.stats)
         write_json(tmp / "meta.json", graph.meta)
 

@@ -17,7 +17,16 @@ ITEMS_FILE = "items.jsonl"
 def write_id_files(folder: Path, user_ids: Sequence, item_ids: Sequence,
                    titles: Sequence[str], texts: Sequence[str] | None = None) -> None:
     """users.txt (one raw id a line) and items.jsonl ({"id", "title"[, "text"]} a line)."""
+    write_users_file(folder, user_ids)
+    write_items_file(folder, item_ids, titles, texts)
+
+
+def write_users_file(folder: Path, user_ids: Sequence) -> None:
     write_lines(folder / USERS_FILE, [str(u) for u in user_ids])
+
+
+def write_items_file(folder: Path, item_ids: Sequence, titles: Sequence[str],
+                     texts: Sequence[str] | None = None) -> None:
     if texts is None:
         records = ({"id": str(i), "title": t} for i, t in zip(item_ids, titles, strict=True))
     else:

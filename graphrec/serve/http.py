@@ -63,6 +63,7 @@ from graphrec.errors import (
 from graphrec.fsio import exclusive_lock, resolve_version
 from graphrec.serve.additems import add_items
 from graphrec.serve.batching import BATCH_WINDOW_S, MAX_BATCH, MicroBatcher
+from graphrec.serve.pending import PendingLog, pending_dir
 from graphrec.serve.recommender import Recommendation, Recommender
 
 MAX_K = 1000
@@ -123,6 +124,23 @@ class NewItem(BaseModel):
 
 class NewItemsRequest(BaseModel):
     items: list[NewItem] = Field(min_length=1, max_length=MAX_NEW_ITEMS)
+
+
+class NewInteractionsRequest(BaseModel):
+    """Interactions of one user, folded in at once and kept for the next `graphrec update`."""
+
+    user: str = Field(min_length=1, max_length=512,
+                      description="Raw user id; an id the model does not have adds the user.")
+    items: list[str] = Field(min_length=1, max_length=MAX_HISTORY,
+                             description="Raw ids of items (known to the model) the user took.")
+
+
+class InteractionsResponse(BaseModel):
+    user: str
+    accepted: int = Field(description="Interactions the user did not have yet.")
+    new_user: bool
+    model_version: str = Field(description="The served version, with +N after N live "
+                                           "fold-ins since it was loaded.")
 
 
 class AddedItemsResponse(BaseModel):
@@ -191,13 +209,44 @@ class ServedModel:
         self.score_device = score_device
         self.recommender: Recommender | None = None
         self.version: str | None = None
+        self.live = 0
+        """Live fold-ins since the version was loaded (``POST /v1/interactions``)."""
+        self.pending = PendingLog(pending_dir(model_dir))
         self._write_lock = threading.Lock()
 
     def load(self) -> None:
         source, version = resolve_version(self.model_dir)  # one version whole, even mid-publish
         version = version or model_version(source)
         recommender = Recommender.load(source, index=self.index, device=self.score_device)
-        self.recommender, self.version = recommender, version  # readers see old or new
+        live = self._replay(recommender)
+        self.recommender, self.version, self.live = recommender, version, live
+
+    def _replay(self, recommender: Recommender) -> int:
+        """Fold the pending log's interactions (acknowledged, not yet in a version) into a
+        freshly loaded recommender; returns how many records changed something."""
+        changed = 0
+        for rec in self.pending.records():
+            items = [i for i in map(str, rec["items"]) if i in recommender._item_index]
+            if items:
+                try:
+                    changed += recommender.fold_in_user(rec["user"], items)[0] > 0
+                except ArtifactError as exc:  # a model without fold-in arrays: say it once
+                    log.warning("pending interactions not folded in: %s", exc.describe())
+                    return changed
+        return changed
+
+    def add_interactions(self, user: str, items: Sequence[str]) -> tuple[int, bool]:
+        """Log ``user``'s interactions durably, then fold them in; unknown items are refused
+        before anything is written."""
+        with self._write_lock:
+            recommender, _ = self.current()
+            for item in items:
+                recommender.item_index(item, "items")
+            recommender._foldin_state()  # a model that cannot fold in refuses before the log
+            self.pending.append(user.strip(), list(items))
+            accepted, new = recommender.fold_in_user(user, items)
+            self.live += accepted > 0
+        return accepted, new
 
     def changed_on_disk(self) -> bool:
         """Whether the directory now holds another version than the one served (cheap: a
@@ -207,11 +256,19 @@ class ServedModel:
         except OSError:  # mid-publish of a plain directory: look again next time
             return False
 
+    @property
+    def label(self) -> str | None:
+        """The version, and +N after N live fold-ins since it was loaded."""
+        version, live = self.version, self.live
+        return None if version is None else f"{version}+{live}" if live else version
+
     def current(self) -> tuple[Recommender, str]:
-        recommender, version = self.recommender, self.version
+        """The recommender and the version label it answers with: the version, and +N after
+        N live fold-ins (each changes what some user is recommended)."""
+        recommender, version, live = self.recommender, self.version, self.live
         if recommender is None or version is None:
             raise ArtifactError("the model is not loaded yet")
-        return recommender, version
+        return recommender, f"{version}+{live}" if live else version
 
     def reload(self) -> bool:
         """Load the model directory again; True when its version changed. Requests already
@@ -244,7 +301,7 @@ def _library_error(status: int, exc: GraphrecError) -> JSONResponse:
                            None if exc.value is NO_VALUE else str(exc.value), exc.expected)
 
 
-WRITE_PATHS = ("/v1/items", "/admin/")
+WRITE_PATHS = ("/v1/items", "/v1/interactions", "/admin/")
 """Endpoints that change what is served: they need the API key when one is set."""
 
 
@@ -440,7 +497,7 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
             if refused is not None:
                 metrics.requests.labels("refused", str(refused.status_code)).inc()
                 return await refused(scope, receive, send)
-            version = served.version  # the one the endpoint will read, bar a swap in between
+            version = served.label  # the one the endpoint will read, bar a swap in between
             key = None
             if cache is not None and scope["method"] == "GET" and scope["path"][:4] == "/v1/":
                 key = (version, scope["path"], scope["query_string"])
@@ -548,6 +605,16 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
     async def prometheus_metrics() -> Response:
         """Prometheus text format: requests and latency per endpoint, cache hits, version."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/interactions", response_model=InteractionsResponse)
+    def new_interactions(request: NewInteractionsRequest) -> InteractionsResponse:
+        """Fold a user's new interactions in at once (the next request for the user reflects
+        them) and log them durably for the next `graphrec update`, before answering."""
+        accepted, new = served.add_interactions(request.user, request.items)
+        if accepted:
+            now_serving()
+        return InteractionsResponse(user=request.user, accepted=accepted, new_user=new,
+                                    model_version=served.current()[1])
 
     @app.post("/v1/items", response_model=AddedItemsResponse)
     def new_items(request: NewItemsRequest) -> AddedItemsResponse:

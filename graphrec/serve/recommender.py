@@ -24,7 +24,8 @@ from graphrec.fsio import read_consistently
 from graphrec.options import RETRIEVAL_INDEXES
 from graphrec.popularity import boost_tail, check_tail_boost, tail_boost_weights
 from graphrec.serve.index import AnnIndex, faiss_available
-from graphrec.serve.scoring import check_diversity, check_k, mask_known, mmr_pool_size, mmr_rerank
+from graphrec.serve.scoring import check_diversity, check_k, mmr_pool_size, mmr_rerank
+from graphrec.serve.update import FoldInState
 
 ANN_MIN_ITEMS = 50_000
 """Catalog size above which ``index="auto"`` searches approximately. Measured on 2 CPU
@@ -101,6 +102,8 @@ class Recommender:
                               "the fast path", parameter="index", value=index,
                               expected="exact or auto with a CUDA device")
         self.path = path
+        self.source = path
+        """The version folder the arrays came from (what a live fold-in reads)."""
         self.tail_boost = tail_boost
         """Serving-time tail boost (see :func:`boost_tail`); 0 ranks by the model alone."""
         self.config = config
@@ -108,6 +111,7 @@ class Recommender:
         self.item_ids: np.ndarray = arrays["item_ids"]
         self.item_titles: list[str] = arrays["item_titles"]
         self.user_emb = mapped_tensor(arrays["user_emb"]).to(self.device)
+        self._owns_users = self.device.type != "cpu"  # a copy on the device is ours
         self.item_emb = mapped_tensor(arrays["item_emb"]).to(self.device)
         self.known: Csr = arrays["known"]
         self.text_emb = (None if arrays["text_emb"] is None
@@ -119,6 +123,13 @@ class Recommender:
         self.tail = torch.as_tensor(tail_boost_weights(self.item_degree, tail_shape)).to(
             self.device)
         self._user_index = {u: k for k, u in enumerate(self.user_ids)}
+        self._foldin_arrays = {k: arrays[k] for k in
+                               ("user_ids", "item_ids", "user_emb", "user_self_map",
+                                "item_self_map", "item_text_proj") if k in arrays}
+        self._foldin: FoldInState | None = None
+        self._live: dict[int, np.ndarray] = {}
+        """Items folded in live per user index (:meth:`fold_in_user`), beyond the stored
+        training edges; masked like known items."""
         self._item_index = {i: k for k, i in enumerate(self.item_ids)}
         if index == "auto":
             index = ("ann" if self.num_items > ANN_MIN_ITEMS and self.device.type == "cpu"
@@ -150,9 +161,11 @@ class Recommender:
         100k items), "auto" is "ann" above :data:`ANN_MIN_ITEMS` items when faiss is
         installed, else "exact"."""
         path = Path(path)
-        config, arrays = read_consistently(
-            path, lambda folder: (read_model_config(folder), load_arrays(folder)))
-        return cls(arrays, config, path, tail_boost, tail_shape, index, device)
+        folder, config, arrays = read_consistently(
+            path, lambda folder: (folder, read_model_config(folder), load_arrays(folder)))
+        rec = cls(arrays, config, path, tail_boost, tail_shape, index, device)
+        rec.source = folder
+        return rec
 
     def scores(self, user_vecs: Tensor, tail_boost: float | None = None) -> Tensor:
         """[b, I] scores of user embeddings [b, d] against every item, with the tail boost
@@ -210,9 +223,66 @@ class Recommender:
                 for v, i in zip(values.tolist(), idx.tolist(), strict=True)]
 
     def _known_pairs(self, users: Tensor) -> tuple[Tensor, Tensor]:
-        """(local row, item_idx) [n] int64 of the known items of users [b] int64."""
-        return gather_rows(torch.as_tensor(self.known.indptr),
-                           torch.as_tensor(self.known.indices), users)
+        """(local row, item_idx) [n] int64 of the known items of users [b] int64 (the stored
+        ones and those folded in live)."""
+        stored = users < self.known.num_rows
+        if bool(stored.all()):
+            rows, cols = gather_rows(torch.as_tensor(self.known.indptr),
+                                     torch.as_tensor(self.known.indices), users)
+        else:  # users folded in live have no stored row
+            at = torch.nonzero(stored)[:, 0]
+            rows, cols = gather_rows(torch.as_tensor(self.known.indptr),
+                                     torch.as_tensor(self.known.indices), users[at])
+            rows = at[rows]
+        if self._live:
+            extra = [(r, self._live[u]) for r, u in enumerate(users.tolist()) if u in self._live]
+            if extra:
+                rows = torch.cat([rows, *(torch.full((len(c),), r, dtype=torch.int64)
+                                          for r, c in extra)])
+                cols = torch.cat([cols, *(torch.as_tensor(c) for _, c in extra)])
+        return rows, cols
+
+    def fold_in_user(self, user: str, items: Sequence[str]) -> tuple[int, bool]:
+        """Take new interactions of ``user`` (raw id; a new user is added) with ``items``
+        (raw ids of items the model has) into this recommender at once: the user is
+        re-embedded over its training items plus these, the items frozen
+        (:class:`graphrec.serve.update.FoldInState`), and the items are masked from its
+        lists from now on. In memory only: ``graphrec update`` makes it lasting. Returns
+        (interactions the user did not have yet, whether the user is new). Not safe to call
+        from two threads at once (the service holds a lock)."""
+        user = str(user).strip()
+        if not user:
+            raise ConfigError(parameter="user", expected="a non-empty id")
+        if not items:
+            raise ConfigError(parameter="items", expected="at least one item id")
+        idx = np.asarray([self.item_index(i, "items") for i in items], dtype=np.int64)
+        state = self._foldin_state()
+        u = self._user_index.get(user)
+        stored = u if u is not None and u < state.by_user.num_rows else None
+        have = np.concatenate([state.by_user.row(stored) if stored is not None
+                               else np.zeros(0, dtype=np.int64),
+                               self._live.get(u, np.zeros(0, dtype=np.int64))])
+        fresh = np.setdiff1d(idx, have)
+        if len(fresh) == 0:
+            return 0, False
+        vector = state.user_vector(stored, np.concatenate([have, fresh])).to(self.user_emb)
+        if not self._owns_users:
+            self.user_emb = self.user_emb.clone()  # a memory map is read-only
+            self._owns_users = True
+        if u is None:
+            u = self.num_users
+            self.user_emb = torch.cat([self.user_emb, vector[None]])
+            self.user_ids = np.append(self.user_ids, user)
+            self._user_index[user] = u
+        else:
+            self.user_emb[u] = vector
+        self._live[u] = np.union1d(self._live.get(u, np.zeros(0, dtype=np.int64)), fresh)
+        return len(fresh), stored is None and u >= state.by_user.num_rows
+
+    def _foldin_state(self) -> FoldInState:
+        if self._foldin is None:
+            self._foldin = FoldInState(self.source, self._foldin_arrays)
+        return self._foldin
 
     def _exact_top(self, user_vecs: Tensor, rows: Tensor, cols: Tensor, n: int,
                    boost: float) -> tuple[Tensor, Tensor]:
@@ -302,7 +372,8 @@ class Recommender:
                                self.tail_boost if tail_boost is None else tail_boost)[0]
         scores = self.scores(self.user_emb[u].unsqueeze(0), tail_boost)
         if not include_seen:
-            mask_known(scores, torch.tensor([u]), self.known)
+            rows, cols = self._known_pairs(torch.tensor([u]))
+            scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
         return self._top(scores[0], k, diversity)
 
     def recommend_new_user(self, history: Sequence[str], k: int = 10,
@@ -371,7 +442,8 @@ class Recommender:
             users = torch.arange(start, min(start + batch_users, self.num_users))
             scores = self.scores(self.user_emb[users])
             if not include_seen:
-                mask_known(scores, users, self.known)
+                rows, cols = self._known_pairs(users)
+                scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
             if diversity == 0.0:
                 ranked = zip(*torch.topk(scores, k, dim=1), strict=True)
             else:  # MMR's greedy steps are per list; the scoring above stays batched

@@ -25,7 +25,12 @@ import torch
 from torch import Tensor
 
 from graphrec.artifacts.graph_dir import GraphData
-from graphrec.artifacts.idfiles import write_id_files
+from graphrec.artifacts.idfiles import (
+    ITEMS_FILE,
+    USERS_FILE,
+    write_items_file,
+    write_users_file,
+)
 from graphrec.artifacts.model_dir import (
     FOLDIN_LAYERS,
     TRAIN_FILE,
@@ -48,6 +53,11 @@ from graphrec.fsio import (
     write_json,
 )
 from graphrec.model.foldin import Rows, fold_in, frozen_graph_part
+
+SELF_SHIFT = True
+"""Whether a known node's layer 0 moves with its new neighbours (:func:`_shift`). Chosen on
+the validation streams of experiments/online_updates.py (MovieLens, inside the first 70%):
+recall@20 0.0478 -> 0.0551 (time stream) and 0.1515 -> 0.1567 (per-user stream)."""
 
 
 @dataclass(frozen=True)
@@ -107,19 +117,28 @@ class FoldInState:
         self.item_map = torch.as_tensor(arrays["item_self_map"])
         self.text_proj = (torch.as_tensor(arrays["item_text_proj"])
                           if "item_text_proj" in arrays else None)
+        self.user_final = arrays["user_emb"]  # as stored (live changes are the caller's)
         self.user_degree = torch.as_tensor(self.by_user.row_lengths())
         self.item_degree = torch.as_tensor(self.by_item.row_lengths())
 
-    def user_vector(self, user: int | None, items: np.ndarray) -> Tensor:
+    def user_vector(self, user: int | None, items: np.ndarray,
+                    self_shift: bool = SELF_SHIFT) -> Tensor:
         """[d] final embedding of a user (index, or None for a new one) whose training items
-        are ``items`` [n] int64 (all of them, old and new), the items frozen."""
+        are ``items`` [n] int64 (all of them, old and new), the items frozen; ``self_shift``
+        as :func:`fold_in_model`'s."""
         items = np.unique(np.asarray(items, dtype=np.int64))
         rows = Rows(torch.zeros(1, dtype=torch.int64), torch.tensor([0, len(items)]),
                     torch.as_tensor(items))
         degree = torch.tensor([len(items)])
         g = frozen_graph_part(self.item_layers, rows, degree, self.item_degree)[0]
-        x0 = (torch.from_numpy(np.array(self.user_layers[0, user])) if user is not None
-              else g @ self.user_map)
+        if user is None:
+            x0 = g @ self.user_map
+        else:
+            x0 = torch.from_numpy(np.array(self.user_layers[0, user]))
+            if self_shift and self.by_user.row_lengths()[user] > 0:
+                old = torch.from_numpy(np.array(self.user_final[user])) \
+                    * (self.num_layers + 1) - x0
+                x0 = x0 + (g - old) @ self.user_map
         return (x0 + g) / (self.num_layers + 1)
 
 
@@ -148,11 +167,12 @@ def _grown(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 def fold_in_model(model_path: str | Path, graph: GraphData, record: dict | None = None,
-                  ) -> FoldedIn:
+                  self_shift: bool = SELF_SHIFT) -> FoldedIn:
     """Bring the model directory ``model_path`` up to ``graph`` by fold-in and publish the
     result as a new version (nothing is published when it is up to date). ``record``: what
     to note of this update in config.json's ``built_from`` (e.g. the batch's file and
-    hash)."""
+    hash). ``self_shift``: known nodes' layer 0 follows their new neighbourhood
+    (:func:`_shift`) instead of staying as trained."""
     path = Path(model_path)
     src, version = resolve_version(path)
     config = read_model_config(src)
@@ -192,23 +212,22 @@ def fold_in_model(model_path: str | Path, graph: GraphData, record: dict | None 
     if state.text_proj is not None and text_emb is not None and num_items > i0:
         base = torch.as_tensor(text_emb[i0:]) @ state.text_proj
     new_item_x0 = {i0 + k: base[k] for k in range(num_items - i0)}
-    ux0 = torch.zeros(len(users), d)
-    old_u = touched_u < u0
-    if old_u.any():
-        ux0[torch.as_tensor(old_u)] = torch.as_tensor(state.user_layers[0, touched_u[old_u]])
-    if (~old_u).any():
-        sub = _subset(users, ~old_u)
-        g = frozen_graph_part(state.item_layers, sub, user_degree, item_degree, new_item_x0)
-        ux0[torch.as_tensor(~old_u)] = g @ state.user_map
+    ux0, old_u = _layer0(state.user_layers, state.item_layers, users, touched_u, u0,
+                         user_degree, item_degree, state.user_map, new_item_x0)
+    if self_shift:
+        _shift(ux0, old_u & (state.by_user.row_lengths()[np.minimum(touched_u, u0 - 1)] > 0),
+               touched_u, arrays["user_emb"], state.user_layers,
+               state.item_layers, users, user_degree, item_degree, state.user_map,
+               new_item_x0)
     new_user_x0 = {int(u): ux0[k] for k, u in enumerate(touched_u) if u >= u0}
-    ix0 = torch.zeros(len(items), d)
-    old_i = touched_i < i0
-    if old_i.any():
-        ix0[torch.as_tensor(old_i)] = torch.as_tensor(state.item_layers[0, touched_i[old_i]])
-    if (~old_i).any():
-        sub = _subset(items, ~old_i)
-        g = frozen_graph_part(state.user_layers, sub, item_degree, user_degree, new_user_x0)
-        ix0[torch.as_tensor(~old_i)] = base[touched_i[~old_i] - i0] + g @ state.item_map
+    ix0, old_i = _layer0(state.item_layers, state.user_layers, items, touched_i, i0,
+                         item_degree, user_degree, state.item_map, new_user_x0,
+                         base[touched_i[touched_i >= i0] - i0])
+    if self_shift:
+        _shift(ix0, old_i & (state.by_item.row_lengths()[np.minimum(touched_i, i0 - 1)] > 0),
+               touched_i, arrays["item_emb"], state.item_layers,
+               state.user_layers, items, item_degree, user_degree, state.item_map,
+               new_user_x0)
     lu, fu, li, fi = fold_in(state.user_layers, state.item_layers, users, items, ux0, ix0,
                              user_degree, item_degree)
 
@@ -262,19 +281,65 @@ def fold_in_model(model_path: str | Path, graph: GraphData, record: dict | None 
         for name, arr in layers.items():
             np.save(tmp / f"{name}.npy", arr)
         np.savez(tmp / "embeddings.npz", **npz, **extra)
-        if text_emb is not None:
+        if num_items == i0 and (src / "text_emb.npy").exists():
+            link_or_copy(src / "text_emb.npy", tmp / "text_emb.npy")
+        elif text_emb is not None:
             np.save(tmp / "text_emb.npy", np.asarray(text_emb, dtype=np.float32))
         np.savez(tmp / "known.npz", indptr=known.indptr, indices=known.indices)
         u_all, i_all = graph.train
         save_train_edges(tmp, u_all, i_all, num_users, num_items)
-        write_id_files(tmp, graph.user_ids, graph.item_ids, graph.item_titles)
-        item_free = ix0.clone()  # a new item's layer 0 less its text projection
-        item_free[torch.as_tensor(~old_i)] -= base[touched_i[~old_i] - i0]
+        if num_users == u0:
+            link_or_copy(src / USERS_FILE, tmp / USERS_FILE)
+        else:
+            write_users_file(tmp, graph.user_ids)
+        if num_items == i0:
+            link_or_copy(src / ITEMS_FILE, tmp / ITEMS_FILE)
+        else:
+            write_items_file(tmp, graph.item_ids, graph.item_titles)
+        item_free = ix0.clone()  # layer 0 less the text projection: the free embedding
+        if state.text_proj is not None and text_emb is not None:
+            item_free -= torch.as_tensor(np.asarray(text_emb[touched_i])) @ state.text_proj
         _grow_state(src / "model.pt", tmp / "model.pt", ux0, touched_u, u0, num_users,
                     item_free, touched_i, i0, num_items)
         write_json(tmp / "config.json", config)
     return FoldedIn(resolve_version(path)[1], int(len(du_)), len(touched_u),
                     len(touched_i) + len(placed), num_users - u0, num_items - i0, seconds)
+
+
+def _shift(x0: Tensor, stored: np.ndarray, touched: np.ndarray, final: np.ndarray,
+           own_layers: np.ndarray, other_layers: np.ndarray, rows: Rows, own_degree: Tensor,
+           other_degree: Tensor, self_map: Tensor, new_neighbours: dict[int, Tensor]) -> None:
+    """Move the stored layer 0 of known touched nodes by (new graph part - old graph part)
+    times the self map: a trained node keeps its own residual, and the part of its layer 0
+    that its neighbourhood predicts follows the new neighbourhood. ``stored``: the touched
+    nodes to move (known, with training edges before: their final embedding is propagated).
+    In place on x0."""
+    if not stored.any():
+        return
+    nodes = touched[stored]
+    k = own_layers.shape[0]
+    old = torch.as_tensor(np.asarray(final[nodes])) * (k + 1) - x0[torch.as_tensor(stored)]
+    new = frozen_graph_part(other_layers, _subset(rows, stored), own_degree, other_degree,
+                            new_neighbours)
+    x0[torch.as_tensor(stored)] += (new - old) @ self_map
+
+
+def _layer0(own_layers: np.ndarray, other_layers: np.ndarray, rows: Rows, touched: np.ndarray,
+            n0: int, own_degree: Tensor, other_degree: Tensor, self_map: Tensor,
+            new_neighbours: dict[int, Tensor], base: Tensor | None = None,
+            ) -> tuple[Tensor, np.ndarray]:
+    """([m, d] layer 0, [m] bool stored) of the ``touched`` nodes of one side: the stored
+    one for a node the model has (index < n0); for a new one ``base`` (its row, in order of
+    the new nodes; None: zero) + its graph part over frozen neighbours times ``self_map``."""
+    x0 = torch.zeros(len(rows), own_layers.shape[2])
+    stored = touched < n0
+    if stored.any():
+        x0[torch.as_tensor(stored)] = torch.as_tensor(own_layers[0, touched[stored]])
+    if (~stored).any():
+        g = frozen_graph_part(other_layers, _subset(rows, ~stored), own_degree, other_degree,
+                              new_neighbours)
+        x0[torch.as_tensor(~stored)] = (0.0 if base is None else base) + g @ self_map
+    return x0, stored
 
 
 def _subset(rows: Rows, keep: np.ndarray) -> Rows:
@@ -294,9 +359,9 @@ def _npz(folder: Path) -> dict:
 def _grow_state(src: Path, dst: Path, user_x0: Tensor, users: np.ndarray, u0: int,
                 num_users: int, item_free: Tensor, items: np.ndarray, i0: int,
                 num_items: int) -> None:
-    """model.pt with rows for the new nodes: a new user's free embedding is its fold-in
-    layer 0, a new item's its layer 0 less its text projection (what a fine-tune starts
-    from)."""
+    """model.pt with the touched nodes' fold-in layer 0 (rows added for new nodes): a
+    user's free embedding is its layer 0, an item's its layer 0 less its text projection
+    (what a fine-tune starts from)."""
     state = torch.load(src, map_location="cpu", weights_only=True)
     for key, x0, nodes, n0, n in (("user_emb.weight", user_x0, users, u0, num_users),
                                   ("item_emb.weight", item_free, items, i0, num_items)):
@@ -304,7 +369,6 @@ def _grow_state(src: Path, dst: Path, user_x0: Tensor, users: np.ndarray, u0: in
             continue
         grown = torch.zeros(n, state[key].shape[1], dtype=state[key].dtype)
         grown[:n0] = state[key]
-        new = nodes >= n0
-        grown[torch.as_tensor(nodes[new])] = x0[torch.as_tensor(new)].to(grown.dtype)
+        grown[torch.as_tensor(nodes)] = x0.to(grown.dtype)
         state[key] = grown
     torch.save(state, dst)

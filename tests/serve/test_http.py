@@ -411,3 +411,54 @@ def test_adding_items_while_another_writer_holds_the_workdir_is_a_409(
     assert r.status_code == 409
     assert r.json()["error"]["field"] == "workdir" and "graphrec train" in r.text
     assert client.get("/v1/items/busy-1/similar").status_code == 404  # nothing was added
+
+
+def test_posted_interactions_are_folded_in_at_once_logged_and_taken_by_update(
+        work: Path) -> None:
+    from graphrec.serve.pending import PendingLog, pending_dir
+
+    model = work / "model"
+    rec = Recommender.load(model)
+    user = str(rec.user_ids[0])
+    top = [r.item for r in rec.recommend(user, 3)]
+    body = {"user": user, "items": top[:2]}
+    with TestClient(create_app(model, api_key=KEY, watch_s=0)) as c:
+        before = c.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+        assert c.post("/v1/interactions", json=body).status_code == 401
+        r = c.post("/v1/interactions", json=body, headers={"X-API-Key": KEY})
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 2 and r.json()["new_user"] is False
+        assert r.json()["model_version"].endswith("+1")
+        after = c.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+        # The next request reflects them: the items are masked and the list is rescored.
+        got = [i["item"] for i in after.json()["items"]]
+        assert set(top[:2]).isdisjoint(got) and after.json()["items"] != before.json()["items"]
+        assert after.headers["x-model-version"].endswith("+1")
+        # The same interactions again change nothing; a new user is added.
+        again = c.post("/v1/interactions", json=body, headers={"X-API-Key": KEY})
+        assert again.json()["accepted"] == 0 and again.json()["model_version"].endswith("+1")
+        new = c.post("/v1/interactions", json={"user": "walk-in", "items": top},
+                     headers={"X-API-Key": KEY})
+        assert new.json()["new_user"] is True
+        listed = c.get("/v1/users/walk-in/recommendations", params={"k": 5}).json()["items"]
+        assert len(listed) == 5 and set(top).isdisjoint(i["item"] for i in listed)
+        # Bad requests are 4xx naming the field, and write nothing.
+        log = PendingLog(pending_dir(model))
+        n = len(log.records())
+        for bad, field in (({"user": user, "items": ["no-such-item"]}, "items"),
+                           ({"user": user, "items": []}, "items"),
+                           ({"user": "", "items": top}, "user"),
+                           ({"items": top}, "user")):
+            r = c.post("/v1/interactions", json=bad, headers={"X-API-Key": KEY})
+            assert 400 <= r.status_code < 500 and r.json()["error"]["field"] == field, r.text
+        assert len(log.records()) == n == 3
+    # Acknowledged means on disk: a service started again serves them (replayed from the
+    # log), and `graphrec update` takes them into the graph and a version, emptying the log.
+    with TestClient(create_app(model, watch_s=0)) as c:
+        replayed = c.get("/v1/users/walk-in/recommendations", params={"k": 5})
+        assert replayed.status_code == 200 and replayed.json()["items"] == listed
+    ok(run(work, "update"))
+    assert log.records() == []
+    fresh = Recommender.load(model)
+    assert "walk-in" in set(fresh.user_ids.tolist())
+    assert set(top).isdisjoint(r.item for r in fresh.recommend("walk-in", 5))

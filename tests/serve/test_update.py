@@ -67,13 +67,15 @@ def _layers(xu, xi, r, rt, k):
     return torch.stack(lu), torch.stack(li)
 
 
-def test_a_user_whose_interactions_did_not_change_gets_its_own_embedding(trained: Path) -> None:
+@pytest.mark.parametrize("shift", [False, True])
+def test_a_user_whose_interactions_did_not_change_gets_its_own_embedding(
+        trained: Path, shift: bool) -> None:
     source, _ = resolve_version(trained / "model")
     arrays = load_arrays(source)
     state = FoldInState(source, arrays)
     worst = 0.0
     for u in range(len(arrays["user_ids"])):
-        v = state.user_vector(u, state.by_user.row(u))
+        v = state.user_vector(u, state.by_user.row(u), self_shift=shift)
         worst = max(worst, float((v - torch.as_tensor(np.array(arrays["user_emb"][u])))
                                  .abs().max()))
     assert worst < 1e-5
@@ -131,11 +133,14 @@ def test_update_folds_in_grows_id_maps_and_is_idempotent(work: Path, tmp_path: P
 
 def test_fine_tune_publishes_a_version_that_says_so(work: Path, tmp_path: Path) -> None:
     batch = _batch(tmp_path / "new.csv", [["3", "110", 5, 1], ["fresh", "111", 4, 2]])
-    ok(run(work, "update", "--interactions", str(batch), "--fine-tune", "2"))
+    ok(run(work, "update", "--interactions", str(batch), "--fine-tune", "2",
+           "--fine-tune-lr", "0.5"))
     config = read_model_config(resolve_version(work / "model")[0])
     methods = [u["method"] for u in config["built_from"]["updates"]]
     assert methods == ["fold-in", "fine-tune"]
-    assert config["built_from"]["updates"][-1]["replayed"] == 2
+    last = config["built_from"]["updates"][-1]
+    assert last["replayed"] == 8 and last["lr"] == 0.5 * config["train"]["lr"]
+    assert config["train"]["epochs"] == 3  # the training run's settings, not the fine-tune's
     ok(run(work, "recommend", "--user", "fresh"))
 
 
@@ -187,3 +192,12 @@ def test_an_update_killed_anywhere_is_completed_by_the_next(work: Path, tmp_path
     assert list(got["user_ids"]) == list(want["user_ids"])
     assert np.allclose(got["user_emb"], want["user_emb"], atol=1e-6)
     assert np.allclose(got["item_emb"], want["item_emb"], atol=1e-6)
+
+
+def test_the_command_line_replays_as_the_library_does() -> None:
+    from graphrec_cli.main import update_cmd
+
+    from graphrec.pipeline import FINE_TUNE_OLD_RATIO
+
+    replay = next(p for p in update_cmd.params if p.name == "old_ratio")
+    assert replay.default == FINE_TUNE_OLD_RATIO
