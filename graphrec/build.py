@@ -316,8 +316,9 @@ def grow_graph(graph: GraphData, raw: io.RawInteractions | None, item_text: io.I
     num_items = graph.num_items + len(new_item_ids)
     # New pairs only: not in the graph (any fold), not repeated in the batch.
     keys = np.unique(users * num_items + items)
-    have = graph.users * num_items + graph.items
-    keys = keys[~np.isin(keys, have)]
+    have = np.sort(graph.users * num_items + graph.items)  # a sort: np.isin hashes all of it
+    at = np.searchsorted(have, keys).clip(max=max(len(have) - 1, 0))
+    keys = keys[~(have[at] == keys)] if len(have) else keys
     users, items = keys // num_items, keys % num_items
     titles, texts = list(graph.item_titles), list(graph.item_texts)
     for rid in new_item_ids:
