@@ -129,7 +129,8 @@ def _update(graph_dir, model_dir, interactions, items, fine_tune, old_ratio, cac
     folded = fold_in_model(model_dir, graph, record, self_shift)
     epochs = 0
     if fine_tune > 0 and start is not None:
-        fine_tune_model(model_dir, graph, start, fine_tune, old_ratio, lr_scale=lr_scale)
+        fine_tune_model(model_dir, graph, start, fine_tune, old_ratio, lr_scale=lr_scale,
+                        device=device)
         epochs = fine_tune
     return Updated(growth, folded, epochs, resolve_version(model_dir)[1] if start is not None
                    else None, time.perf_counter() - t0)
@@ -147,13 +148,14 @@ def _sources(*paths: str | Path | None) -> dict:
 
 def fine_tune_model(model_dir: str | Path, graph: GraphData, start: int, epochs: int,
                     old_ratio: float = FINE_TUNE_OLD_RATIO, seed: int = 0,
-                    lr_scale: float = 1.0) -> TrainResult:
+                    lr_scale: float = 1.0, device: str | None = None) -> TrainResult:
     """Continue training the model directory's current weights on ``graph`` for ``epochs``
     epochs over its interactions from row ``start`` on (the new ones) and ``old_ratio`` times
     as many sampled training interactions before it; publish the result as a new version
     whose ``built_from`` extends the folded one's. The learning rate is the model's own
     times ``lr_scale``, decayed to 0 over the fine-tune (cosine); no validation (a fine-tune
-    is short and the update has no held-out data of its own)."""
+    is short and the update has no held-out data of its own). ``device``: where it trains
+    (None: the model's own setting)."""
     import torch
 
     if epochs < 1:
@@ -167,7 +169,8 @@ def fine_tune_model(model_dir: str | Path, graph: GraphData, start: int, epochs:
     train_cfg = {k: v for k, v in config["train"].items() if k in TRAIN_FIELDS}
     cfg = TrainConfig(**{**train_cfg, "ks": tuple(train_cfg.get("ks", (20,))),
                          "epochs": epochs, "eval_every": 0, "lr_schedule": "cosine",
-                         "seed": seed, "lr": train_cfg["lr"] * lr_scale})
+                         "seed": seed, "lr": train_cfg["lr"] * lr_scale,
+                         "device": device or train_cfg.get("device", "auto")})
     new = np.flatnonzero(graph.folds[start:] == TRAIN) + start
     old = np.flatnonzero(graph.folds[:start] == TRAIN)
     rng = np.random.default_rng(seed)
