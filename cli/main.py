@@ -449,6 +449,49 @@ def similar_cmd(obj: Context, item: str, k: int, as_json: bool) -> None:
     _print_recs(recs, as_json, {"item": item, "k": k})
 
 
+@main.command("explain")
+@click.option("--user", required=True, help="Raw user id.")
+@click.option("--item", required=True, help="Raw item id.")
+@click.option("-k", "--k", "k", type=int, default=5, show_default=True,
+              help="History items shown (and followed through other users).")
+@click.option("--export", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the explanation subgraph (.graphml or .gexf).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_obj
+@handle_errors
+def explain_cmd(obj: Context, user: str, item: str, k: int, export: Path | None,
+                as_json: bool) -> None:
+    """Why --item is scored as it is for --user: the exact share of each history item."""
+    from graphrec.serve.explain import explain, explanation_graph
+
+    if k < 1:
+        raise ConfigError(parameter="k", value=k, expected="an integer >= 1")
+    if export is not None and export.suffix not in (".graphml", ".gexf"):
+        raise ConfigError(parameter="export", value=export, expected="a .graphml or .gexf file")
+    rec = _load_recommender(obj)
+    exp = explain(rec, user, item, k)
+    if export is not None:
+        import networkx as nx
+
+        write = nx.write_graphml if export.suffix == ".graphml" else nx.write_gexf
+        with _atomic_output(export, "export", "wb") as f:
+            write(explanation_graph(exp, k), f)
+    if as_json:
+        echo_json(exp.as_dict())
+        return
+    click.echo(f"score {exp.score:.4f} for item {exp.item} and user {exp.user}: "
+               f"self {exp.self:.4f} + {len(exp.contributions)} history items")
+    for c in exp.contributions[:k]:
+        title = rec.item_titles[rec.item_index(c.item)]
+        click.echo(f"  {c.contribution:+.4f} ({c.share:6.1%})  {c.item:<12} {title}")
+    for p in exp.paths:
+        click.echo(f"  path: {exp.user} -> {p.via_item} -> user {p.via_user} -> {exp.item}")
+    for other, cos in exp.text_neighbours:
+        click.echo(f"  text neighbour: {other} (cosine {cos:.3f})")
+    if export is not None:
+        click.echo(f"wrote {export}", err=True)
+
+
 @main.command("add-items")
 @click.option("--items", "items_file", type=INPUT_FILE, required=True,
               help="Item file of new items: id + text columns.")

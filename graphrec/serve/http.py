@@ -63,6 +63,7 @@ from graphrec.errors import (
 from graphrec.fsio import exclusive_lock, resolve_version
 from graphrec.serve.additems import add_items
 from graphrec.serve.batching import BATCH_WINDOW_S, MAX_BATCH, MicroBatcher
+from graphrec.serve.explain import explain
 from graphrec.serve.pending import PendingLog, pending_dir
 from graphrec.serve.recommender import Recommendation, Recommender
 
@@ -594,6 +595,17 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None,
         """The k items closest to ``item`` (cold and added items included)."""
         rec, version = served.current()
         return _json(listing(rec.similar_items(item, k), k, version, item=item))
+
+    @app.get("/v1/users/{user}/recommendations/{item}/explanation")
+    async def explanation(user: str, item: str,
+                          k: Annotated[int, Query(ge=1, le=MAX_K)] = 5) -> Response:
+        """Why ``item`` scores as it does for ``user``: the exact share of each history item
+        (``self`` + the contributions = ``score``), paths through other users, and for an
+        item without interactions its text neighbours (what `graphrec explain` prints as
+        JSON)."""
+        rec, version = served.current()
+        body = explain(rec, user, item, k).as_dict()
+        return _json(json.dumps({**body, "model_version": version}).encode())
 
     @app.post("/admin/reload", response_model=Reloaded)
     def admin_reload() -> Reloaded:

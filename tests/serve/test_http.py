@@ -462,3 +462,20 @@ def test_posted_interactions_are_folded_in_at_once_logged_and_taken_by_update(
     fresh = Recommender.load(model)
     assert "walk-in" in set(fresh.user_ids.tolist())
     assert set(top).isdisjoint(r.item for r in fresh.recommend("walk-in", 5))
+
+
+def test_explanations_are_served_as_the_command_gives_them(client: TestClient,
+                                                            model_dir: Path) -> None:
+    from graphrec.serve.explain import explain
+
+    rec = Recommender.load(model_dir)
+    user = str(rec.user_ids[0])
+    item = rec.recommend(user, 1)[0].item
+    r = client.get(f"/v1/users/{user}/recommendations/{item}/explanation", params={"k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    want = explain(rec, user, item, 3).as_dict()
+    assert body["contributions"] == want["contributions"] and body["score"] == want["score"]
+    assert client.get(f"/v1/users/nobody/recommendations/{item}/explanation").status_code == 404
+    bad = client.get(f"/v1/users/{user}/recommendations/{item}/explanation", params={"k": 0})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "k"
