@@ -98,14 +98,16 @@ def explain(rec: Recommender, user: str, item: str, k: int = 5) -> Explanation:
                                   float(parts[j]) / denom) for j in order]
     out = Explanation(user=str(rec.user_ids[u]), item=str(rec.item_ids[i]), score=score,
                       self=score - total, contributions=contributions)
-    out.paths = _paths(rec, state, u, i, history[order[:k]])
+    out.paths = _paths(rec, state, u, len(history), i, history[order[:k]])
     if degree[i] == 0 and rec.text_emb is not None:
         out.text_neighbours = _text_neighbours(rec, i, degree, k)
     return out
 
 
-def _paths(rec: Recommender, state, u: int, i: int, via: np.ndarray) -> list[Path]:
-    """The strongest u -> j -> v -> i paths for each j in ``via`` (v != u took j and i)."""
+def _paths(rec: Recommender, state, u: int, degree_u: int, i: int,
+           via: np.ndarray) -> list[Path]:
+    """The strongest u -> j -> v -> i paths for each j in ``via`` (v != u took j and i);
+    ``degree_u``: the user's number of training items (live ones included)."""
     if i >= state.by_item.num_rows:
         return []
     takers_i = state.by_item.row(i)
@@ -116,7 +118,7 @@ def _paths(rec: Recommender, state, u: int, i: int, via: np.ndarray) -> list[Pat
         both = both[both != u]
         if not len(both):
             continue
-        weight = 1.0 / (np.sqrt(max(du[u], 1) * di[j]) * du[both] * np.sqrt(di[j] * di[i]))
+        weight = 1.0 / (np.sqrt(max(degree_u, 1) * di[j]) * du[both] * np.sqrt(di[j] * di[i]))
         for v in both[np.argsort(-weight, kind="stable")[:PATHS_PER_ITEM]]:
             out.append(Path(str(rec.item_ids[j]), str(rec.user_ids[v]),
                             float(weight[both == v][0])))

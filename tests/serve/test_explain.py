@@ -78,3 +78,14 @@ def test_a_live_fold_in_still_adds_up(trained: Path) -> None:
         exp.score, abs=1e-5)
     g = explanation_graph(exp)
     assert g.nodes[f"item:{top[2]}"]["kind"] == "recommended"
+
+
+def test_a_user_added_live_is_explained(trained: Path) -> None:
+    rec = Recommender.load(trained / "model")
+    items = [str(i) for i in rec.item_ids[:4]]
+    rec.fold_in_user("walk-in", items)
+    target = rec.recommend("walk-in", 1)[0].item
+    exp = explain(rec, "walk-in", target)
+    assert sorted(c.item for c in exp.contributions) == sorted(items)
+    assert exp.self + sum(c.contribution for c in exp.contributions) == pytest.approx(
+        exp.score, abs=1e-5)
