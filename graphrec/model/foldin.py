@@ -155,11 +155,12 @@ def fold_in(user_layers: np.ndarray, item_layers: np.ndarray, users: Rows, items
 
 @torch.inference_mode()
 def frozen_graph_part(item_layers: np.ndarray, users: Rows, user_degree: Tensor,
-                      item_degree: Tensor, new_items: dict[int, Tensor] | None = None) -> Tensor:
+                      item_degree: Tensor, new_items: Tensor | None = None) -> Tensor:
     """[m, d] graph part (layers 1..K) of nodes over frozen neighbours: sum_j Â_uj (h^(0)_j
     + ... + h^(K-1)_j). Written for users (``users``: their rows, ``item_layers`` the other
     side's stored layers); the same for items with the sides swapped. Neighbours without
-    stored layers (``new_items``: index -> layer 0 [d]) count with their layer 0 only."""
+    stored layers (indices from I0 = item_layers.shape[1] on) count with their layer 0 only:
+    ``new_items`` [n, d], row j for index I0 + j (None: zero)."""
     n_stored = item_layers.shape[1]
     uniq, inverse = torch.unique(users.cols, return_inverse=True)
     stored = uniq < n_stored
@@ -167,8 +168,8 @@ def frozen_graph_part(item_layers: np.ndarray, users: Rows, user_degree: Tensor,
     if stored.any():
         idx = uniq[stored].numpy()
         table[stored] = torch.as_tensor(np.asarray(item_layers[:, idx]).sum(0))
-    for j in torch.nonzero(~stored)[:, 0].tolist():
-        table[j] = new_items[int(uniq[j])] if new_items else 0.0
+    if new_items is not None and not bool(stored.all()):
+        table[~stored] = new_items[uniq[~stored] - n_stored]
     return _aggregate(users, table, inverse, _edge_weights(users, user_degree, item_degree))
 
 

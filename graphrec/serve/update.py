@@ -129,17 +129,12 @@ class FoldInState:
         items = np.unique(np.asarray(items, dtype=np.int64))
         rows = Rows(torch.zeros(1, dtype=torch.int64), torch.tensor([0, len(items)]),
                     torch.as_tensor(items))
-        degree = torch.tensor([len(items)])
-        g = frozen_graph_part(self.item_layers, rows, degree, self.item_degree)[0]
-        if user is None:
-            x0 = g @ self.user_map
-        else:
-            x0 = torch.from_numpy(np.array(self.user_layers[0, user]))
-            if self_shift and self.by_user.row_lengths()[user] > 0:
-                old = torch.from_numpy(np.array(self.user_final[user])) \
-                    * (self.num_layers + 1) - x0
-                x0 = x0 + (g - old) @ self.user_map
-        return (x0 + g) / (self.num_layers + 1)
+        node = np.asarray([user if user is not None else self.user_layers.shape[1]])
+        x0, g, _ = _layer0(self.user_layers, self.item_layers, rows, node,
+                           self.by_user.row_lengths(), self.user_final,
+                           torch.tensor([len(items)]), self.item_degree, self.user_map, None,
+                           self_shift)
+        return (x0[0] + g[0]) / (self.num_layers + 1)
 
 
 def _rows(old: Csr | None, nodes: np.ndarray, pair_rows: np.ndarray,
@@ -211,23 +206,13 @@ def fold_in_model(model_path: str | Path, graph: GraphData, record: dict | None 
     base = torch.zeros(num_items - i0, d)
     if state.text_proj is not None and text_emb is not None and num_items > i0:
         base = torch.as_tensor(text_emb[i0:]) @ state.text_proj
-    new_item_x0 = {i0 + k: base[k] for k in range(num_items - i0)}
-    ux0, old_u = _layer0(state.user_layers, state.item_layers, users, touched_u, u0,
-                         user_degree, item_degree, state.user_map, new_item_x0)
-    if self_shift:
-        _shift(ux0, old_u & (state.by_user.row_lengths()[np.minimum(touched_u, u0 - 1)] > 0),
-               touched_u, arrays["user_emb"], state.user_layers,
-               state.item_layers, users, user_degree, item_degree, state.user_map,
-               new_item_x0)
-    new_user_x0 = {int(u): ux0[k] for k, u in enumerate(touched_u) if u >= u0}
-    ix0, old_i = _layer0(state.item_layers, state.user_layers, items, touched_i, i0,
-                         item_degree, user_degree, state.item_map, new_user_x0,
-                         base[touched_i[touched_i >= i0] - i0])
-    if self_shift:
-        _shift(ix0, old_i & (state.by_item.row_lengths()[np.minimum(touched_i, i0 - 1)] > 0),
-               touched_i, arrays["item_emb"], state.item_layers,
-               state.user_layers, items, item_degree, user_degree, state.item_map,
-               new_user_x0)
+    ux0, _, old_u = _layer0(state.user_layers, state.item_layers, users, touched_u,
+                            state.by_user.row_lengths(), arrays["user_emb"], user_degree,
+                            item_degree, state.user_map, base, self_shift)
+    ix0, _, old_i = _layer0(state.item_layers, state.user_layers, items, touched_i,
+                            state.by_item.row_lengths(), arrays["item_emb"], item_degree,
+                            user_degree, state.item_map, ux0[torch.as_tensor(~old_u)],
+                            self_shift, base[touched_i[touched_i >= i0] - i0])
     lu, fu, li, fi = fold_in(state.user_layers, state.item_layers, users, items, ux0, ix0,
                              user_degree, item_degree)
 
@@ -306,49 +291,38 @@ def fold_in_model(model_path: str | Path, graph: GraphData, record: dict | None 
                     len(touched_i) + len(placed), num_users - u0, num_items - i0, seconds)
 
 
-def _shift(x0: Tensor, stored: np.ndarray, touched: np.ndarray, final: np.ndarray,
-           own_layers: np.ndarray, other_layers: np.ndarray, rows: Rows, own_degree: Tensor,
-           other_degree: Tensor, self_map: Tensor, new_neighbours: dict[int, Tensor]) -> None:
-    """Move the stored layer 0 of known touched nodes by (new graph part - old graph part)
-    times the self map: a trained node keeps its own residual, and the part of its layer 0
-    that its neighbourhood predicts follows the new neighbourhood. ``stored``: the touched
-    nodes to move (known, with training edges before: their final embedding is propagated).
-    In place on x0."""
-    if not stored.any():
-        return
-    nodes = touched[stored]
-    k = own_layers.shape[0]
-    old = torch.as_tensor(np.asarray(final[nodes])) * (k + 1) - x0[torch.as_tensor(stored)]
-    new = frozen_graph_part(other_layers, _subset(rows, stored), own_degree, other_degree,
-                            new_neighbours)
-    x0[torch.as_tensor(stored)] += (new - old) @ self_map
-
-
 def _layer0(own_layers: np.ndarray, other_layers: np.ndarray, rows: Rows, touched: np.ndarray,
-            n0: int, own_degree: Tensor, other_degree: Tensor, self_map: Tensor,
-            new_neighbours: dict[int, Tensor], base: Tensor | None = None,
-            ) -> tuple[Tensor, np.ndarray]:
-    """([m, d] layer 0, [m] bool stored) of the ``touched`` nodes of one side: the stored
-    one for a node the model has (index < n0); for a new one ``base`` (its row, in order of
-    the new nodes; None: zero) + its graph part over frozen neighbours times ``self_map``."""
-    x0 = torch.zeros(len(rows), own_layers.shape[2])
+            old_degree: np.ndarray, final: np.ndarray, own_degree: Tensor,
+            other_degree: Tensor, self_map: Tensor, new_neighbours: Tensor | None,
+            self_shift: bool, base: Tensor | None = None,
+            ) -> tuple[Tensor, Tensor, np.ndarray]:
+    """([m, d] layer 0, [m, d] graph part g, [m] bool stored) of the ``touched`` nodes of
+    one side, from their graph part over frozen neighbours (``new_neighbours``: the other
+    side's new nodes' layer 0, :func:`frozen_graph_part`):
+
+    - a node the model has keeps its stored layer 0; with ``self_shift``, one that had
+      training edges (``old_degree`` > 0: its stored ``final`` embedding is propagated) moves
+      by (g - its old graph part) W, so the part of its layer 0 that its neighbourhood
+      predicts follows the new neighbourhood while its own residual stays;
+    - a new node gets ``base`` (its row, in the order of the new nodes; None: zero) + g W.
+    """
+    n0 = own_layers.shape[1]
+    g = frozen_graph_part(other_layers, rows, own_degree, other_degree, new_neighbours)
     stored = touched < n0
+    x0 = g @ self_map
+    if base is not None:
+        x0[torch.as_tensor(~stored)] += base
     if stored.any():
-        x0[torch.as_tensor(stored)] = torch.as_tensor(own_layers[0, touched[stored]])
-    if (~stored).any():
-        g = frozen_graph_part(other_layers, _subset(rows, ~stored), own_degree, other_degree,
-                              new_neighbours)
-        x0[torch.as_tensor(~stored)] = (0.0 if base is None else base) + g @ self_map
-    return x0, stored
-
-
-def _subset(rows: Rows, keep: np.ndarray) -> Rows:
-    """The rows of ``rows`` where ``keep`` [m] bool."""
-    idx = torch.as_tensor(np.flatnonzero(keep))
-    local, cols = gather_rows(rows.indptr, rows.cols, idx)
-    indptr = torch.zeros(len(idx) + 1, dtype=torch.int64)
-    indptr[1:] = torch.cumsum(torch.bincount(local, minlength=len(idx)), 0)
-    return Rows(rows.nodes[idx], indptr, cols)
+        nodes = touched[stored]
+        at = torch.as_tensor(stored)
+        x0[at] = torch.as_tensor(np.asarray(own_layers[0, nodes]))
+        if self_shift:
+            move = torch.as_tensor(old_degree[nodes] > 0)
+            rows_at = torch.nonzero(at)[:, 0][move]
+            old = (torch.as_tensor(np.asarray(final[nodes[move.numpy()]]))
+                   * (own_layers.shape[0] + 1) - x0[rows_at])
+            x0[rows_at] += (g[rows_at] - old) @ self_map
+    return x0, g, stored
 
 
 def _npz(folder: Path) -> dict:
