@@ -287,31 +287,28 @@ def grow_graph(graph: GraphData, raw: io.RawInteractions | None, item_text: io.I
     names (nothing would place it).
     """
     cfg = graph.meta.get("config") or {}
-    u_index = {u: k for k, u in enumerate(graph.user_ids.tolist())}
-    i_index = {i: k for k, i in enumerate(graph.item_ids.tolist())}
+    user_map, item_map = IdMap(graph.user_ids), IdMap(graph.item_ids)
     rows = 0
     users = items = np.zeros(0, dtype=np.int64)
-    new_user_ids: list[str] = []
-    new_item_ids: list[str] = []
     if raw is not None:
         rows = len(raw)
         keep = np.ones(rows, dtype=bool)
         if cfg.get("min_rating") is not None and raw.ratings is not None:
             keep &= raw.ratings >= cfg["min_rating"]
-        raw_u, raw_i = raw.users[keep].tolist(), raw.items[keep].tolist()
-        users = np.asarray([_grow(u_index, new_user_ids, u) for u in raw_u], dtype=np.int64)
-        items = np.asarray([_grow(i_index, new_item_ids, i) for i in raw_i], dtype=np.int64)
+        user_map, users = user_map.grow(raw.users[keep])
+        item_map, items = item_map.grow(raw.items[keep])
     text_lookup = {}
     if item_text is not None:
         text_lookup = {rid: k for k, rid in enumerate(item_text.ids.tolist())}
-        for rid in item_text.ids.tolist():  # items listed without interactions yet
-            if rid not in i_index:
-                k = text_lookup[rid]
-                if not item_text.texts[k].strip():
-                    raise DataError(f"item {rid!r} has no text and no interaction: nothing "
-                                    "would place it; give it text or an interaction",
-                                    parameter="items", value=record.get("items") or NO_VALUE)
-                _grow(i_index, new_item_ids, rid)
+        listed = item_text.ids[[item_map.get(rid) is None for rid in item_text.ids.tolist()]]
+        blank = [rid for rid in listed.tolist() if not item_text.texts[text_lookup[rid]].strip()]
+        if blank:  # items listed without interactions yet must have text
+            raise DataError(f"item {blank[0]!r} has no text and no interaction: nothing "
+                            "would place it; give it text or an interaction",
+                            parameter="items", value=record.get("items") or NO_VALUE)
+        item_map, _ = item_map.grow(listed)
+    new_user_ids = user_map.ids[graph.num_users:].tolist()
+    new_item_ids = item_map.ids[graph.num_items:].tolist()
     num_users = graph.num_users + len(new_user_ids)
     num_items = graph.num_items + len(new_item_ids)
     # New pairs only: not in the graph (any fold), not repeated in the batch.
@@ -334,8 +331,7 @@ def grow_graph(graph: GraphData, raw: io.RawInteractions | None, item_text: io.I
         "fingerprint": graph.meta.get("fingerprint"), "num_interactions": len(graph.users),
         "num_users": graph.num_users, "num_items": graph.num_items}]
     grown = GraphData(
-        user_ids=np.concatenate([graph.user_ids, np.asarray(new_user_ids, dtype=str)]),
-        item_ids=np.concatenate([graph.item_ids, np.asarray(new_item_ids, dtype=str)]),
+        user_ids=user_map.ids, item_ids=item_map.ids,
         item_titles=titles, item_texts=texts,
         users=np.concatenate([graph.users, users]), items=np.concatenate([graph.items, items]),
         folds=np.concatenate([graph.folds, np.full(len(users), TRAIN, dtype=graph.folds.dtype)]),
@@ -351,15 +347,6 @@ def grow_graph(graph: GraphData, raw: io.RawInteractions | None, item_text: io.I
                         "new_users": growth.users, "new_items": growth.items}]
     meta["fingerprint"] = _fingerprint(grown)
     return grown, growth
-
-
-def _grow(index: dict[str, int], new: list[str], rid: str) -> int:
-    """The index of raw id ``rid``, a new one at the end when it has none yet."""
-    k = index.get(rid)
-    if k is None:
-        k = index[rid] = len(index)
-        new.append(rid)
-    return k
 
 
 def _embed_new(texts: list[str], meta: dict, cache_dir, device) -> np.ndarray:

@@ -48,6 +48,21 @@ class IdMap:
             self._lookup = {str(r): k for k, r in enumerate(self.ids)}
         return self._lookup.get(str(raw).strip())
 
+    def grow(self, values: np.ndarray) -> tuple[IdMap, np.ndarray]:
+        """This map with the raw ids of ``values`` it lacks appended, in order of first
+        appearance (every existing index keeps its id), and [n] int64 indices of ``values``.
+        One dictionary lookup per distinct id, none per row."""
+        uniq, first, inverse = np.unique(np.asarray(values, dtype=str), return_index=True,
+                                         return_inverse=True)
+        self.get("")  # builds the lookup
+        found = np.fromiter((self._lookup.get(u, -1) for u in uniq.tolist()), np.int64,
+                            len(uniq))
+        new = np.flatnonzero(found < 0)
+        new = new[np.argsort(first[new], kind="stable")]
+        found[new] = len(self) + np.arange(len(new))
+        grown = IdMap(np.concatenate([self.ids, uniq[new]]).astype(str)) if len(new) else self
+        return grown, found[inverse.reshape(-1)]
+
     def subset(self, keep: np.ndarray) -> tuple[IdMap, np.ndarray]:
         """Keep indices where ``keep`` [n] bool is True; returns the new map and old->new
         index array ([n] int64, -1 for dropped)."""

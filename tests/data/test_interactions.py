@@ -127,3 +127,14 @@ def test_k_core_matches_naive_fixed_point(seed: int) -> None:
 def test_k_core_of_one_is_identity() -> None:
     inter = Interactions(np.array([0, 1]), np.array([0, 0]))
     assert k_core(inter, 2, 1, 1, 1) is inter
+
+
+def test_an_id_map_grows_in_order_of_first_appearance_and_keeps_its_indices() -> None:
+    from graphrec.data.interactions import IdMap
+
+    base = IdMap(np.asarray(["a", "b", "c"]))
+    grown, idx = base.grow(np.asarray(["z", "b", "y", "z", "a"]))
+    assert grown.ids.tolist() == ["a", "b", "c", "z", "y"]
+    assert idx.tolist() == [3, 1, 4, 3, 0]
+    same, idx = base.grow(np.asarray(["c"]))
+    assert same.ids.tolist() == ["a", "b", "c"] and idx.tolist() == [2]
