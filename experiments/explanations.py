@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rec = Recommender.load(args.model)
-    state = rec._foldin_state()
+    state = rec.foldin_state()
     rng = np.random.default_rng(args.seed)
     users = rng.choice(rec.num_users, size=min(args.pairs, rec.num_users), replace=False)
     wins, kept, drops = 0.0, 0, []

@@ -78,9 +78,8 @@ def explain(rec: Recommender, user: str, item: str, k: int = 5) -> Explanation:
     if k < 1:
         raise ConfigError(parameter="k", value=k, expected="an integer >= 1")
     u, i = rec.user_index(user), rec.item_index(item)
-    state = rec._foldin_state()
-    history = state.by_user.row(u) if u < state.by_user.num_rows else np.zeros(0, np.int64)
-    history = np.union1d(history, rec._live.get(u, np.zeros(0, dtype=np.int64)))
+    state = rec.foldin_state()
+    history = rec.training_items(u)
     e_i = rec.item_emb[i].float()
     e_u = rec.user_emb[u].float()
     scale = 1.0 / (state.num_layers + 1)

@@ -256,12 +256,10 @@ class Recommender:
         if not items:
             raise ConfigError(parameter="items", expected="at least one item id")
         idx = np.asarray([self.item_index(i, "items") for i in items], dtype=np.int64)
-        state = self._foldin_state()
+        state = self.foldin_state()
         u = self._user_index.get(user)
         stored = u if u is not None and u < state.by_user.num_rows else None
-        have = np.concatenate([state.by_user.row(stored) if stored is not None
-                               else np.zeros(0, dtype=np.int64),
-                               self._live.get(u, np.zeros(0, dtype=np.int64))])
+        have = self.training_items(u) if u is not None else np.zeros(0, dtype=np.int64)
         fresh = np.setdiff1d(idx, have)
         if len(fresh) == 0:
             return 0, False
@@ -269,7 +267,8 @@ class Recommender:
         if not self._owns_users:
             self.user_emb = self.user_emb.clone()  # a memory map is read-only
             self._owns_users = True
-        if u is None:
+        new = u is None
+        if new:
             u = self.num_users
             self.user_emb = torch.cat([self.user_emb, vector[None]])
             self.user_ids = np.append(self.user_ids, user)
@@ -277,9 +276,18 @@ class Recommender:
         else:
             self.user_emb[u] = vector
         self._live[u] = np.union1d(self._live.get(u, np.zeros(0, dtype=np.int64)), fresh)
-        return len(fresh), stored is None and u >= state.by_user.num_rows
+        return len(fresh), new
 
-    def _foldin_state(self) -> FoldInState:
+    def training_items(self, u: int) -> np.ndarray:
+        """[n] int64 sorted training items of the user index ``u``: its stored training
+        edges and the items folded in live (:meth:`fold_in_user`)."""
+        state = self.foldin_state()
+        stored = state.by_user.row(u) if u < state.by_user.num_rows else np.zeros(0, np.int64)
+        return np.union1d(stored, self._live.get(u, np.zeros(0, dtype=np.int64)))
+
+    def foldin_state(self) -> FoldInState:
+        """The model version's fold-in arrays (loaded on first use; ArtifactError for a
+        model trained before they existed)."""
         if self._foldin is None:
             self._foldin = FoldInState(self.source, self._foldin_arrays)
         return self._foldin

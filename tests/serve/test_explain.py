@@ -16,7 +16,7 @@ from tests.helpers import ok, one_line_error, run
 
 def test_terms_are_lightgcns_and_add_up_to_the_score(trained: Path) -> None:
     rec = Recommender.load(trained / "model")
-    state = rec._foldin_state()
+    state = rec.foldin_state()
     k = state.num_layers
     worst_sum = worst_self = 0.0
     for u in range(rec.num_users):
@@ -83,9 +83,11 @@ def test_a_live_fold_in_still_adds_up(trained: Path) -> None:
 def test_a_user_added_live_is_explained(trained: Path) -> None:
     rec = Recommender.load(trained / "model")
     items = [str(i) for i in rec.item_ids[:4]]
-    rec.fold_in_user("walk-in", items)
+    assert rec.fold_in_user("walk-in", items) == (4, True)
     target = rec.recommend("walk-in", 1)[0].item
     exp = explain(rec, "walk-in", target)
     assert sorted(c.item for c in exp.contributions) == sorted(items)
     assert exp.self + sum(c.contribution for c in exp.contributions) == pytest.approx(
         exp.score, abs=1e-5)
+    # A second batch for the same live user: not new any more.
+    assert rec.fold_in_user("walk-in", [target]) == (1, False)
