@@ -301,11 +301,14 @@ def _train_option(name: str, *flags: str, **kw):
 @click.option("--k", "ks", default=",".join(map(str, TRAIN_DEFAULTS["ks"])), show_default=True,
               help="Cut-offs, e.g. 10,20,50.")
 @click.option("--resume", is_flag=True, help="Continue from the work directory's checkpoint.")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Model directory to write instead of WORKDIR/model, e.g. a second model "
+                   "to `graphrec compare` with the first.")
 @click.pass_obj
 @handle_errors
 @writes_workdir
-def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
-    """Train TextLightGCN on WORKDIR/graph and write WORKDIR/model."""
+def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, **opts) -> None:
+    """Train TextLightGCN on WORKDIR/graph and write WORKDIR/model (or --output)."""
     from graphrec.artifacts import load_graph, save_model
     from graphrec.pipeline import train_model
     from graphrec.train import TrainConfig, Trainer
@@ -322,7 +325,8 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
     checkpoint = obj.layout.checkpoint
     result = train_model(graph, trainer=trainer, checkpoint=checkpoint, resume=resume,
                          progress_factory=_progress_factory)
-    save_model(result, graph, obj.model_dir)
+    model_dir = output or obj.model_dir
+    save_model(result, graph, model_dir)
     checkpoint.unlink(missing_ok=True)
     test = result.test
     summary = " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k and
@@ -331,7 +335,7 @@ def train_cmd(obj: Context, ks: str, resume: bool, **opts) -> None:
                + (f", best epoch {result.best_epoch}" if result.best_epoch else ""))
     if test:
         click.echo(f"test: {summary} (users={test['num_users']})")
-    click.echo(f"wrote {obj.model_dir}")
+    click.echo(f"wrote {model_dir}")
 
 
 @main.command("evaluate")
@@ -490,6 +494,50 @@ def explain_cmd(obj: Context, user: str, item: str, k: int, export: Path | None,
         click.echo(f"  text neighbour: {other} (cosine {cos:.3f})")
     if export is not None:
         click.echo(f"wrote {export}", err=True)
+
+
+MODEL_PATH = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@main.command("compare")
+@click.argument("model_a", type=MODEL_PATH)
+@click.argument("model_b", type=MODEL_PATH)
+@click.option("--split", type=click.Choice(list(SPLITS)[::-1]), default="test", show_default=True)
+@click.option("--k", "ks", default="20", show_default=True, help="Cut-offs, e.g. 10,20.")
+@click.option("--metrics", default="recall,ndcg,tail_recall", show_default=True,
+              help="Per-user metrics, comma-separated (cold_recall, cold_ndcg for cold items).")
+@click.option("--resamples", type=int, default=2000, show_default=True,
+              help="Bootstrap resamples and sign-flip permutations per metric.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--device", default="auto", show_default=True)
+@click.pass_obj
+@handle_errors
+def compare_cmd(obj: Context, model_a: Path, model_b: Path, split: str, ks: str, metrics: str,
+                resamples: int, seed: int, as_json: bool, device: str) -> None:
+    """Is MODEL_B better than MODEL_A? Paired per-user differences on WORKDIR/graph's split:
+    BCa 95% intervals, permutation p-values (Holm-corrected) and wins per model."""
+    from graphrec.artifacts import load_graph
+    from graphrec.eval.compare import compare_models, format_interval, format_p
+
+    if resamples < 100:
+        raise ConfigError(parameter="resamples", value=resamples, expected="an integer >= 100")
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    graph = load_graph(obj.graph_dir)
+    result = compare_models(graph, model_a, model_b, split, _parse_ks(ks), names,
+                            resamples=resamples, seed=seed, device=device)
+    if as_json:
+        echo_json(result.to_json())
+        return
+    click.echo(f"{split} split, {result.users} users; B = {model_b} minus A = {model_a}; "
+               f"BCa 95% intervals, {resamples} resamples; p: sign-flip permutation, "
+               "Holm-corrected across the metrics")
+    click.echo(f"{'metric':<16}{'A':>8}{'B':>8}{'B-A':>9}  {'95% interval':<20}"
+               f"{'p':>8}{'p Holm':>8}{'A wins':>8}{'B wins':>8}{'ties':>7}")
+    for key, m in result.metrics.items():
+        click.echo(f"{key:<16}{m.a:>8.4f}{m.b:>8.4f}{m.diff:>+9.4f}  "
+                   f"{format_interval(m.ci):<20}{format_p(m.p_value):>8}"
+                   f"{format_p(m.p_holm):>8}{m.wins_a:>8}{m.wins_b:>8}{m.ties:>7}")
 
 
 @main.command("add-items")

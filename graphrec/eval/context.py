@@ -23,7 +23,7 @@ from graphrec.data.csr import Csr
 from graphrec.data.split import SPLITS, TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, DataError
-from graphrec.eval.protocol import evaluate_ranking
+from graphrec.eval.protocol import RankingResult, evaluate_ranking
 from graphrec.popularity import (
     check_tail_boost,
     check_tail_shape,
@@ -89,10 +89,12 @@ class EvalContext:
     def evaluate(self, split: str | int, *, factors: tuple[Tensor, Tensor] | None = None,
                  score_fn: Callable[[Tensor], Tensor] | None = None,
                  ks: Sequence[int] | None = None, tail_boost: float = 0.0,
-                 tail_shape: str = "degree") -> dict[str, float]:
+                 tail_shape: str = "degree", per_user: bool = False,
+                 ) -> dict[str, float] | RankingResult:
         """Metrics on ``split`` of exactly one of ``factors`` (user [U, d], item [I, d]
         embeddings) and ``score_fn`` (user_idx [b] -> [b, I] scores), with the serving-time
-        tail boost of ``tail_shape`` when ``tail_boost`` is not 0 (factors only)."""
+        tail boost of ``tail_shape`` when ``tail_boost`` is not 0 (factors only); with
+        ``per_user``, a :class:`RankingResult` that also holds every user's values."""
         fold = self.fold(split)
         seen, target = self.folds[fold]
         if target.nnz == 0:
@@ -102,7 +104,7 @@ class EvalContext:
             score_fn, seen, target, self.num_items, tuple(ks or self.ks),
             head_items=self.head_items, cold_items=self.cold_items, device=self.device,
             item_information=self.information, item_vectors=self.item_vectors,
-            factors=factors, tail_boost=tail_boost, boost_weights=weights,
+            factors=factors, tail_boost=tail_boost, boost_weights=weights, per_user=per_user,
         )
 
     def validator(self, split: str | int = VALID) -> Callable[[Tensor, Tensor], dict]:
@@ -110,6 +112,19 @@ class EvalContext:
         callback."""
         fold = self.fold(split)
         return lambda user_emb, item_emb: self.evaluate(fold, factors=(user_emb, item_emb))
+
+
+def model_factors(graph: GraphData, model_path: str | Path, device: torch.device,
+                  cfg: dict | None = None) -> tuple[Tensor, Tensor]:
+    """(user [U, d], item [I, d]) embeddings of the model in ``model_path`` on ``device``,
+    after checking that it was trained on ``graph``. Only the graph's items: rows past them
+    were appended by add-items, have no interactions in any split and would only push real
+    held-out items down the ranking."""
+    check_compatible(cfg or read_model_config(model_path), graph, model_path)
+    arrays = load_arrays(model_path)
+    user_emb = torch.as_tensor(arrays["user_emb"]).to(device)
+    item_emb = torch.as_tensor(arrays["item_emb"][:graph.num_items]).to(device)
+    return user_emb, item_emb
 
 
 def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test",
@@ -134,19 +149,14 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     if split not in SPLITS:
         raise ConfigError(parameter="split", value=split, expected="valid or test")
     cfg = read_model_config(model_path)
-    check_compatible(cfg, graph, model_path)
     fold = SPLITS[split]
     ctx = EvalContext.from_graph(graph, ks, device)
     if not ctx.has_targets(fold):
         raise DataError(f"graph has no {split} interactions to evaluate on")
-    arrays = load_arrays(model_path)
-    user_emb = torch.as_tensor(arrays["user_emb"]).to(ctx.device)
-    # Only the graph's items: rows past them were appended by add-items, have no interactions
-    # in this split and would only push real test items down the ranking.
-    item_emb = torch.as_tensor(arrays["item_emb"][:graph.num_items]).to(ctx.device)
+    factors = model_factors(graph, model_path, ctx.device, cfg)
     t0 = time.perf_counter()
     out = {"split": split,
-           "model": ctx.evaluate(fold, factors=(user_emb, item_emb), tail_boost=tail_boost,
+           "model": ctx.evaluate(fold, factors=factors, tail_boost=tail_boost,
                                  tail_shape=tail_shape)}
     out["seconds"] = round(time.perf_counter() - t0, 3)
     if baselines:

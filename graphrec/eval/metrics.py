@@ -12,7 +12,9 @@ how often each item was recommended. Adding a metric is one decorated function:
 
 ``needs`` names the inputs it reads (``tail``, ``information``, ``vectors``): it is reported
 only when the evaluation was given them. ``cold=True`` also reports it as ``cold_<name>@K``
-on the ranking among cold items only.
+on the ranking among cold items only. A metric defined for some users only returns their
+values and names, with ``applies``, the mask of the chunk's users it covers (so that per-user
+values, which ``graphrec compare`` pairs, stay aligned with their users).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -67,6 +70,11 @@ class RankedLists:
         return self.valid.sum(dim=1).clamp(min=1)
 
     @cached_property
+    def has_tail_targets(self) -> Tensor:
+        """[b] bool: the user has a held-out tail item."""
+        return self.num_tail_targets > 0
+
+    @cached_property
     def in_tail(self) -> Tensor:
         """[b, k'] bool: the slot holds a real tail item."""
         return self.tail[self.items] & self.valid
@@ -75,13 +83,15 @@ class RankedLists:
 @dataclass(frozen=True)
 class Metric:
     """A registered metric: ``fn`` maps RankedLists to per-user values (or, for a catalog
-    metric, ``(counts [I] int64, num_items) -> float``)."""
+    metric, ``(counts [I] int64, num_items) -> float``); ``applies`` maps RankedLists to the
+    [b] bool mask of the users those values are for (None: every user of the chunk)."""
 
     name: str
     fn: Callable
     needs: tuple[str, ...] = ()
     catalog: bool = False
     cold: bool = False
+    applies: Callable[[RankedLists], Tensor] | None = None
 
 
 METRICS: dict[str, Metric] = {}
@@ -89,10 +99,12 @@ METRICS: dict[str, Metric] = {}
 
 
 def metric(name: str, *, needs: tuple[str, ...] = (), catalog: bool = False,
-           cold: bool = False) -> Callable[[Callable], Callable]:
+           cold: bool = False,
+           applies: Callable[[RankedLists], Tensor] | None = None,
+           ) -> Callable[[Callable], Callable]:
     """Register the decorated function as the metric ``name`` (see the module docstring)."""
     def register(fn: Callable) -> Callable:
-        METRICS[name] = Metric(name, fn, tuple(needs), catalog, cold)
+        METRICS[name] = Metric(name, fn, tuple(needs), catalog, cold, applies)
         return fn
     return register
 
@@ -158,11 +170,11 @@ def ild(lists: RankedLists) -> Tensor:
     return torch.where(pairs > 0, 1.0 - off_diagonal / pairs.clamp(min=1), 0.0)
 
 
-@metric("tail_recall", needs=("tail",))
+@metric("tail_recall", needs=("tail",), applies=lambda lists: lists.has_tail_targets)
 def tail_recall(lists: RankedLists) -> Tensor:
     """tail_recall@K = mean over users with T_u ∩ tail non-empty of
     |L_u ∩ T_u ∩ tail| / |T_u ∩ tail|   (tail = the items outside the head)"""
-    has_tail = lists.num_tail_targets > 0
+    has_tail = lists.has_tail_targets
     tail_hits = (lists.hits & lists.in_tail).sum(dim=1)[has_tail]
     return tail_hits / lists.num_tail_targets[has_tail]
 
@@ -192,11 +204,15 @@ class MetricAccumulator:
 
     ``tail`` [I] bool, ``information`` [I] float64 and ``vectors`` [I, t] (unit rows) are the
     optional inputs that metrics may need; ``num_cold`` > 0 adds the cold-only ranking.
+    ``per_user`` > 0 (the number of evaluated users) also keeps every per-user value:
+    :attr:`values` maps each key to a [per_user] float64 tensor, NaN where the metric does
+    not apply; the updates then pass each chunk's ``positions`` among the evaluated users.
     """
 
     def __init__(self, ks: list[int], num_items: int, device: torch.device,
                  tail: Tensor | None = None, num_cold: int = 0,
-                 information: Tensor | None = None, vectors: Tensor | None = None):
+                 information: Tensor | None = None, vectors: Tensor | None = None,
+                 per_user: int = 0):
         self.ks = ks
         self.num_items = num_items
         self.num_cold = num_cold
@@ -213,11 +229,23 @@ class MetricAccumulator:
         self.counts = {k: torch.zeros(num_items, dtype=torch.int64, device=device) for k in ks}
         self.saw_nan = torch.zeros((), dtype=torch.bool, device=device)
         self.num_users = 0
+        self.per_user = per_user
+        self.values: dict[str, Tensor] = {}
 
-    def _add(self, key: str, values: Tensor) -> None:
-        total = values.to(torch.float64).sum()
+    def _add(self, key: str, m: Metric, lists: RankedLists,
+             positions: Tensor | None) -> None:
+        values = m.fn(lists).to(torch.float64)
+        total = values.sum()
         self.sums[key] = self.sums[key] + total if key in self.sums else total
         self.users[key] = self.users.get(key, 0) + values.numel()
+        if self.per_user:
+            if positions is None:
+                raise ValueError("per-user values need each chunk's positions")
+            if key not in self.values:
+                self.values[key] = torch.full((self.per_user,), float("nan"),
+                                              dtype=torch.float64, device=values.device)
+            rows = positions if m.applies is None else positions[m.applies(lists)]
+            self.values[key][rows] = values
 
     def _hits(self, values: Tensor, items: Tensor, keys: Tensor,
               num_cols: int) -> tuple[Tensor, Tensor]:
@@ -239,11 +267,13 @@ class MetricAccumulator:
                            self.inputs["vectors"])
 
     def update_ranked(self, values: Tensor, items: Tensor, target_keys: Tensor,
-                      num_targets: Tensor, num_tail_targets: Tensor | None) -> None:
+                      num_targets: Tensor, num_tail_targets: Tensor | None,
+                      positions: Tensor | None = None) -> None:
         """Add one chunk, already ranked: ``values`` [b, kmax] descending scores (-inf for a
         filler slot), ``items`` [b, kmax] int64 in [0, I); ``target_keys`` ascending
         ``local_row * I + item``; ``num_targets`` [b] int64 >= 1; ``num_tail_targets`` [b]
-        int64 (or None without a head/tail split)."""
+        int64 (or None without a head/tail split); ``positions`` [b] int64, the rows'
+        positions among the evaluated users (needed with ``per_user``)."""
         valid, hits = self._hits(values, items, target_keys, self.num_items)
         for k in self.ks:
             lists = self._lists(k, items, valid, hits, num_targets, num_tail_targets)
@@ -252,13 +282,14 @@ class MetricAccumulator:
                                       ones.expand(int(lists.valid.sum())))
             for m in self.active:
                 if not m.catalog:
-                    self._add(f"{m.name}@{k}", m.fn(lists))
+                    self._add(f"{m.name}@{k}", m, lists, positions)
         self.num_users += values.shape[0]
 
     def update_cold(self, cold_scores: Tensor, cold_keys: Tensor,
-                    num_cold_targets: Tensor) -> None:
+                    num_cold_targets: Tensor, positions: Tensor | None = None) -> None:
         """Add the cold-only ranking of users with a cold target: ``cold_scores`` [bc, C]
-        (columns = cold items, seen at -inf), keys ``local_row * C + cold_position``."""
+        (columns = cold items, seen at -inf), keys ``local_row * C + cold_position``;
+        ``positions`` as in :meth:`update_ranked`."""
         kmax = min(max(self.ks), self.num_cold)
         values, items = topk_rows(cold_scores, kmax)
         valid, hits = self._hits(values, items, cold_keys, cold_scores.shape[1])
@@ -266,7 +297,7 @@ class MetricAccumulator:
             lists = self._lists(k, items, valid, hits, num_cold_targets, None)
             for m in self.active:
                 if m.cold:
-                    self._add(f"cold_{m.name}@{k}", m.fn(lists))
+                    self._add(f"cold_{m.name}@{k}", m, lists, positions)
 
     def result(self) -> dict[str, float]:
         """Every applicable metric at every K (then ``num_users``, and ``num_tail_users`` /
@@ -295,6 +326,11 @@ class MetricAccumulator:
             out["num_cold_users"] = self.users.get(f"cold_recall@{self.ks[0]}", 0)
             out["num_cold_items"] = self.num_cold
         return out
+
+    def user_values(self, keys) -> dict[str, np.ndarray]:
+        """The kept per-user values (``per_user``) of ``keys`` (the reported per-user
+        metrics), as [per_user] float64 arrays, NaN where a metric does not apply."""
+        return {key: self.values[key].cpu().numpy() for key in keys if key in self.values}
 
     def _mean(self, key: str) -> float:
         n = self.users.get(key, 0)

@@ -20,6 +20,7 @@ with PyG's classes where both apply, and ``experiments/bench_eval.py --compare-p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -66,6 +67,22 @@ def _check_item_mask(mask: np.ndarray | None, name: str, num_items: int) -> np.n
     return mask
 
 
+@dataclass
+class RankingResult:
+    """:func:`evaluate_ranking` with ``per_user=True``: the metrics, and each per-user
+    metric's value for every evaluated user.
+
+    ``users`` [n] int64: the evaluated users (those with a target), ascending; ``values``:
+    key (``recall@20``, ``cold_recall@20``, ...) -> [n] float64, NaN where the metric does not
+    apply to the user (``tail_recall`` without a tail target, ``cold_*`` without a cold one).
+    The mean of the non-NaN values of a key is ``metrics[key]``. Catalog metrics (coverage,
+    gini) have no per-user value."""
+
+    metrics: dict[str, float]
+    users: np.ndarray
+    values: dict[str, np.ndarray]
+
+
 def evaluate_ranking(
     score_fn: Callable[[torch.Tensor], torch.Tensor] | None,
     seen: Csr,
@@ -83,8 +100,10 @@ def evaluate_ranking(
     tail_boost: float = 0.0,
     boost_weights: np.ndarray | None = None,
     item_tile: int | None = None,
-) -> dict[str, float]:
-    """Full-ranking top-K metrics over every user with at least one target item.
+    per_user: bool = False,
+) -> dict[str, float] | RankingResult:
+    """Full-ranking top-K metrics over every user with at least one target item; with
+    ``per_user``, a :class:`RankingResult` that also holds every user's values.
 
     Scores come from exactly one of ``score_fn`` and ``factors`` (pass ``None`` for the other):
 
@@ -147,8 +166,10 @@ def evaluate_ranking(
     info, vectors = _item_inputs(item_information, item_vectors, num_items, device)
     if factors is not None:
         user_emb, item_emb = _check_factors(factors, target.num_rows, num_items)
-    acc = MetricAccumulator(ks, num_items, device, users.tail, users.num_cold, info, vectors)
     n = users.evaluated.size
+    acc = MetricAccumulator(ks, num_items, device, users.tail, users.num_cold, info, vectors,
+                            per_user=n if per_user else 0)
+    positions = torch.arange(n, device=device) if per_user else None
     with torch.inference_mode():
         if factors is None:
             ranker = ScoreFnRanker(score_fn, num_items, device)
@@ -166,6 +187,7 @@ def evaluate_ranking(
                 users.targets.keys(start, stop, num_items),
                 users.targets.lengths[start:stop],
                 users.num_tail[start:stop] if users.num_tail is not None else None,
+                positions[start:stop] if per_user else None,
             )
             if users.num_cold:
                 lo, hi = np.searchsorted(users.cold_users, [start, stop])
@@ -175,8 +197,12 @@ def evaluate_ranking(
                         ranker.scores_at(local, users.cold_cols.unsqueeze(0)),
                         users.cold_targets.keys(lo, hi, users.num_cold),
                         users.cold_targets.lengths[lo:hi],
+                        users.cold_users_dev[lo:hi] if per_user else None,
                     )
-    return acc.result()
+    metrics = acc.result()
+    if not per_user:
+        return metrics
+    return RankingResult(metrics, users.evaluated.copy(), acc.user_values(metrics))
 
 
 def _chunking(use_factors: bool, device: torch.device, num_items: int,

@@ -362,6 +362,37 @@ def test_model_from_another_graph_is_refused(work: Path, planted) -> None:
     ok(run(work, "recommend", "--user", "1"))
 
 
+def test_compare_two_models(work: Path, planted) -> None:
+    second = work / "model-seed1"
+    out = ok(run(work, "train", *TRAIN_ARGS, "--seed", "1", "--output", str(second)))
+    assert f"wrote {second}" in out.stdout
+    assert (work / "model").resolve() != second.resolve()
+    doc = json.loads(ok(run(work, "compare", str(work / "model"), str(second), "--json",
+                            "--k", "10,20", "--resamples", "500")).stdout)
+    assert doc["users"] == 42 and doc["split"] == "test" and doc["resamples"] == 500
+    assert list(doc["metrics"]) == ["recall@10", "ndcg@10", "tail_recall@10", "recall@20",
+                                    "ndcg@20", "tail_recall@20"]
+    single = json.loads(ok(run(work, "evaluate", "--json", "--k", "10,20")).stdout)["model"]
+    for key, m in doc["metrics"].items():
+        assert m["a"] == pytest.approx(single[key], abs=1e-9)
+        assert m["diff"] == pytest.approx(m["b"] - m["a"], abs=1e-12)
+        assert m["ci"][0] <= m["diff"] <= m["ci"][1]
+        assert 0.0 < m["p_value"] <= m["p_holm"] <= 1.0
+        assert m["wins_a"] + m["wins_b"] + m["ties"] == m["users"]
+    # A model against itself: no difference, interval [0, 0], p = 1.
+    table = ok(run(work, "compare", str(second), str(second), "--metrics", "recall")).stdout
+    assert "recall@20" in table and "[+0.0000, +0.0000]" in table and "1.0000" in table
+    one_line_error(run(work, "compare", str(second), str(second), "--metrics", "coverage"),
+                   "--metrics", "coverage")
+    one_line_error(run(work, "compare", str(second), str(second), "--metrics",
+                       "cold_recall"), "--metrics", "cold_recall")  # 3 cold items only
+    # Another graph: both models were trained on the old one.
+    ok(run(work, "build-graph", "--interactions", str(planted.interactions), "--no-text",
+           "--seed", "1"))
+    one_line_error(run(work, "compare", str(work / "model"), str(second)),
+                   str(work / "model"), "different graph")
+
+
 def test_model_of_another_format_version_is_refused(work: Path) -> None:
     path = work / "model" / "config.json"
     config = json.loads(path.read_text())

@@ -114,3 +114,42 @@ def test_factor_path_bad_inputs():
     with pytest.raises(DataError, match="NaN"):
         evaluate_ranking(None, SEEN, TARGET, 6,
                          factors=(torch.full((3, 6), float("nan")), torch.eye(6)))
+
+
+@pytest.mark.parametrize("path", ["score_fn", "factors"])
+def test_per_user_values_are_aligned_and_average_to_the_metrics(path):
+    seen, target, _, rng = random_split(3)
+    head = head_item_mask(np.bincount(seen.indices, minlength=40))
+    cold = rng.random(40) < 0.2
+    user_emb = torch.from_numpy(rng.standard_normal((60, 8)).astype(np.float32))
+    item_emb = torch.from_numpy(rng.standard_normal((40, 8)).astype(np.float32))
+    kwargs = dict(ks=(5, 20), head_items=head, cold_items=cold, batch_users=7)
+    if path == "factors":
+        kwargs["factors"] = (user_emb, item_emb)
+        score_fn = None
+    else:
+        def score_fn(users):
+            return user_emb[users] @ item_emb.T
+    plain = evaluate_ranking(score_fn, seen, target, 40, **kwargs)
+    out = evaluate_ranking(score_fn, seen, target, 40, per_user=True, **kwargs)
+    assert out.metrics == plain
+    has_target = np.diff(target.indptr) > 0
+    assert out.users.tolist() == np.flatnonzero(has_target).tolist()
+    assert "coverage@20" not in out.values and "recall@20" in out.values
+    for key, values in out.values.items():
+        assert values.shape == out.users.shape
+        assert np.nanmean(values) == pytest.approx(plain[key], abs=1e-9), key
+    # tail_recall is NaN exactly for the users without a held-out tail item
+    has_tail = np.array([(~head[target.indices[target.indptr[u]:target.indptr[u + 1]]]).any()
+                         for u in out.users])
+    assert np.array_equal(~np.isnan(out.values["tail_recall@20"]), has_tail)
+    assert np.isnan(out.values["cold_recall@5"]).sum() == len(out.users) - plain[
+        "num_cold_users"]
+    # each user's recall@5 by hand, from their own top 5
+    scores = (user_emb @ item_emb.T).numpy()
+    for row, u in enumerate(out.users):
+        s = scores[u].copy()
+        s[seen.indices[seen.indptr[u]:seen.indptr[u + 1]]] = -np.inf
+        top = np.argsort(-s, kind="stable")[:5]
+        held = set(target.indices[target.indptr[u]:target.indptr[u + 1]].tolist())
+        assert out.values["recall@5"][row] == pytest.approx(len(held & set(top)) / len(held))
