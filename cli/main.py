@@ -540,6 +540,37 @@ def compare_cmd(obj: Context, model_a: Path, model_b: Path, split: str, ks: str,
                    f"{format_p(m.p_holm):>8}{m.wins_a:>8}{m.wins_b:>8}{m.ties:>7}")
 
 
+@main.command("report")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The HTML file to write (default WORKDIR/report.html).")
+@click.option("--model", "model", type=MODEL_PATH, default=None,
+              help="Model directory (default WORKDIR/model).")
+@click.option("--compare", "compare_with", type=MODEL_PATH, default=None,
+              help="A second model: adds the paired comparison (B = this one).")
+@click.option("--split", type=click.Choice(list(SPLITS)[::-1]), default="test", show_default=True)
+@click.option("--k", "k", type=int, default=20, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.pass_obj
+@handle_errors
+def report_cmd(obj: Context, output: Path | None, model: Path | None,
+               compare_with: Path | None, split: str, k: int, device: str) -> None:
+    """One self-contained HTML evaluation report: metrics against the baselines, training
+    curve, recall@K, the long tail, coverage, cold items (and a comparison)."""
+    from graphrec.artifacts import load_graph
+    from graphrec.eval.report import render_report, report_data
+
+    if k < 1:
+        raise ConfigError(parameter="k", value=k, expected="an integer >= 1")
+    output = output or obj.layout.root / "report.html"
+    graph = load_graph(obj.graph_dir)
+    data = report_data(graph, model or obj.model_dir, split=split, k=k,
+                       compare_with=compare_with, device=device)
+    page = render_report(data)
+    with _atomic_output(output, "output") as f:
+        f.write(page)
+    click.echo(f"wrote {output} ({len(page) / 1024:.0f} KiB)")
+
+
 @main.command("add-items")
 @click.option("--items", "items_file", type=INPUT_FILE, required=True,
               help="Item file of new items: id + text columns.")

@@ -28,7 +28,7 @@ import numpy as np
 from graphrec.errors import ConfigError, DataError, check_positive_int
 
 DEFAULT_METRICS = ("recall", "ndcg", "tail_recall")
-"""What ``graphrec compare`` compares when ``--metrics`` is not given."""
+"""What ``graphrec compare`` compares unless told otherwise."""
 DEFAULT_RESAMPLES = 2000
 """Bootstrap resamples and sign-flip permutations per metric."""
 BATCH_VALUES = 1 << 23

@@ -76,11 +76,13 @@ class RankingResult:
     key (``recall@20``, ``cold_recall@20``, ...) -> [n] float64, NaN where the metric does not
     apply to the user (``tail_recall`` without a tail target, ``cold_*`` without a cold one).
     The mean of the non-NaN values of a key is ``metrics[key]``. Catalog metrics (coverage,
-    gini) have no per-user value."""
+    gini) have no per-user value; ``item_counts`` holds what they read: K -> [I] int64, in how
+    many top-K lists each item appears."""
 
     metrics: dict[str, float]
     users: np.ndarray
     values: dict[str, np.ndarray]
+    item_counts: dict[int, np.ndarray]
 
 
 def evaluate_ranking(
@@ -202,7 +204,8 @@ def evaluate_ranking(
     metrics = acc.result()
     if not per_user:
         return metrics
-    return RankingResult(metrics, users.evaluated.copy(), acc.user_values(metrics))
+    return RankingResult(metrics, users.evaluated.copy(), acc.user_values(metrics),
+                         {k: c.cpu().numpy() for k, c in acc.counts.items()})
 
 
 def _chunking(use_factors: bool, device: torch.device, num_items: int,

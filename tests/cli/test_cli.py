@@ -7,8 +7,10 @@ copy of it (``work``).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -391,6 +393,30 @@ def test_compare_two_models(work: Path, planted) -> None:
            "--seed", "1"))
     one_line_error(run(work, "compare", str(work / "model"), str(second)),
                    str(work / "model"), "different graph")
+
+
+def test_report_is_one_self_contained_file(work: Path) -> None:
+    pytest.importorskip("matplotlib")
+    second = work / "model-b"
+    ok(run(work, "train", *TRAIN_ARGS, "--seed", "2", "--output", str(second)))
+    out = ok(run(work, "report", "--compare", str(second), "--k", "10"))
+    path = work / "report.html"
+    assert f"wrote {path}" in out.stdout
+    page = path.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) == 5  # training curve, recall@K, long tail, tail/coverage, cold
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    for src in images:  # each is a real PNG
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing from the network
+    for text in ("recall@10", "most-popular", "item-knn", "tail_share@10", "Cold items",
+                 "Comparison", "p Holm"):
+        assert text in page, text
+    single = json.loads(ok(run(work, "evaluate", "--json", "--k", "10")).stdout)["model"]
+    assert f"<td>{single['recall@10']:.4f}</td>" in page
+    one_line_error(run(work, "report", "--k", "0"), "--k")
+    one_line_error(run(work, "report", "--output", str(path / "r.html")), "--output")
 
 
 def test_model_of_another_format_version_is_refused(work: Path) -> None:

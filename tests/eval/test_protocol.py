@@ -136,6 +136,9 @@ def test_per_user_values_are_aligned_and_average_to_the_metrics(path):
     has_target = np.diff(target.indptr) > 0
     assert out.users.tolist() == np.flatnonzero(has_target).tolist()
     assert "coverage@20" not in out.values and "recall@20" in out.values
+    for k in (5, 20):
+        assert out.item_counts[k].sum() == k * len(out.users)  # 40 - 15% seen > 20 unseen
+        assert (out.item_counts[k] > 0).mean() == pytest.approx(plain[f"coverage@{k}"])
     for key, values in out.values.items():
         assert values.shape == out.users.shape
         assert np.nanmean(values) == pytest.approx(plain[key], abs=1e-9), key
