@@ -45,8 +45,8 @@ def normalized_bipartite(users: np.ndarray, items: np.ndarray, num_users: int,
     du = np.bincount(users, minlength=num_users).astype(np.float64)
     di = np.bincount(items, minlength=num_items).astype(np.float64)
     w = 1.0 / np.sqrt(du[users] * di[items])
-    r = _csr(users, items, w, num_users, num_items, dtype)
-    rt = _csr(items, users, w, num_items, num_users, dtype)
+    r = csr_tensor(users, items, w, num_users, num_items, dtype)
+    rt = csr_tensor(items, users, w, num_items, num_users, dtype)
     return r, rt
 
 
@@ -190,7 +190,7 @@ def ordered_adjacency(users: np.ndarray, items: np.ndarray, num_users: int, num_
     return Adjacency(*normalized_bipartite(users, items, num_users, num_items, dtype), order)
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
+def csr_tensor(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
          n_cols: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """CSR with ``dtype`` values and 32-bit indices whenever they fit: a product reads half
     the index bytes, and cuSPARSE (like MKL) would otherwise convert 64-bit indices to 32-bit
@@ -220,7 +220,7 @@ def normalized_adjacency(users: np.ndarray, items: np.ndarray, num_users: int,
     cols = np.concatenate([item_node(items, num_users), users])
     deg = np.bincount(rows, minlength=n).astype(np.float64)
     w = 1.0 / np.sqrt(deg[rows] * deg[cols])
-    return _csr(rows, cols, w, n, n)
+    return csr_tensor(rows, cols, w, n, n)
 
 
 def _percentiles(x: np.ndarray, qs: Sequence[int] = (0, 25, 50, 75, 90, 99, 100)) -> dict:
