@@ -267,12 +267,13 @@ def plot_cold(data: ReportData) -> str | None:
 # ------------------------------------------------------------------------------------- HTML
 
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 60em; margin: 2em auto; color: #222;
+body { font-family: system-ui, sans-serif; max-width: 68em; margin: 2em auto; color: #222;
        padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
-th, td { padding: 0.25em 0.6em; text-align: right; border-bottom: 1px solid #eee; }
-th:first-child, td:first-child { text-align: left; }
+.wide { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.5em 0; }
+th, td { padding: 0.25em 0.45em; text-align: right; border-bottom: 1px solid #eee; }
+th:first-child, td:first-child { text-align: left; white-space: nowrap; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 .note { color: #555; font-size: 0.9em; }
 """
@@ -282,7 +283,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 def _cell(value: object) -> str:
@@ -341,7 +343,9 @@ def render_report(data: ReportData) -> str:
         '<p class="note">Items sorted by training interactions and cut into ten equal groups; '
         "each bar is a group's share of the training interactions or of the top-K slots. "
         "A recommender that only echoes popularity puts almost every slot in the first "
-        "group.</p>",
+        "group; items without training interactions (cold items among them) fill the last "
+        "groups, where only text placement (or, at test time, validation interactions) can "
+        "put them.</p>",
         "<h2>Tail share and coverage</h2>",
         _figure(plot_tail_and_coverage(data), "tail share and coverage"),
     ]
