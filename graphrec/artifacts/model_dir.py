@@ -15,6 +15,7 @@ Each write publishes a new version (``graphrec.fsio.publish_version``): ``model`
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,6 +177,15 @@ def check_compatible(model_cfg: dict, graph: GraphData, model_path: str | Path) 
             f"({', '.join(f'{k}: model {want.get(k)} vs graph {have.get(k)}' for k in diff)}); "
             "retrain with `graphrec train`"
         )
+
+
+def mapped_tensor(array: np.ndarray) -> Tensor:
+    """A tensor over ``array``'s memory, without a copy: a read-only memory map stays one
+    (shared by every process that maps the file). Serving never writes to these tensors, so
+    torch's warning about read-only memory does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(array)
 
 
 def load_arrays(path: str | Path, mmap: bool = True) -> dict:

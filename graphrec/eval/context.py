@@ -18,7 +18,12 @@ import torch
 from torch import Tensor
 
 from graphrec.artifacts.graph_dir import GraphData
-from graphrec.artifacts.model_dir import check_compatible, load_arrays, read_model_config
+from graphrec.artifacts.model_dir import (
+    check_compatible,
+    load_arrays,
+    mapped_tensor,
+    read_model_config,
+)
 from graphrec.data.csr import Csr
 from graphrec.data.split import SPLITS, TEST, TRAIN, VALID
 from graphrec.device import resolve_device
@@ -122,8 +127,8 @@ def model_factors(graph: GraphData, model_path: str | Path, device: torch.device
     held-out items down the ranking."""
     check_compatible(cfg or read_model_config(model_path), graph, model_path)
     arrays = load_arrays(model_path)
-    user_emb = torch.as_tensor(arrays["user_emb"]).to(device)
-    item_emb = torch.as_tensor(arrays["item_emb"][:graph.num_items]).to(device)
+    user_emb = mapped_tensor(arrays["user_emb"]).to(device)
+    item_emb = mapped_tensor(arrays["item_emb"][:graph.num_items]).to(device)
     return user_emb, item_emb
 
 

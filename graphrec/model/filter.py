@@ -16,7 +16,8 @@ fitting is the SVD. An item without training interactions gets 0 from both terms
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -92,6 +93,19 @@ class GraphFilter:
             _, _, v = torch.svd_lowrank(self.norm.cpu().to_sparse_coo(), q=q,
                                         niter=self.cfg.niter)
         return v[:, :k].contiguous().to(self.device)
+
+    def with_settings(self, rank: int, alpha: float) -> GraphFilter:
+        """This filter with its low-pass term cut to the first ``rank`` singular vectors (at
+        most the fitted rank) and weighted ``alpha``, sharing every tensor: a validation grid
+        fits the SVD once, at its largest rank."""
+        fitted = 0 if self.basis is None else self.basis.shape[1]
+        if rank > fitted:
+            raise ConfigError(parameter="rank", value=rank,
+                              expected=f"at most the fitted rank {fitted}")
+        out = copy.copy(self)
+        out.cfg = replace(self.cfg, rank=rank, alpha=alpha)
+        out.basis = self.basis[:, :rank] if rank > 0 and alpha > 0 else None
+        return out
 
     @torch.no_grad()
     def score(self, users: Tensor) -> Tensor:

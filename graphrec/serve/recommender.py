@@ -7,7 +7,6 @@ proposes candidates, which are then scored exactly.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphrec.artifacts.model_dir import load_arrays, read_model_config
+from graphrec.artifacts.model_dir import load_arrays, mapped_tensor, read_model_config
 from graphrec.data.csr import Csr, gather_rows
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
@@ -58,15 +57,6 @@ def score_std(user_vecs: Tensor, cov: Tensor) -> Tensor:
 
 _NO_PAIRS = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
 """No known (row, item_idx) pairs: nothing masked."""
-
-
-def mapped_tensor(array: np.ndarray) -> Tensor:
-    """A tensor over ``array``'s memory, without a copy: a read-only memory map stays one
-    (shared by every process that maps the file). Serving never writes to these tensors, so
-    torch's warning about read-only memory does not apply."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.as_tensor(array)
 
 
 @dataclass(frozen=True)

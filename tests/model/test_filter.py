@@ -78,6 +78,19 @@ def test_it_ranks_a_planted_block_above_chance():
     assert out["recall@5"] > 0.5
 
 
+def test_with_settings_equals_a_filter_fitted_with_them():
+    dense, train = random_train(2)
+    full = GraphFilter(train, dense.shape[1], FilterConfig(rank=10, niter=10))
+    users = torch.arange(dense.shape[0])
+    for rank, alpha in ((0, 0.3), (4, 0.5), (10, 1.0)):
+        want = expected_scores(dense, rank, alpha, 0.5)
+        got = full.with_settings(rank, alpha).score(users).numpy()
+        assert np.allclose(got, want, atol=2e-4 * np.abs(want).max())
+    assert full.cfg.rank == 10 and full.basis.shape[1] == 10  # unchanged
+    with pytest.raises(ConfigError, match="rank"):
+        full.with_settings(11, 0.3)
+
+
 def test_bad_settings():
     for kwargs, name in (({"rank": -1}, "rank"), ({"alpha": -0.1}, "alpha"),
                          ({"degree_exponent": 2.0}, "degree_exponent")):
