@@ -177,11 +177,16 @@ def plot_recall_at_k(data: ReportData) -> str:
         ks = [k for k in REPORT_KS if f"recall@{k}" in result.metrics]
         ax.plot(ks, [result.metrics[f"recall@{k}"] for k in ks], "o-", ms=3, label=name,
                 color=COLOURS.get(name))
+    return _over_k(fig, ax, REPORT_KS, "recall@K", f"recall@K on {data.split}")
+
+
+def _over_k(fig, ax, ks: Sequence[int], ylabel: str, title: str) -> str:
+    """A metric-over-K plot's axes (log K, one tick per K), finished as a PNG."""
     ax.set_xscale("log")
-    ax.set_xticks(REPORT_KS, [str(k) for k in REPORT_KS])
+    ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K")
-    ax.set_ylabel("recall@K")
-    ax.set_title(f"recall@K on {data.split}")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
@@ -254,14 +259,8 @@ def plot_cold(data: ReportData) -> str | None:
             label="graphrec (text placement)", color=COLOURS["graphrec"])
     ax.plot(ks, [k / data.cold_items for k in ks], "--", label="random order (K / cold items)",
             color=COLOURS["most-popular"])
-    ax.set_xscale("log")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("K")
-    ax.set_ylabel("cold_recall@K")
-    ax.set_title(f"{data.cold_items} cold items, ranked among themselves")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    return _over_k(fig, ax, ks, "cold_recall@K",
+                   f"{data.cold_items} cold items, ranked among themselves")
 
 
 # ------------------------------------------------------------------------------------- HTML
