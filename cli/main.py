@@ -518,7 +518,12 @@ def compare_cmd(obj: Context, model_a: Path, model_b: Path, split: str, ks: str,
     """Is MODEL_B better than MODEL_A? Paired per-user differences on WORKDIR/graph's split:
     BCa 95% intervals, permutation p-values (Holm-corrected) and wins per model."""
     from graphrec.artifacts import load_graph
-    from graphrec.eval.compare import compare_models, format_interval, format_p
+    from graphrec.eval.compare import (
+        FEW_DIFFERING_USERS,
+        compare_models,
+        format_interval,
+        format_p,
+    )
 
     if resamples < 100:
         raise ConfigError(parameter="resamples", value=resamples, expected="an integer >= 100")
@@ -538,6 +543,11 @@ def compare_cmd(obj: Context, model_a: Path, model_b: Path, split: str, ks: str,
         click.echo(f"{key:<16}{m.a:>8.4f}{m.b:>8.4f}{m.diff:>+9.4f}  "
                    f"{format_interval(m.ci):<20}{format_p(m.p_value):>8}"
                    f"{format_p(m.p_holm):>8}{m.wins_a:>8}{m.wins_b:>8}{m.ties:>7}")
+    for key, m in result.metrics.items():
+        differing = m.wins_a + m.wins_b
+        if 0 < differing < FEW_DIFFERING_USERS:
+            click.echo(f"note: {key}: the models differ on {differing} users only; "
+                       "its interval is likely too narrow")
 
 
 @main.command("report")

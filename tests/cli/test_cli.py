@@ -381,6 +381,12 @@ def test_compare_two_models(work: Path, planted) -> None:
         assert m["ci"][0] <= m["diff"] <= m["ci"][1]
         assert 0.0 < m["p_value"] <= m["p_holm"] <= 1.0
         assert m["wins_a"] + m["wins_b"] + m["ties"] == m["users"]
+    table = ok(run(work, "compare", str(work / "model"), str(second), "--metrics",
+                   "recall,tail_recall")).stdout
+    for key in ("recall@20", "tail_recall@20"):
+        m = doc["metrics"][key]
+        flagged = f"note: {key}: the models differ on {m['wins_a'] + m['wins_b']} users" in table
+        assert flagged == (0 < m["wins_a"] + m["wins_b"] < 50), key
     # A model against itself: no difference, interval [0, 0], p = 1.
     table = ok(run(work, "compare", str(second), str(second), "--metrics", "recall")).stdout
     assert "recall@20" in table and "[+0.0000, +0.0000]" in table and "1.0000" in table
