@@ -496,7 +496,7 @@ def explain_cmd(obj: Context, user: str, item: str, k: int, export: Path | None,
         click.echo(f"wrote {export}", err=True)
 
 
-MODEL_PATH = click.Path(exists=True, file_okay=False, path_type=Path)
+MODEL_PATH = click.Path(file_okay=False, path_type=Path)
 
 
 @main.command("compare")

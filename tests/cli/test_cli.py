@@ -392,6 +392,10 @@ def test_compare_two_models(work: Path, planted) -> None:
     assert "recall@20" in table and "[+0.0000, +0.0000]" in table and "1.0000" in table
     one_line_error(run(work, "compare", str(second), str(second), "--metrics", "coverage"),
                    "--metrics", "coverage")
+    one_line_error(run(work, "compare", str(work / "no-model"), str(second)),
+                   str(work / "no-model"), "not found")
+    one_line_error(run(work, "compare", str(work / "graph"), str(second)),
+                   str(work / "graph"), "config.json")
     one_line_error(run(work, "compare", str(second), str(second), "--metrics",
                        "cold_recall"), "--metrics", "cold_recall")  # 3 cold items only
     # Another graph: both models were trained on the old one.
