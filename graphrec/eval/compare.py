@@ -26,6 +26,7 @@ from statistics import NormalDist
 import numpy as np
 
 from graphrec.errors import ConfigError, DataError, check_positive_int
+from graphrec.eval.metrics import METRICS
 
 DEFAULT_METRICS = ("recall", "ndcg", "tail_recall")
 """What ``graphrec compare`` compares unless told otherwise."""
@@ -99,10 +100,10 @@ def bca_interval(values: np.ndarray, resamples: int = DEFAULT_RESAMPLES,
     if not 0.0 < confidence < 1.0:
         raise ConfigError(parameter="confidence", value=confidence, expected="in (0, 1)")
     theta = float(x.mean())
+    if x.min() == x.max():
+        return theta, theta
     centred = x - theta
     spread = float(np.sum(centred ** 2))
-    if spread <= 1e-24 * max(1.0, theta * theta) * x.size:
-        return theta, theta
     means = bootstrap_means(x, resamples, seed)
     below = (np.count_nonzero(means < theta) + np.count_nonzero(means <= theta)) / (
         2 * resamples)
@@ -214,8 +215,6 @@ def compare_values(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
 def metric_keys(names: Sequence[str], ks: Sequence[int]) -> list[str]:
     """``recall,ndcg`` x ``(10, 20)`` -> ``recall@10, ndcg@10, recall@20, ndcg@20``; every
     name must be a per-user metric of the registry, or ``cold_`` + one that has a cold form."""
-    from graphrec.eval.metrics import METRICS
-
     allowed = [m.name for m in METRICS.values() if not m.catalog]
     allowed += [f"cold_{m.name}" for m in METRICS.values() if m.cold]
     for name in names:
@@ -241,20 +240,27 @@ def compare_models(graph, model_a: str | Path, model_b: str | Path, split: str =
     fold = ctx.fold(split)
     if not ctx.has_targets(fold):
         raise DataError(f"the graph has no {split} interactions to compare on")
-    values = []
-    for path in (model_a, model_b):
-        result = ctx.evaluate(fold, factors=model_factors(graph, path, ctx.device),
-                              per_user=True)
+    a, b = (ctx.evaluate(fold, factors=model_factors(graph, path, ctx.device), per_user=True)
+            for path in (model_a, model_b))
+    return compare_rankings(a, b, keys, split, {"a": str(model_a), "b": str(model_b)},
+                            resamples=resamples, confidence=confidence, seed=seed)
+
+
+def compare_rankings(a, b, keys: Sequence[str], split: str, models: dict[str, str], *,
+                     resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95,
+                     seed: int = 0) -> Comparison:
+    """:func:`compare_values` of two per-user evaluations (``RankingResult``) of one split:
+    what :func:`compare_models` and the report share once the models are scored."""
+    for result in (a, b):
         missing = [k for k in keys if k not in result.values]
         if missing:
             raise ConfigError(parameter="metrics", value=",".join(missing),
                               expected=f"metrics the {split} split can score: "
                                        f"{', '.join(result.values)}")
-        values.append(result.values)
-    out = compare_values(values[0], values[1], keys, resamples=resamples,
+    out = compare_values(a.values, b.values, keys, resamples=resamples,
                          confidence=confidence, seed=seed)
     out.split = split
-    out.models = {"a": str(model_a), "b": str(model_b)}
+    out.models = models
     return out
 
 
@@ -280,6 +286,7 @@ def format_p(p: float) -> str:
 
 __all__ = [
     "DEFAULT_METRICS", "DEFAULT_RESAMPLES", "FEW_DIFFERING_USERS", "Comparison",
-    "MetricComparison", "bca_interval", "bootstrap_means", "compare_models", "compare_values",
+    "MetricComparison", "bca_interval", "bootstrap_means", "compare_models", "compare_rankings",
+    "compare_values",
     "holm", "metric_keys", "sign_flip_p_value",
 ]

@@ -67,7 +67,7 @@ def report_data(graph: GraphData, model_path: str | Path, *, split: str = "test"
     ``split`` at :data:`REPORT_KS` and ``k``, with every user's values and the items' list
     counts; with ``compare_with``, also :func:`compare_models` of the two at ``k``."""
     from graphrec.eval.baselines import ItemKNN, MostPopular
-    from graphrec.eval.compare import compare_models
+    from graphrec.eval.compare import DEFAULT_METRICS, compare_rankings, metric_keys
     from graphrec.eval.context import EvalContext, model_factors
 
     if split not in SPLITS:
@@ -89,8 +89,12 @@ def report_data(graph: GraphData, model_path: str | Path, *, split: str = "test"
         fold, score_fn=ItemKNN(seen, graph.num_items, device=ctx.device).score, per_user=True)
     comparison = None
     if compare_with is not None:
-        comparison = compare_models(graph, model_path, compare_with, split, (k,),
-                                    resamples=resamples, device=device)
+        other = ctx.evaluate(fold, factors=model_factors(graph, compare_with, ctx.device),
+                             per_user=True)
+        comparison = compare_rankings(rankings["graphrec"], other,
+                                      metric_keys(DEFAULT_METRICS, (k,)), split,
+                                      {"a": str(model_path), "b": str(compare_with)},
+                                      resamples=resamples)
     metrics_file = read_consistently(model_path, _read_metrics)
     return ReportData(
         model_path=str(model_path), split=split, k=k,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from graphrec.data.csr import Csr, gather_rows
-from graphrec.errors import ConfigError, check_positive_int
+from graphrec.errors import ConfigError
 from graphrec.graph import csr_tensor
 
 
@@ -49,7 +49,10 @@ class FilterConfig:
         if not 0.0 <= self.degree_exponent <= 1.0:
             raise ConfigError(parameter="degree_exponent", value=self.degree_exponent,
                               expected="in [0, 1]")
-        check_positive_int("niter", self.niter + 1)
+        for name in ("niter", "oversample"):
+            if getattr(self, name) < 0:
+                raise ConfigError(parameter=name, value=getattr(self, name),
+                                  expected="an integer >= 0")
 
 
 class GraphFilter:

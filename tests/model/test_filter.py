@@ -93,6 +93,7 @@ def test_with_settings_equals_a_filter_fitted_with_them():
 
 def test_bad_settings():
     for kwargs, name in (({"rank": -1}, "rank"), ({"alpha": -0.1}, "alpha"),
-                         ({"degree_exponent": 2.0}, "degree_exponent")):
+                         ({"degree_exponent": 2.0}, "degree_exponent"),
+                         ({"niter": -1}, "niter"), ({"oversample": -2}, "oversample")):
         with pytest.raises(ConfigError, match=name):
             FilterConfig(**kwargs)
