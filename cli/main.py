@@ -18,6 +18,7 @@ from graphrec.data.split import SPLITS
 from graphrec.errors import ConfigError, GraphrecError
 from graphrec.options import (
     COLD_STARTS,
+    MODEL_KINDS,
     RETRIEVAL_INDEXES,
     SPLIT_STRATEGIES,
     TAIL_SHAPES,
@@ -304,17 +305,25 @@ def _train_option(name: str, *flags: str, **kw):
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Model directory to write instead of WORKDIR/model, e.g. a second model "
                    "to `graphrec compare` with the first.")
+@click.option("--model", "kind", type=click.Choice(MODEL_KINDS), default="lightgcn",
+              show_default=True,
+              help="lightgcn: TextLightGCN; filter: the training-free graph filter; ensemble: "
+                   "the two blended. Filter settings and the blend weight are chosen on "
+                   "validation (carved from training when the graph has no validation split).")
 @click.pass_obj
 @handle_errors
 @writes_workdir
-def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, **opts) -> None:
-    """Train TextLightGCN on WORKDIR/graph and write WORKDIR/model (or --output)."""
+def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, kind: str,
+              **opts) -> None:
+    """Train a model on WORKDIR/graph and write WORKDIR/model (or --output)."""
     from graphrec.artifacts import load_graph, save_model
     from graphrec.pipeline import train_model
     from graphrec.train import TrainConfig, Trainer
 
     graph = load_graph(obj.graph_dir)
     cfg = TrainConfig(ks=_parse_ks(ks), **opts)
+    if kind != "lightgcn":
+        return _train_other(obj, graph, cfg, kind, output, resume)
     trainer = Trainer(graph, cfg)
     c = trainer.cfg
     click.echo(f"training on {trainer.device}: {graph.num_users} users, {graph.num_items} items, "
@@ -335,6 +344,35 @@ def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, **opts) 
                + (f", best epoch {result.best_epoch}" if result.best_epoch else ""))
     if test:
         click.echo(f"test: {summary} (users={test['num_users']})")
+    click.echo(f"wrote {model_dir}")
+
+
+def _train_other(obj: Context, graph, cfg, kind: str, output: Path | None,
+                 resume: bool) -> None:
+    """``train --model filter|ensemble``."""
+    from graphrec.pipeline import save_run, train_ensemble, train_filter
+
+    def log(line: str) -> None:
+        click.echo(line, err=True)
+
+    checkpoint = obj.layout.checkpoint
+    if kind == "filter":
+        run = train_filter(graph, cfg, log=log)
+    else:
+        run = train_ensemble(graph, cfg, checkpoint=checkpoint, resume=resume,
+                             progress_factory=_progress_factory, log=log)
+    model_dir = output or obj.model_dir
+    save_run(run, graph, model_dir)
+    checkpoint.unlink(missing_ok=True)
+    m = run.model
+    f = m.get("filter", m)
+    click.echo(f"{kind}: degree exponent {f['degree_exponent']}, rank {f['rank']}, "
+               f"alpha {f['alpha']}" + (f", weight {m['weight']}" if kind == "ensemble" else "")
+               + f"; {run.seconds:.1f} s")
+    if run.test:
+        summary = " ".join(f"{k}={v:.4f}" for k, v in run.test.items() if "@" in k and
+                           k.split("@")[0] in ("recall", "ndcg", "tail_recall", "cold_recall"))
+        click.echo(f"test: {summary} (users={run.test['num_users']})")
     click.echo(f"wrote {model_dir}")
 
 

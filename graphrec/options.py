@@ -30,6 +30,9 @@ TAIL_SHAPES = ("degree", "flat")
 RETRIEVAL_INDEXES = ("exact", "ann", "auto")
 """Top-k retrieval when serving: exact products, a faiss ANN index, or ANN above a catalog
 size (``graphrec.serve.recommender``)."""
+MODEL_KINDS = ("lightgcn", "filter", "ensemble")
+"""The model a run fits: TextLightGCN, the training-free graph filter, or the blend of the
+two (graphrec.model.filter, graphrec.model.ensemble)."""
 
 
 @functools.cache

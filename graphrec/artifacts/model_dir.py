@@ -7,6 +7,11 @@ workers share one copy), embeddings.npz (the text map, item degrees, cold mask),
 (item text embeddings, when the graph has text, memory-mapped too), known.npz (every user's
 known items, CSR), users.txt and items.jsonl (raw ids and titles).
 
+config.json's ``model`` section says which scorer the directory holds (absent: TextLightGCN,
+``lightgcn``). A graph filter (``filter``) or ensemble (``ensemble``) model adds filter.npz
+(the training rows the filter was fitted on, CSR) and filter_basis.npy (its singular
+vectors, memory-mapped); a filter model has no model.pt, embeddings or fold-in layers.
+
 Each write publishes a new version (``graphrec.fsio.publish_version``): ``model`` is a link to
 ``.model.versions/<version>``, swapped in one rename. Directories written before versions
 (plain, with the embeddings inside embeddings.npz) load as they are.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +55,10 @@ new interactions reads (graphrec.model.foldin)."""
 FOLDIN_MAPS = ("user_self_map", "item_self_map", "item_text_proj")
 """Small fold-in arrays kept in embeddings.npz: the self maps [d, d] and the text
 projection [t, d] that gives a new item its layer 0."""
+FILTER_FILE = "filter.npz"
+"""A graph filter's fitted training rows (indptr, indices, num_items)."""
+FILTER_BASIS = "filter_basis.npy"
+"""A graph filter's singular vectors V_k [I, k] (absent with rank 0)."""
 TRAIN_FILE = "train.npz"
 """The training edges from both sides (user CSR: indptr, indices; item CSR: item_indptr,
 item_indices): the neighbour lists a fold-in extends."""
@@ -71,6 +80,45 @@ class TrainedModel(Protocol):
     foldin: dict  # FOLDIN_LAYERS and FOLDIN_MAPS arrays (numpy), or empty
 
 
+@dataclass(frozen=True)
+class FilterArrays:
+    """What :func:`save_model` writes of a fitted graph filter
+    (``graphrec.model.filter.GraphFilter``): the training rows it was fitted on (user CSR
+    over ``num_items`` items) and its singular vectors [num_items, k] (None with rank 0)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    num_items: int
+    basis: np.ndarray | None
+
+
+def model_kind(config: dict) -> str:
+    """The scorer a model directory's config.json describes: one of
+    :data:`graphrec.options.MODEL_KINDS` (directories from before the choice: lightgcn)."""
+    return (config.get("model") or {}).get("kind", "lightgcn")
+
+
+def load_filter_arrays(folder: Path) -> FilterArrays:
+    """The fitted filter of a model directory version; ArtifactError when missing or
+    damaged."""
+    try:
+        with np.load(folder / FILTER_FILE, allow_pickle=False) as z:
+            indptr, indices, num_items = z["indptr"], z["indices"], int(z["num_items"])
+        basis_path = folder / FILTER_BASIS
+        basis = (np.load(basis_path, mmap_mode="r", allow_pickle=False)
+                 if basis_path.exists() else None)
+    except ARTIFACT_READ_ERRORS as exc:
+        raise ArtifactError(f"model directory {folder}: {FILTER_FILE} unreadable "
+                            f"({unreadable(exc)}); retrain the filter or ensemble model") from None
+    if (indptr.ndim != 1 or len(indptr) < 1 or indptr[-1] != len(indices)
+            or (len(indices) and not 0 <= indices.min() <= indices.max() < num_items)
+            or (basis is not None and (basis.ndim != 2 or basis.shape[0] != num_items
+                                       or not np.isfinite(basis).all()))):
+        raise ArtifactError(f"model directory {folder}: {FILTER_FILE} / {FILTER_BASIS} do "
+                            f"not describe one filter over {num_items} items; retrain it")
+    return FilterArrays(indptr, indices, num_items, basis)
+
+
 def graph_identity(graph: GraphData) -> dict:
     """What a model must agree on with the graph it is evaluated on."""
     return {
@@ -83,27 +131,44 @@ def graph_identity(graph: GraphData) -> dict:
     }
 
 
-def save_model(result: TrainedModel, graph: GraphData, path: str | Path,
-               built_from: dict | None = None) -> None:
+def save_model(result: TrainedModel | None, graph: GraphData, path: str | Path,
+               built_from: dict | None = None, *, model: dict | None = None,
+               filter_arrays: FilterArrays | None = None,
+               metrics: dict | None = None) -> None:
     """Publish the model directory ``path`` as a new version, atomically. ``built_from``:
-    what config.json records the model was made from (default: this training run)."""
+    what config.json records the model was made from (default: this training run).
+    ``model``: config.json's ``model`` section (kind and settings; None: TextLightGCN);
+    ``filter_arrays``: the fitted filter of a filter or ensemble model; ``result`` None: a
+    filter model (no TextLightGCN), whose metrics.json is ``metrics``."""
+    kind = (model or {}).get("kind", "lightgcn")
+    if (kind == "lightgcn") != (filter_arrays is None) or (kind == "filter") != (result is None):
+        raise ValueError(f"save_model: a {kind} model needs "
+                         + {"lightgcn": "a training result and no filter",
+                            "filter": "a filter and no training result",
+                            "ensemble": "a training result and a filter"}.get(kind, "?"))
     with publish_version(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()},
-                   tmp / "model.pt")
-        np.save(tmp / "user_emb.npy", result.user_emb.numpy())
-        np.save(tmp / "item_emb.npy", result.item_emb.numpy())
         arrays = {
             "item_degree": graph.train_item_degree(),
             "cold_items": graph.cold_items,
         }
-        if result.text_map is not None:
-            arrays["text_map"] = result.text_map.numpy()
-        foldin = getattr(result, "foldin", None) or {}
-        arrays.update({k: foldin[k] for k in FOLDIN_MAPS if k in foldin})
+        if result is not None:
+            torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+                       tmp / "model.pt")
+            np.save(tmp / "user_emb.npy", result.user_emb.numpy())
+            np.save(tmp / "item_emb.npy", result.item_emb.numpy())
+            if result.text_map is not None:
+                arrays["text_map"] = result.text_map.numpy()
+            foldin = getattr(result, "foldin", None) or {}
+            arrays.update({k: foldin[k] for k in FOLDIN_MAPS if k in foldin})
+            for name in FOLDIN_LAYERS:
+                if name in foldin:
+                    np.save(tmp / f"{name}.npy", foldin[name])
         np.savez(tmp / "embeddings.npz", **arrays)
-        for name in FOLDIN_LAYERS:
-            if name in foldin:
-                np.save(tmp / f"{name}.npy", foldin[name])
+        if filter_arrays is not None:
+            np.savez(tmp / FILTER_FILE, indptr=filter_arrays.indptr,
+                     indices=filter_arrays.indices, num_items=filter_arrays.num_items)
+            if filter_arrays.basis is not None:
+                np.save(tmp / FILTER_BASIS, np.asarray(filter_arrays.basis, dtype=np.float32))
         u, i = graph.train
         save_train_edges(tmp, u, i, graph.num_users, graph.num_items)
         if graph.text_emb is not None:
@@ -111,21 +176,26 @@ def save_model(result: TrainedModel, graph: GraphData, path: str | Path,
         known = graph.csr(TRAIN, VALID, TEST)
         np.savez(tmp / "known.npz", indptr=known.indptr, indices=known.indices)
         write_id_files(tmp, graph.user_ids, graph.item_ids, graph.item_titles)
-        write_json(tmp / "config.json", {
+        base = {"method": "train", "graph": graph.meta.get("fingerprint"),
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if result is not None:
+            base.update(epochs=len(result.history), best_epoch=result.best_epoch)
+        config = {
             "format_version": MODEL_FORMAT_VERSION,
             "graphrec_version": graphrec.__version__,
-            "train": asdict(result.config),
+            "train": asdict(result.config) if result is not None else {},
             "graph": graph_identity(graph),
-            "built_from": built_from or {"base": {
-                "method": "train", "graph": graph.meta.get("fingerprint"),
-                "epochs": len(result.history), "best_epoch": result.best_epoch,
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, "updates": []},
-        })
-        write_json(tmp / "metrics.json", {
+            "built_from": built_from or {"base": base, "updates": []},
+        }
+        if model is not None:
+            config["model"] = model
+        write_json(tmp / "config.json", config)
+        write_json(tmp / "metrics.json", metrics if result is None else {
             "history": result.history,
             "best_epoch": result.best_epoch,
             "test": result.test,
             "timings": result.timings,
+            **(metrics or {}),
         })
 
 
@@ -212,6 +282,13 @@ def _load_arrays(path: Path, mmap: bool) -> dict:
     except ARTIFACT_READ_ERRORS as exc:
         raise ArtifactError(f"model directory {path}: unreadable ({unreadable(exc)})") from None
     n_users, n_items = len(out["user_ids"]), len(out["item_ids"])
+    if "item_emb" not in out and "user_emb" not in out and (path / FILTER_FILE).exists():
+        out["user_emb"] = out["item_emb"] = None  # a filter model: no factors
+        _check_serving_arrays(path, out, n_users, n_items)
+        return out
+    if any(name not in out for name in MAPPED_ARRAYS):
+        raise ArtifactError(f"model directory {path}: no user_emb / item_emb arrays; it is "
+                            "damaged, retrain with `graphrec train`")
     if out["user_emb"].shape[0] != n_users or out["item_emb"].shape[0] != n_items:
         raise ArtifactError(
             f"model directory {path}: embeddings for {out['user_emb'].shape[0]} users / "
@@ -224,7 +301,7 @@ def _load_arrays(path: Path, mmap: bool) -> dict:
 def _check_serving_arrays(path: Path, out: dict, n_users: int, n_items: int) -> None:
     """Raise ArtifactError for arrays that load but would serve wrong: non-finite
     embeddings, known items out of range, a model.pt that is not a torch archive."""
-    missing = [k for k in (*MAPPED_ARRAYS, "item_degree", "cold_items") if k not in out]
+    missing = [k for k in ("item_degree", "cold_items") if k not in out]
     if missing:
         raise ArtifactError(f"model directory {path}: no {', '.join(missing)} array; it is "
                             "damaged, retrain with `graphrec train`")
@@ -232,7 +309,7 @@ def _check_serving_arrays(path: Path, out: dict, n_users: int, n_items: int) -> 
         raise ArtifactError(f"model directory {path}: item_degree / cold_items do not hold "
                             f"{n_items} items")
     for name in MAPPED_ARRAYS:
-        if not np.isfinite(out[name]).all():
+        if out[name] is not None and not np.isfinite(out[name]).all():
             raise ArtifactError(f"model directory {path}: {name} holds NaN or infinite values "
                                 "(training diverged?); retrain with a lower {lr}")
     known = out["known"]

@@ -233,14 +233,14 @@ def compare_models(graph, model_a: str | Path, model_b: str | Path, split: str =
     """:func:`compare_values` of two model directories trained on ``graph``, on its
     ``split`` (full ranking, as ``graphrec evaluate``). A model trained on another graph is
     refused, as is a metric the split cannot score (``cold_*`` without cold items)."""
-    from graphrec.eval.context import EvalContext, model_factors
+    from graphrec.eval.context import EvalContext, model_scoring
 
     keys = metric_keys(metrics, ks)
     ctx = EvalContext.from_graph(graph, ks, device)
     fold = ctx.fold(split)
     if not ctx.has_targets(fold):
         raise DataError(f"the graph has no {split} interactions to compare on")
-    a, b = (ctx.evaluate(fold, factors=model_factors(graph, path, ctx.device), per_user=True)
+    a, b = (ctx.evaluate(fold, **model_scoring(graph, path, ctx.device), per_user=True)
             for path in (model_a, model_b))
     return compare_rankings(a, b, keys, split, {"a": str(model_a), "b": str(model_b)},
                             resamples=resamples, confidence=confidence, seed=seed)

@@ -21,7 +21,9 @@ from graphrec.artifacts.graph_dir import GraphData
 from graphrec.artifacts.model_dir import (
     check_compatible,
     load_arrays,
+    load_filter_arrays,
     mapped_tensor,
+    model_kind,
     read_model_config,
 )
 from graphrec.data.csr import Csr
@@ -29,7 +31,9 @@ from graphrec.data.split import SPLITS, TEST, TRAIN, VALID
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, DataError
 from graphrec.eval.protocol import RankingResult, evaluate_ranking
+from graphrec.fsio import read_consistently
 from graphrec.popularity import (
+    boost_tail,
     check_tail_boost,
     check_tail_shape,
     head_item_mask,
@@ -132,6 +136,30 @@ def model_factors(graph: GraphData, model_path: str | Path, device: torch.device
     return user_emb, item_emb
 
 
+def model_scoring(graph: GraphData, model_path: str | Path, device: torch.device,
+                  cfg: dict | None = None) -> dict:
+    """How :meth:`EvalContext.evaluate` scores the model in ``model_path`` on ``graph``:
+    ``{"factors": (user, item)}`` for TextLightGCN (:func:`model_factors`), ``{"score_fn":
+    ...}`` for a graph filter or an ensemble (graphrec.model.filter, graphrec.model.ensemble),
+    after checking that it was trained on ``graph``. As with factors, only the graph's
+    items are ranked."""
+    from graphrec.model.ensemble import EnsembleScorer
+    from graphrec.model.filter import GraphFilter
+
+    cfg = cfg or read_model_config(model_path)
+    kind = model_kind(cfg)
+    if kind == "lightgcn":
+        return {"factors": model_factors(graph, model_path, device, cfg)}
+    check_compatible(cfg, graph, model_path)
+    arrays = read_consistently(model_path, load_filter_arrays)
+    filter_ = GraphFilter.from_arrays(arrays, cfg["model"].get("filter", cfg["model"]), device)
+    if kind == "filter":
+        return {"score_fn": filter_.score}
+    user_emb, item_emb = model_factors(graph, model_path, device, cfg)
+    return {"score_fn": EnsembleScorer(user_emb, item_emb, filter_,
+                                       float(cfg["model"]["weight"])).score}
+
+
 def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test",
                    ks: tuple[int, ...] = (20,), baselines: bool = False,
                    device: str | None = None, tail_boost: float = 0.0,
@@ -158,10 +186,15 @@ def evaluate_model(graph: GraphData, model_path: str | Path, split: str = "test"
     ctx = EvalContext.from_graph(graph, ks, device)
     if not ctx.has_targets(fold):
         raise DataError(f"graph has no {split} interactions to evaluate on")
-    factors = model_factors(graph, model_path, ctx.device, cfg)
+    scoring = model_scoring(graph, model_path, ctx.device, cfg)
+    if tail_boost and "score_fn" in scoring:  # boosted as served (Recommender.scores)
+        score_fn = scoring["score_fn"]
+        weights = torch.as_tensor(tail_boost_weights(ctx.item_degree, tail_shape)).to(ctx.device)
+        scoring = {"score_fn": lambda users: boost_tail(score_fn(users), weights, tail_boost)}
+        tail_boost = 0.0
     t0 = time.perf_counter()
     out = {"split": split,
-           "model": ctx.evaluate(fold, factors=factors, tail_boost=tail_boost,
+           "model": ctx.evaluate(fold, **scoring, tail_boost=tail_boost,
                                  tail_shape=tail_shape)}
     out["seconds"] = round(time.perf_counter() - t0, 3)
     if baselines:

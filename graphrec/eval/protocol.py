@@ -208,6 +208,46 @@ def evaluate_ranking(
                          {k: c.cpu().numpy() for k, c in acc.counts.items()})
 
 
+def evaluate_variants(
+    variants_fn: Callable[[torch.Tensor], Sequence[torch.Tensor]],
+    count: int,
+    seen: Csr,
+    target: Csr,
+    num_items: int,
+    ks: Sequence[int] = (20,),
+    batch_users: int | None = None,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, float]]:
+    """The accuracy metrics of :func:`evaluate_ranking` (no head, cold or item inputs) for
+    ``count`` scorings at once: ``variants_fn(user_idx [b])`` returns ``count`` fresh
+    [b, num_items] score tensors, one per variant (masked in place). One pass over the users,
+    so what the variants share (a filter's linear term, a blend's two models) is computed
+    once per chunk: a validation grid for the price of about one evaluation."""
+    ks = check_cutoffs("ks", ks)
+    check_positive_int("count", count)
+    device = torch.device(device)
+    batch_users, _ = _chunking(False, device, num_items, batch_users, None)
+    users = _EvaluatedUsers(seen, target, num_items, None, None, device)
+    accs = [MetricAccumulator(ks, num_items, device, None, 0, None, None)
+            for _ in range(count)]
+    n = users.evaluated.size
+    with torch.inference_mode():
+        for start in range(0, n, batch_users):
+            stop = min(start + batch_users, n)
+            batch = users.on_device[start:stop]
+            mask = users.seen.chunk(start, stop)
+            variants = list(variants_fn(batch))
+            if len(variants) != count:
+                raise DataError(f"variants_fn returned {len(variants)} score tensors, "
+                                f"expected {count}")
+            keys = users.targets.keys(start, stop, num_items)
+            for acc, scores in zip(accs, variants, strict=True):
+                ranker = ScoreFnRanker(lambda _u, s=scores: s, num_items, device)
+                values, items = ranker.rank(batch, mask, accs[0].kmax)
+                acc.update_ranked(values, items, keys, users.targets.lengths[start:stop], None)
+    return [acc.result() for acc in accs]
+
+
 def _chunking(use_factors: bool, device: torch.device, num_items: int,
               batch_users: int | None, item_tile: int | None) -> tuple[int, int]:
     """Users per chunk and items per GEMM tile: the given ones, checked, or the defaults."""

@@ -68,7 +68,7 @@ def report_data(graph: GraphData, model_path: str | Path, *, split: str = "test"
     counts; with ``compare_with``, also :func:`compare_models` of the two at ``k``."""
     from graphrec.eval.baselines import ItemKNN, MostPopular
     from graphrec.eval.compare import DEFAULT_METRICS, compare_rankings, metric_keys
-    from graphrec.eval.context import EvalContext, model_factors
+    from graphrec.eval.context import EvalContext, model_scoring
 
     if split not in SPLITS:
         raise ConfigError(parameter="split", value=split, expected="valid or test")
@@ -80,16 +80,16 @@ def report_data(graph: GraphData, model_path: str | Path, *, split: str = "test"
                           expected=f"a split with held-out interactions (the graph has no "
                                    f"{split} interactions)")
     cfg = read_model_config(model_path)
-    factors = model_factors(graph, model_path, ctx.device, cfg)
+    scoring = model_scoring(graph, model_path, ctx.device, cfg)
     seen = ctx.folds[fold][0]
-    rankings = {"graphrec": ctx.evaluate(fold, factors=factors, per_user=True)}
+    rankings = {"graphrec": ctx.evaluate(fold, **scoring, per_user=True)}
     rankings["most-popular"] = ctx.evaluate(
         fold, score_fn=MostPopular(seen, graph.num_items).score, per_user=True)
     rankings["item-knn"] = ctx.evaluate(
         fold, score_fn=ItemKNN(seen, graph.num_items, device=ctx.device).score, per_user=True)
     comparison = None
     if compare_with is not None:
-        other = ctx.evaluate(fold, factors=model_factors(graph, compare_with, ctx.device),
+        other = ctx.evaluate(fold, **model_scoring(graph, compare_with, ctx.device),
                              per_user=True)
         comparison = compare_rankings(rankings["graphrec"], other,
                                       metric_keys(DEFAULT_METRICS, (k,)), split,

@@ -17,12 +17,13 @@ fitting is the SVD. An item without training interactions gets 0 from both terms
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from graphrec.artifacts.model_dir import FilterArrays, mapped_tensor
 from graphrec.data.csr import Csr, gather_rows
 from graphrec.errors import ConfigError
 from graphrec.graph import csr_tensor
@@ -59,11 +60,13 @@ class GraphFilter:
     """The fitted filter of one training matrix; :meth:`score` is an evaluation ``score_fn``.
 
     ``train``: per-user item lists (the training interactions, one row per user);
-    ``num_items``: the catalog size. Tensors live on ``device``.
+    ``num_items``: the catalog size. Tensors live on ``device``. ``basis``: the singular
+    vectors V_k [I, k] of an earlier fit of the same matrix (a saved model), which skips the
+    SVD.
     """
 
     def __init__(self, train: Csr, num_items: int, cfg: FilterConfig | None = None,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", basis: Tensor | None = None):
         self.cfg = cfg = cfg or FilterConfig()
         self.device = torch.device(device)
         self.num_users, self.num_items = train.num_rows, num_items
@@ -83,9 +86,32 @@ class GraphFilter:
             .float().to(self.device)  # D_I^b, 0 for an item without training interactions
         self.indptr = torch.from_numpy(np.asarray(train.indptr, dtype=np.int64)).to(self.device)
         self.indices = torch.from_numpy(cols).to(self.device)
+        self.train = train
         self.basis = None
-        if cfg.rank > 0 and cfg.alpha > 0:
+        if basis is not None:
+            if tuple(basis.shape) != (num_items, min(cfg.rank, self.num_users, num_items)):
+                raise ConfigError(parameter="basis", value=tuple(basis.shape),
+                                  expected=f"[{num_items}, {cfg.rank}] singular vectors")
+            self.basis = basis.float().to(self.device)
+        elif cfg.rank > 0 and cfg.alpha > 0:
             self.basis = self._singular_vectors()
+
+    @classmethod
+    def from_arrays(cls, arrays: FilterArrays, settings: dict,
+                    device: torch.device | str = "cpu") -> GraphFilter:
+        """The filter a model directory saved (``graphrec.artifacts.model_dir``): its
+        fitted rows and singular vectors (memory-mapped on the CPU), ``settings`` the
+        FilterConfig fields of config.json's ``model`` section."""
+        cfg = FilterConfig(**{f.name: settings[f.name] for f in fields(FilterConfig)
+                              if f.name in settings})
+        basis = None if arrays.basis is None else mapped_tensor(arrays.basis)
+        return cls(Csr(arrays.indptr, arrays.indices), arrays.num_items, cfg, device, basis)
+
+    def arrays(self) -> FilterArrays:
+        """What a model directory keeps of this filter."""
+        return FilterArrays(np.asarray(self.train.indptr), np.asarray(self.train.indices),
+                            self.num_items,
+                            None if self.basis is None else self.basis.cpu().numpy())
 
     def _singular_vectors(self) -> Tensor:
         """V_k [I, k]: the leading right singular vectors of R~ (randomised, seeded)."""
@@ -112,17 +138,55 @@ class GraphFilter:
 
     @torch.no_grad()
     def score(self, users: Tensor) -> Tensor:
-        """[b, I] float32 scores of ``users`` [b] (int64 indices), a fresh tensor that the
-        caller may change in place."""
-        users = users.to(self.device)
-        r = self._dense_rows(users)  # [b, I] training rows
-        # the linear filter r R~^T R~ as two sparse products: R~^T (R~ r^T), transposed
-        through_users = torch.sparse.mm(self.norm, r.T)  # [U, b]
-        scores = torch.sparse.mm(self.norm_t, through_users).T.contiguous()  # [b, I]
+        """[b, I] float32 scores of ``users`` [b] (int64 indices, rows of the fitted
+        matrix), a fresh tensor that the caller may change in place."""
+        return self.score_rows(self._dense_rows(users.to(self.device)))
+
+    @torch.no_grad()
+    def score_rows(self, rows: Tensor) -> Tensor:
+        """[b, I] float32 scores of interaction rows [b, I] (1 at each item a user has, any
+        user: a fitted one, one with items added since, or a new one; the filter itself
+        stays as fitted)."""
+        r = rows.float().to(self.device)
+        scores = self._linear(r)
         if self.basis is not None:
             low = (r * self.item_scale) @ self.basis  # [b, k]
             scores += self.cfg.alpha * ((low @ self.basis.T) * self.item_unscale)
         return scores
+
+    def _linear(self, r: Tensor) -> Tensor:
+        """The linear filter r R~^T R~ of rows r [b, I], as two sparse products:
+        R~^T (R~ r^T), transposed."""
+        through_users = torch.sparse.mm(self.norm, r.T.contiguous())  # [U, b]
+        return torch.sparse.mm(self.norm_t, through_users).T.contiguous()  # [b, I]
+
+    @torch.no_grad()
+    def score_grid(self, users: Tensor, ranks: tuple[int, ...],
+                   alphas: tuple[float, ...]) -> list[Tensor]:
+        """Scores [b, I] of ``users`` [b] under every (rank, alpha) of ``ranks`` x
+        ``alphas`` (rank-major), each rank at most the fitted one: the linear term once and
+        the low-pass products as running sums over blocks of singular vectors, so the whole
+        grid costs about one score at the largest rank. ``ranks`` ascending. For validation
+        grids."""
+        fitted = 0 if self.basis is None else self.basis.shape[1]
+        if list(ranks) != sorted(ranks):
+            raise ConfigError(parameter="ranks", value=ranks, expected="ascending")
+        if max(ranks) > fitted:
+            raise ConfigError(parameter="rank", value=max(ranks),
+                              expected=f"at most the fitted rank {fitted}")
+        r = self._dense_rows(users.to(self.device))
+        linear = self._linear(r)
+        scaled = r * self.item_scale
+        low = torch.zeros_like(linear)
+        out, done = [], 0
+        for rank in ranks:
+            if rank > done:
+                block = self.basis[:, done:rank]
+                low += (scaled @ block) @ block.T
+                done = rank
+            part = low * self.item_unscale
+            out.extend(linear + alpha * part for alpha in alphas)
+        return out
 
     def _dense_rows(self, users: Tensor) -> Tensor:
         """[b, I] float32: 1 at each of the users' training items."""

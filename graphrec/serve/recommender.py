@@ -3,6 +3,12 @@
 Works from a model directory alone: no raw data, no text encoder, no pickle. Large catalogs
 can be searched approximately (``index="ann"``, :mod:`graphrec.serve.index`): a faiss index
 proposes candidates, which are then scored exactly.
+
+Three kinds of model (config.json's ``model`` section): TextLightGCN scores a user by its
+embedding; the graph filter (graphrec.model.filter) by the user's interaction row, its
+training items plus those folded in live (the filter itself stays as fitted, so folding in
+is exact and free); the ensemble blends both (graphrec.model.ensemble). Filter and ensemble
+models are always scored exactly: the filter has no factor form for an index.
 """
 
 from __future__ import annotations
@@ -15,11 +21,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from graphrec.artifacts.model_dir import load_arrays, mapped_tensor, read_model_config
+from graphrec.artifacts.model_dir import (
+    load_arrays,
+    load_filter_arrays,
+    load_train_edges,
+    mapped_tensor,
+    model_kind,
+    read_model_config,
+)
 from graphrec.data.csr import Csr, gather_rows
 from graphrec.device import resolve_device
 from graphrec.errors import ConfigError, UnknownItemError, UnknownUserError
 from graphrec.fsio import read_consistently
+from graphrec.model.ensemble import blend
+from graphrec.model.filter import GraphFilter
 from graphrec.options import RETRIEVAL_INDEXES
 from graphrec.popularity import boost_tail, check_tail_boost, tail_boost_weights
 from graphrec.serve.index import AnnIndex, faiss_available
@@ -59,6 +74,16 @@ _NO_PAIRS = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64
 """No known (row, item_idx) pairs: nothing masked."""
 
 
+def _read_version(folder: Path) -> tuple[Path, dict, dict]:
+    """(folder, config, arrays) of one model directory version; a filter or ensemble model's
+    arrays also hold its filter ("filter") and training rows ("train_rows")."""
+    config, arrays = read_model_config(folder), load_arrays(folder)
+    if model_kind(config) != "lightgcn":
+        arrays["filter"] = load_filter_arrays(folder)
+        arrays["train_rows"] = load_train_edges(folder)[0]
+    return folder, config, arrays
+
+
 @dataclass(frozen=True)
 class Recommendation:
     """One recommended item: raw id, title and score."""
@@ -91,6 +116,20 @@ class Recommender:
             raise ConfigError("the ANN index searches on the CPU; on CUDA, exact scoring is "
                               "the fast path", parameter="index", value=index,
                               expected="exact or auto with a CUDA device")
+        self.kind = model_kind(config)
+        """lightgcn, filter or ensemble (:data:`graphrec.options.MODEL_KINDS`)."""
+        if self.kind != "lightgcn" and index == "ann":
+            raise ConfigError(f"a {self.kind} model is scored exactly (the filter has no "
+                              "factor form to index)", parameter="index", value=index,
+                              expected="exact or auto")
+        self.filter: GraphFilter | None = None
+        """The graph filter of a filter or ensemble model (None for TextLightGCN)."""
+        self.weight = 1.0
+        """The filter's weight in the blend (ensemble; 1 for a filter model)."""
+        if self.kind != "lightgcn":
+            self.filter = GraphFilter.from_arrays(arrays["filter"], config["model"].get(
+                "filter", config["model"]), self.device)
+            self.weight = float(config["model"].get("weight", 1.0))
         self.path = path
         self.source = path
         """The version folder the arrays came from (what a live fold-in reads)."""
@@ -100,9 +139,14 @@ class Recommender:
         self.user_ids: np.ndarray = arrays["user_ids"]
         self.item_ids: np.ndarray = arrays["item_ids"]
         self.item_titles: list[str] = arrays["item_titles"]
-        self.user_emb = mapped_tensor(arrays["user_emb"]).to(self.device)
+        self.user_emb: Tensor | None = None
+        """[U, d] TextLightGCN user embeddings (None for a filter model; so item_emb)."""
+        self.item_emb: Tensor | None = None
+        if arrays["user_emb"] is not None:
+            self.user_emb = mapped_tensor(arrays["user_emb"]).to(self.device)
+            self.item_emb = mapped_tensor(arrays["item_emb"]).to(self.device)
         self._owns_users = self.device.type != "cpu"  # a copy on the device is ours
-        self.item_emb = mapped_tensor(arrays["item_emb"]).to(self.device)
+        self._train: Csr | None = arrays.get("train_rows")
         self.known: Csr = arrays["known"]
         self.text_emb = (None if arrays["text_emb"] is None
                          else mapped_tensor(arrays["text_emb"]).to(self.device))
@@ -123,7 +167,7 @@ class Recommender:
         self._item_index = {i: k for k, i in enumerate(self.item_ids)}
         if index == "auto":
             index = ("ann" if self.num_items > ANN_MIN_ITEMS and self.device.type == "cpu"
-                     and faiss_available() else "exact")
+                     and self.kind == "lightgcn" and faiss_available() else "exact")
         self.index = index
         """How top items are found: "exact" (every item scored) or "ann"."""
         self.ann: AnnIndex | None = None
@@ -137,6 +181,10 @@ class Recommender:
                     seed: int = 0) -> AnnIndex:
         """(Re)build the faiss index (:meth:`AnnIndex.build`'s settings) and search with it
         from now on."""
+        if self.item_emb is None or self.kind != "lightgcn":
+            raise ConfigError(f"a {self.kind} model is scored exactly (the filter has no "
+                              "factor form to index)", parameter="index", value="ann",
+                              expected="exact")
         ann = AnnIndex.build(torch.cat([self.item_emb, self.tail[:, None]], 1).numpy(),
                              nlist, nprobe, seed)
         self.score_cov = score_covariance(self.item_emb)
@@ -151,17 +199,62 @@ class Recommender:
         100k items), "auto" is "ann" above :data:`ANN_MIN_ITEMS` items when faiss is
         installed, else "exact"."""
         path = Path(path)
-        folder, config, arrays = read_consistently(
-            path, lambda folder: (folder, read_model_config(folder), load_arrays(folder)))
+        folder, config, arrays = read_consistently(path, _read_version)
         rec = cls(arrays, config, path, tail_boost, tail_shape, index, device)
         rec.source = folder
         return rec
 
-    def scores(self, user_vecs: Tensor, tail_boost: float | None = None) -> Tensor:
-        """[b, I] scores of user embeddings [b, d] against every item, with the tail boost
-        ``tail_boost`` (None: the recommender's own, :attr:`tail_boost`)."""
+    def scores(self, user_vecs: Tensor | None, tail_boost: float | None = None,
+               rows: Tensor | None = None) -> Tensor:
+        """[b, I] scores against every item of user embeddings [b, d] (TextLightGCN,
+        ensemble) and interaction rows [b, I'] (:meth:`user_rows`; filter, ensemble), with
+        the tail boost ``tail_boost`` (None: the recommender's own, :attr:`tail_boost`)."""
         boost = self.tail_boost if tail_boost is None else tail_boost
-        return boost_tail(user_vecs @ self.item_emb.T, self.tail, boost)
+        if self.filter is None:
+            return boost_tail(user_vecs @ self.item_emb.T, self.tail, boost)
+        filtered = self.filter.score_rows(rows).to(self.device)
+        if self.kind == "filter":  # items past the filter's (none yet) score 0
+            scores = torch.nn.functional.pad(filtered, (0, self.num_items - filtered.shape[1]))
+        else:
+            scores = blend(user_vecs @ self.item_emb.T, filtered, self.weight)
+        return boost_tail(scores, self.tail, boost)
+
+    def user_scores(self, users: Tensor, tail_boost: float | None = None) -> Tensor:
+        """[b, I] :meth:`scores` of the user indices ``users`` [b], whatever the kind."""
+        vecs = self.user_emb[users.to(self.device)] if self.user_emb is not None else None
+        rows = self.user_rows(users) if self.filter is not None else None
+        return self.scores(vecs, tail_boost, rows)
+
+    def user_rows(self, users: Tensor) -> Tensor:
+        """[b, I'] float32 interaction rows of user indices [b] over the filter's items:
+        1 at each training item (the version's train.npz) and each item folded in live."""
+        train = self.train_rows()
+        users = users.cpu()
+        stored = users < train.num_rows
+        at = torch.nonzero(stored)[:, 0]
+        rows, cols = gather_rows(torch.as_tensor(train.indptr), torch.as_tensor(train.indices),
+                                 users[at])
+        rows = at[rows]
+        extra = [(r, self._live[u]) for r, u in enumerate(users.tolist()) if u in self._live]
+        if extra:
+            rows = torch.cat([rows, *(torch.full((len(c),), r, dtype=torch.int64)
+                                      for r, c in extra)])
+            cols = torch.cat([cols, *(torch.as_tensor(c) for _, c in extra)])
+        return self._rows_of(rows, cols, len(users))
+
+    def _rows_of(self, rows: Tensor, cols: Tensor, b: int) -> Tensor:
+        """[b, I'] float32 with 1 at the pairs (rows, cols) whose item the filter knows."""
+        width = self.filter.num_items
+        out = torch.zeros(b, width)
+        keep = cols < width  # items added after fitting: the filter has nothing on them
+        out[rows[keep], cols[keep]] = 1.0
+        return out.to(self.device)
+
+    def train_rows(self) -> Csr:
+        """Every user's training items (the version's train.npz, loaded on first use)."""
+        if self._train is None:
+            self._train = load_train_edges(self.source)[0]
+        return self._train
 
     @property
     def num_users(self) -> int:
@@ -189,9 +282,18 @@ class Recommender:
 
     @property
     def diversity_vectors(self) -> Tensor:
-        """[I, d] item vectors whose cosine MMR penalises: the text embeddings, or the final
-        item embeddings when the model has no text."""
-        return self.text_emb if self.text_emb is not None else self.item_emb
+        """[I, d] item vectors whose cosine MMR penalises: the text embeddings, or when the
+        model has no text the final item embeddings (a filter model: its singular vectors,
+        the items' coordinates in the low-pass spectrum)."""
+        if self.text_emb is not None:
+            return self.text_emb
+        if self.item_emb is not None:
+            return self.item_emb
+        if self.filter.basis is None:
+            raise ConfigError("this filter model has neither text nor singular vectors to "
+                              "measure diversity by", parameter="diversity",
+                              expected="0 for this model")
+        return self.filter.basis
 
     def rank(self, scores: Tensor, k: int, diversity: float = 0.0) -> tuple[Tensor, Tensor]:
         """(scores, item_idx) of the top-``k`` finite entries of scores [I], re-ranked by MMR
@@ -246,24 +348,27 @@ class Recommender:
         if not items:
             raise ConfigError(parameter="items", expected="at least one item id")
         idx = np.asarray([self.item_index(i, "items") for i in items], dtype=np.int64)
-        state = self.foldin_state()
         u = self._user_index.get(user)
-        stored = u if u is not None and u < state.by_user.num_rows else None
         have = self.training_items(u) if u is not None else np.zeros(0, dtype=np.int64)
         fresh = np.setdiff1d(idx, have)
         if len(fresh) == 0:
             return 0, False
-        vector = state.user_vector(stored, np.concatenate([have, fresh])).to(self.user_emb)
-        if not self._owns_users:
-            self.user_emb = self.user_emb.clone()  # a memory map is read-only
-            self._owns_users = True
+        vector = None
+        if self.user_emb is not None:  # the filter needs only the row, kept in _live
+            state = self.foldin_state()
+            stored = u if u is not None and u < state.by_user.num_rows else None
+            vector = state.user_vector(stored, np.concatenate([have, fresh])).to(self.user_emb)
+            if not self._owns_users:
+                self.user_emb = self.user_emb.clone()  # a memory map is read-only
+                self._owns_users = True
         new = u is None
         if new:
             u = self.num_users
-            self.user_emb = torch.cat([self.user_emb, vector[None]])
+            if vector is not None:
+                self.user_emb = torch.cat([self.user_emb, vector[None]])
             self.user_ids = np.append(self.user_ids, user)
             self._user_index[user] = u
-        else:
+        elif vector is not None:
             self.user_emb[u] = vector
         self._live[u] = np.union1d(self._live.get(u, np.zeros(0, dtype=np.int64)), fresh)
         return len(fresh), new
@@ -271,22 +376,28 @@ class Recommender:
     def training_items(self, u: int) -> np.ndarray:
         """[n] int64 sorted training items of the user index ``u``: its stored training
         edges and the items folded in live (:meth:`fold_in_user`)."""
-        state = self.foldin_state()
-        stored = state.by_user.row(u) if u < state.by_user.num_rows else np.zeros(0, np.int64)
+        train = self.train_rows()
+        stored = train.row(u) if u < train.num_rows else np.zeros(0, np.int64)
         return np.union1d(stored, self._live.get(u, np.zeros(0, dtype=np.int64)))
 
     def foldin_state(self) -> FoldInState:
         """The model version's fold-in arrays (loaded on first use; ArtifactError for a
         model trained before they existed)."""
         if self._foldin is None:
+            if self.user_emb is None:
+                raise ConfigError("a filter model has no TextLightGCN layers to fold into or "
+                                  "explain through", parameter="model",
+                                  expected="a lightgcn or ensemble model")
             self._foldin = FoldInState(self.source, self._foldin_arrays)
+            self._train = self._foldin.by_user
         return self._foldin
 
-    def _exact_top(self, user_vecs: Tensor, rows: Tensor, cols: Tensor, n: int,
-                   boost: float) -> tuple[Tensor, Tensor]:
+    def _exact_top(self, user_vecs: Tensor | None, rows: Tensor, cols: Tensor, n: int,
+                   boost: float, filter_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(scores, item_idx), both [b, min(n, I)], of each user's best items by scoring
-        them all; user_vecs [b, d]; the pairs (rows, cols) [m] are masked (-inf)."""
-        scores = self.scores(user_vecs, boost)
+        them all; user_vecs [b, d] and filter_rows [b, I'] as :meth:`scores` takes them; the
+        pairs (rows, cols) [m] are masked (-inf)."""
+        scores = self.scores(user_vecs, boost, filter_rows)
         scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
         return torch.topk(scores, min(n, self.num_items), dim=1)
 
@@ -333,15 +444,20 @@ class Recommender:
                 user_vecs[rows_short], local[rows[keep]], cols[keep], n, boost)
         return values, idx
 
-    def _lists(self, user_vecs: Tensor, rows: Tensor, cols: Tensor, k: int,
-               diversity: float, boost: float) -> list[list[Recommendation]]:
-        """Top-``k`` lists of users [b, d] with their known pairs (rows, cols) masked, MMR
-        re-ranked over the ``mmr_pool_size(k)`` best when ``diversity`` > 0; exact or from
-        the index (:attr:`index`)."""
+    def _lists(self, user_vecs: Tensor | None, rows: Tensor, cols: Tensor, k: int,
+               diversity: float, boost: float,
+               filter_rows: Tensor | None = None) -> list[list[Recommendation]]:
+        """Top-``k`` lists of users (user_vecs [b, d], filter_rows [b, I'], as
+        :meth:`scores` takes them) with their known pairs (rows, cols) masked, MMR re-ranked
+        over the ``mmr_pool_size(k)`` best when ``diversity`` > 0; exact or from the index
+        (:attr:`index`)."""
         pool = mmr_pool_size(k) if diversity > 0.0 else k
-        top = self._exact_top if self.ann is None else self._ann_top
         out = []
-        values_all, idx_all = top(user_vecs, rows, cols, pool, boost)
+        if self.ann is None:
+            values_all, idx_all = self._exact_top(user_vecs, rows, cols, pool, boost,
+                                                  filter_rows)
+        else:
+            values_all, idx_all = self._ann_top(user_vecs, rows, cols, pool, boost)
         for values, idx in zip(values_all.cpu(), idx_all.cpu(), strict=True):
             finite = torch.isfinite(values)
             values, idx = values[finite], idx[finite]
@@ -368,7 +484,7 @@ class Recommender:
             rows, cols = self._known_pairs(torch.tensor([u])) if not include_seen else _NO_PAIRS
             return self._lists(self.user_emb[u].unsqueeze(0), rows, cols, k, diversity,
                                self.tail_boost if tail_boost is None else tail_boost)[0]
-        scores = self.scores(self.user_emb[u].unsqueeze(0), tail_boost)
+        scores = self.user_scores(torch.tensor([u]), tail_boost)
         if not include_seen:
             rows, cols = self._known_pairs(torch.tensor([u]))
             scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
@@ -396,8 +512,12 @@ class Recommender:
             return self._lists(self.item_emb[idx].mean(0, keepdim=True), torch.zeros_like(cols),
                                cols, k, diversity,
                                self.tail_boost if tail_boost is None else tail_boost)[0]
+        vec = self.item_emb[idx.to(self.device)].mean(0, keepdim=True) \
+            if self.item_emb is not None else None
+        rows = (self._rows_of(torch.zeros_like(idx), idx, 1) if self.filter is not None
+                else None)
         idx = idx.to(self.device)
-        scores = self.scores(self.item_emb[idx].mean(0, keepdim=True), tail_boost)[0]
+        scores = self.scores(vec, tail_boost, rows)[0]
         if not include_seen:
             scores[idx] = float("-inf")
         return self._top(scores, k, diversity)
@@ -414,18 +534,40 @@ class Recommender:
         if len(idx) == 0:
             return []
         rows, cols = self._known_pairs(idx) if not include_seen else _NO_PAIRS
-        return self._lists(self.user_emb[idx], rows, cols, k, 0.0,
-                           self.tail_boost if tail_boost is None else tail_boost)
+        return self._lists(self.user_emb[idx] if self.user_emb is not None else None, rows,
+                           cols, k, 0.0, self.tail_boost if tail_boost is None else tail_boost,
+                           self.user_rows(idx) if self.filter is not None else None)
 
     def similar_items(self, item: str, k: int = 10) -> list[Recommendation]:
         """The ``k`` items closest to ``item`` by cosine of final embeddings (cold items
         included: their embeddings come from their text). Always exact, also with "ann":
         cosine ranks differently from the inner-product index, and a second index over
-        normalised vectors would double its memory for one O(I · d) product per call."""
+        normalised vectors would double its memory for one O(I · d) product per call.
+
+        A filter model ranks by the filter's scores for a user who has only ``item`` (its
+        row of the item-item filter); an item the filter knows nothing of (no training
+        interactions) by cosine of text embeddings, when the model has text (else no list).
+        An ensemble blends the cosine and the filter's row, standardised, with its weight."""
         check_k(k)
         i = self.item_index(item)
-        emb = torch.nn.functional.normalize(self.item_emb, dim=1)
-        scores = emb @ emb[i]
+        cosine = None
+        if self.item_emb is not None:
+            emb = torch.nn.functional.normalize(self.item_emb, dim=1)
+            cosine = emb @ emb[i]
+        if self.filter is not None:
+            one = torch.tensor([i])
+            filtered = self.filter.score_rows(self._rows_of(torch.zeros_like(one), one, 1))
+            if cosine is not None:
+                cosine = blend(cosine[None], filtered.to(self.device), self.weight)[0]
+            elif bool((filtered != 0).any()):
+                cosine = torch.nn.functional.pad(filtered[0].to(self.device),
+                                                 (0, self.num_items - filtered.shape[1]))
+            elif self.text_emb is not None:
+                emb = torch.nn.functional.normalize(self.text_emb.float(), dim=1)
+                cosine = emb @ emb[i]
+            else:
+                return []
+        scores = cosine.clone()
         scores[i] = float("-inf")
         return self._top(scores, k)
 
@@ -438,7 +580,7 @@ class Recommender:
         k = min(k, self.num_items)
         for start in range(0, self.num_users, batch_users):
             users = torch.arange(start, min(start + batch_users, self.num_users))
-            scores = self.scores(self.user_emb[users])
+            scores = self.user_scores(users)
             if not include_seen:
                 rows, cols = self._known_pairs(users)
                 scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
