@@ -761,6 +761,7 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
               watch_s: float, workers: int, score_device: str, access_log: bool) -> None:
     """Serve recommendations over HTTP (JSON; OpenAPI at /docs)."""
     from graphrec.artifacts import read_model_config
+    from graphrec.artifacts.model_dir import model_kind
 
     try:
         import uvicorn
@@ -783,7 +784,11 @@ def serve_cmd(obj: Context, host: str, port: int, model_dir: Path | None,
         raise DeviceError(exc.message, parameter="score_device", value=score_device,
                           expected=exc.expected) from None
     model_dir = model_dir or obj.model_dir
-    read_model_config(model_dir)  # a missing or stale model: one line now, not a traceback
+    config = read_model_config(model_dir)  # a missing or stale model: one line now
+    if index == "ann" and model_kind(config) != "lightgcn":
+        raise ConfigError(f"a {model_kind(config)} model is scored exactly (the filter has "
+                          "no factor form to index)", parameter="index", value=index,
+                          expected="exact or auto")
     import torch
 
     # One request's products are tiny: intra-op threads only add hand-offs (and contend

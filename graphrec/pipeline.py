@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from graphrec.artifacts.graph_dir import GraphData, load_graph, save_graph
-from graphrec.artifacts.model_dir import read_model_config, save_model
+from graphrec.artifacts.model_dir import (
+    load_filter_arrays,
+    model_kind,
+    read_model_config,
+    save_model,
+)
 from graphrec.build import Growth, file_sha256, grow_graph, read_update
 from graphrec.data.io import RawInteractions
 from graphrec.data.split import TEST, TRAIN, VALID
@@ -109,6 +114,10 @@ def _concat(a: RawInteractions, b: RawInteractions) -> RawInteractions:
 def _update(graph_dir, model_dir, interactions, items, fine_tune, old_ratio, cache_dir, device,
             raw, record, lr_scale, self_shift) -> Updated:
     t0 = time.perf_counter()
+    if model_kind(read_model_config(resolve_version(model_dir)[0])) == "filter":
+        raise ConfigError(f"model directory {model_dir} is a filter model: nothing to fold "
+                          "in (it has no TextLightGCN layers); refit it on the grown graph "
+                          "instead, its fitting takes seconds to minutes")
     graph_src, _ = resolve_version(graph_dir)
     graph = load_graph(graph_src)
     growth = None
@@ -189,7 +198,10 @@ def fine_tune_model(model_dir: str | Path, graph: GraphData, start: int, epochs:
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
     # config.json keeps the training run's settings (a later fine-tune scales the same lr).
     original = TrainConfig(**{**train_cfg, "ks": tuple(train_cfg.get("ks", (20,)))})
-    save_model(replace(result, config=original), graph, model_dir, built_from=built)
+    kept = {}  # an ensemble's filter stays as fitted: its users are their training rows
+    if model_kind(config) == "ensemble":
+        kept = {"model": config["model"], "filter_arrays": load_filter_arrays(src)}
+    save_model(replace(result, config=original), graph, model_dir, built_from=built, **kept)
     return result
 
 
@@ -339,7 +351,7 @@ def _selection_split(graph: GraphData, seed: int) -> tuple[GraphData, bool]:
     return carve_validation(graph, CARVE_RATIO, seed), True
 
 
-def _filter_arrays(filter_) -> dict:
+def _filter_settings(filter_) -> dict:
     return {"kind": "filter", **{k: getattr(filter_.cfg, k) for k in
                                  ("rank", "alpha", "degree_exponent", "niter", "oversample",
                                   "seed")}}
@@ -364,7 +376,7 @@ def train_filter(graph: GraphData, cfg: TrainConfig | None = None,
         filter_ = GraphFilter(graph.csr(TRAIN), graph.num_items, fit.filter.cfg, device)
     ctx = EvalContext.from_graph(graph, cfg.ks, device)
     test = ctx.evaluate(TEST, score_fn=filter_.score) if ctx.has_targets(TEST) else {}
-    model = {**_filter_arrays(filter_), "selection": {
+    model = {**_filter_settings(filter_), "selection": {
         "carved": carved, "ratio": CARVE_RATIO if carved else None, "monitor": cfg.monitor,
         "grid": fit.grid}}
     return ModelRun(None, filter_, model, test, time.perf_counter() - t0)
@@ -420,7 +432,7 @@ def train_ensemble(graph: GraphData, cfg: TrainConfig | None = None, *,
                                 result.item_emb.to(ctx.device), filter_, weight)
         test = ctx.evaluate(TEST, score_fn=scorer.score)
     model = {"kind": "ensemble", "weight": weight,
-             "filter": {k: v for k, v in _filter_arrays(filter_).items() if k != "kind"},
+             "filter": {k: v for k, v in _filter_settings(filter_).items() if k != "kind"},
              "selection": {"carved": carved, "ratio": CARVE_RATIO if carved else None,
                            "monitor": cfg.monitor, "filter_grid": fit.grid,
                            "weights": weights}}

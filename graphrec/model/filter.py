@@ -154,6 +154,24 @@ class GraphFilter:
             scores += self.cfg.alpha * ((low @ self.basis.T) * self.item_unscale)
         return scores
 
+    @torch.no_grad()
+    def weights_into(self, item: int, items: Tensor) -> Tensor:
+        """[n] float32: the weight F[j, item] of each item j of ``items`` [n] toward
+        ``item``, so that a user's score of ``item`` is the sum over the user's row,
+        s_u,item = sum_j r_uj F[j, item] (the filter is linear in the row): an exact split
+        of the score over the user's items."""
+        items = items.to(self.device)
+        if not 0 <= item < self.num_items:
+            return torch.zeros(items.numel(), device=self.device)
+        unit = torch.zeros(self.num_items, 1, device=self.device)
+        unit[item] = 1.0
+        column = torch.sparse.mm(self.norm_t, torch.sparse.mm(self.norm, unit))[:, 0]
+        out = column[items]  # R~^T R~ is symmetric: its column is its row
+        if self.basis is not None:
+            out = out + self.cfg.alpha * self.item_scale[items] * (
+                self.basis[items] @ self.basis[item]) * self.item_unscale[item]
+        return out
+
     def _linear(self, r: Tensor) -> Tensor:
         """The linear filter r R~^T R~ of rows r [b, I], as two sparse products:
         R~^T (R~ r^T), transposed."""

@@ -32,6 +32,7 @@ from graphrec.artifacts.model_dir import (
     TRAIN_FILE,
     load_arrays,
     load_train_edges,
+    model_kind,
     read_model_config,
 )
 from graphrec.data import io
@@ -81,6 +82,10 @@ def add_items(model_path: str | Path, item_ids: Sequence[str], titles: Sequence[
     source_dir, _ = resolve_version(path)  # read one version whole, even if another lands
     config = read_model_config(source_dir)
     arrays = load_arrays(source_dir)
+    if model_kind(config) == "filter":
+        raise ArtifactError(f"model directory {path} is a filter model: it scores items "
+                            "from their interactions only and cannot place one from its "
+                            "text; an ensemble model can")
     if "text_map" not in arrays or arrays["text_emb"] is None:
         raise ArtifactError(
             f"model directory {path} has no text map (its graph was built without text, "

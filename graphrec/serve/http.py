@@ -243,7 +243,7 @@ class ServedModel:
             recommender, _ = self.current()
             for item in items:
                 recommender.item_index(item, "items")
-            recommender.foldin_state()  # a model that cannot fold in refuses before the log
+            recommender.check_fold_in()  # a model that cannot fold in refuses before the log
             self.pending.append(user.strip(), list(items))
             accepted, new = recommender.fold_in_user(user, items)
             self.live += accepted > 0

@@ -380,14 +380,21 @@ class Recommender:
         stored = train.row(u) if u < train.num_rows else np.zeros(0, np.int64)
         return np.union1d(stored, self._live.get(u, np.zeros(0, dtype=np.int64)))
 
+    def check_fold_in(self) -> None:
+        """Raise ArtifactError now when :meth:`fold_in_user` could not fold a user in (a
+        model directory without its fold-in arrays or training rows)."""
+        if self.user_emb is not None:
+            self.foldin_state()
+        else:
+            self.train_rows()
+
     def foldin_state(self) -> FoldInState:
         """The model version's fold-in arrays (loaded on first use; ArtifactError for a
         model trained before they existed)."""
         if self._foldin is None:
             if self.user_emb is None:
-                raise ConfigError("a filter model has no TextLightGCN layers to fold into or "
-                                  "explain through", parameter="model",
-                                  expected="a lightgcn or ensemble model")
+                raise ConfigError(f"model directory {self.source}: a filter model has no "
+                                  "TextLightGCN layers; its users are their interaction rows")
             self._foldin = FoldInState(self.source, self._foldin_arrays)
             self._train = self._foldin.by_user
         return self._foldin

@@ -97,3 +97,63 @@ def test_bad_settings():
                          ({"niter": -1}, "niter"), ({"oversample": -2}, "oversample")):
         with pytest.raises(ConfigError, match=name):
             FilterConfig(**kwargs)
+
+
+def test_the_closed_form_within_1e_5_for_rows_grids_and_a_saved_filter():
+    # Full-width randomised SVD on a tiny matrix: the low-pass subspace is exact, so every
+    # path (fitted users, arbitrary rows, the validation grid, a reloaded filter) gives the
+    # closed form up to float32 rounding.
+    dense, train = random_train(5)
+    ranks, alphas = (0, 4, 8), (0.3, 1.0)
+    f = GraphFilter(train, dense.shape[1], FilterConfig(rank=8, alpha=0.3, niter=10))
+    scale = np.abs(expected_scores(dense, 8, 1.0, 0.5)).max()
+    users = torch.arange(dense.shape[0])
+    grid = f.score_grid(users, ranks, alphas)
+    for n, (rank, alpha) in enumerate([(r, a) for r in ranks for a in alphas]):
+        want = expected_scores(dense, rank, alpha, 0.5)
+        assert np.abs(grid[n].numpy() - want).max() <= 1e-5 * scale, (rank, alpha)
+        assert np.abs(f.with_settings(rank, alpha).score(users).numpy() - want).max() \
+            <= 1e-5 * scale
+    rows = torch.from_numpy(dense).float()
+    assert torch.allclose(f.score_rows(rows), f.score(users), atol=1e-6 * scale)
+    reloaded = GraphFilter.from_arrays(f.arrays(), vars(f.cfg))
+    assert torch.equal(reloaded.score(users), f.score(users))
+
+
+def test_a_new_row_is_scored_by_the_filter_as_fitted():
+    dense, train = random_train(6)
+    f = GraphFilter(train, dense.shape[1], FilterConfig(rank=5, niter=10))
+    row = np.zeros(dense.shape[1])
+    row[[0, 3, 7]] = 1.0
+    du = np.maximum(dense.sum(1), 1) ** -0.5
+    di_raw = dense.sum(0)
+    di = np.maximum(di_raw, 1) ** -0.5
+    norm = du[:, None] * dense * di[None, :]
+    v = np.linalg.svd(norm, full_matrices=False)[2][:5].T
+    unscale = np.where(di_raw > 0, di_raw ** 0.5, 0.0)
+    want = row @ norm.T @ norm + 0.3 * ((row * di) @ v @ v.T) * unscale
+    got = f.score_rows(torch.from_numpy(row)[None].float())[0].numpy()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_weights_into_split_each_score_exactly_over_the_users_items():
+    dense, train = random_train(7)
+    f = GraphFilter(train, dense.shape[1], FilterConfig(rank=6, alpha=0.6))
+    scores = f.score(torch.arange(dense.shape[0]))
+    for u, i in [(0, 1), (3, 10), (11, 24), (5, 23)]:  # 23, 24: no training interactions
+        history = torch.as_tensor(train.row(u))
+        parts = f.weights_into(i, history)
+        assert parts.shape == history.shape
+        assert abs(float(parts.sum()) - float(scores[u, i])) <= 1e-5 * scores.abs().max()
+    assert torch.equal(f.weights_into(99, torch.tensor([0, 1])), torch.zeros(2))
+
+
+def test_the_grid_and_a_basis_are_checked():
+    _, train = random_train(8)
+    f = GraphFilter(train, 25, FilterConfig(rank=4))
+    with pytest.raises(ConfigError, match="ranks"):
+        f.score_grid(torch.arange(3), (4, 0), (0.3,))
+    with pytest.raises(ConfigError, match="rank"):
+        f.score_grid(torch.arange(3), (0, 8), (0.3,))
+    with pytest.raises(ConfigError, match="basis"):
+        GraphFilter(train, 25, FilterConfig(rank=4), basis=torch.zeros(25, 3))
