@@ -369,10 +369,15 @@ def _train_other(obj: Context, graph, cfg, kind: str, output: Path | None,
     click.echo(f"{kind}: degree exponent {f['degree_exponent']}, rank {f['rank']}, "
                f"alpha {f['alpha']}" + (f", weight {m['weight']}" if kind == "ensemble" else "")
                + f"; {run.seconds:.1f} s")
+    def summary(test: dict) -> str:
+        return " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k and
+                        k.split("@")[0] in ("recall", "ndcg", "tail_recall", "cold_recall"))
+
     if run.test:
-        summary = " ".join(f"{k}={v:.4f}" for k, v in run.test.items() if "@" in k and
-                           k.split("@")[0] in ("recall", "ndcg", "tail_recall", "cold_recall"))
-        click.echo(f"test: {summary} (users={run.test['num_users']})")
+        click.echo(f"test: {summary(run.test)} (users={run.test['num_users']})")
+    if run.result is not None and run.result.test:  # an ensemble's parts, for comparison
+        click.echo(f"  TextLightGCN alone: {summary(run.result.test)}")
+        click.echo(f"  filter alone: {summary(run.parts['filter_test'])}")
     click.echo(f"wrote {model_dir}")
 
 

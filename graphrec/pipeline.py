@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -334,13 +334,15 @@ def choose_weight(user_emb, item_emb, filter_, train, valid, num_items: int,
 class ModelRun:
     """What :func:`train_filter` and :func:`train_ensemble` produced: the TextLightGCN
     result (None for a filter), the fitted filter, config.json's ``model`` section, and the
-    test metrics of the model as saved."""
+    test metrics of the model as saved; for an ensemble, ``parts`` holds the filter's own
+    test metrics and fitting seconds (reported next to the blend, never used to choose)."""
 
     result: TrainResult | None
     filter: object
     model: dict
     test: dict
     seconds: float
+    parts: dict = field(default_factory=dict)
 
 
 def _selection_split(graph: GraphData, seed: int) -> tuple[GraphData, bool]:
@@ -409,8 +411,10 @@ def train_ensemble(graph: GraphData, cfg: TrainConfig | None = None, *,
                              progress_factory=progress_factory)
     device = chosen.user_emb.device
     train, valid = chooser.csr(TRAIN), chooser.csr(VALID)
+    t_filter = time.perf_counter()
     fit = choose_filter(train, valid, graph.num_items, cfg.monitor, cfg.ks, cfg.seed,
                         device, log)
+    filter_seconds = time.perf_counter() - t_filter
     weight, weights = choose_weight(chosen.user_emb, chosen.item_emb, fit.filter, train, valid,
                                     graph.num_items, cfg.monitor, cfg.ks, device)
     if log:
@@ -424,19 +428,22 @@ def train_ensemble(graph: GraphData, cfg: TrainConfig | None = None, *,
             log("training both again on all training interactions")
         result = train_model(graph, cfg, checkpoint=checkpoint, resume=resume,
                              progress_factory=progress_factory)
+        t_filter = time.perf_counter()
         filter_ = GraphFilter(graph.csr(TRAIN), graph.num_items, fit.filter.cfg, device)
+        filter_seconds += time.perf_counter() - t_filter
     ctx = EvalContext.from_graph(graph, cfg.ks, device)
-    test = {}
+    test, parts = {}, {"filter_seconds": round(filter_seconds, 2)}
     if ctx.has_targets(TEST):
         scorer = EnsembleScorer(result.user_emb.to(ctx.device),
                                 result.item_emb.to(ctx.device), filter_, weight)
         test = ctx.evaluate(TEST, score_fn=scorer.score)
+        parts["filter_test"] = ctx.evaluate(TEST, score_fn=filter_.score)
     model = {"kind": "ensemble", "weight": weight,
              "filter": {k: v for k, v in _filter_settings(filter_).items() if k != "kind"},
              "selection": {"carved": carved, "ratio": CARVE_RATIO if carved else None,
                            "monitor": cfg.monitor, "filter_grid": fit.grid,
                            "weights": weights}}
-    return ModelRun(result, filter_, model, test, time.perf_counter() - t0)
+    return ModelRun(result, filter_, model, test, time.perf_counter() - t0, parts)
 
 
 def save_run(run: ModelRun, graph: GraphData, path: str | Path) -> None:
@@ -452,4 +459,6 @@ def save_run(run: ModelRun, graph: GraphData, path: str | Path) -> None:
         result = replace(run.result, test=run.test,
                          timings={**run.result.timings, "total_seconds": round(run.seconds, 2)})
         save_model(result, graph, path, model=run.model, filter_arrays=arrays,
-                   metrics={"lightgcn_test": lightgcn_test})
+                   metrics={"lightgcn_test": lightgcn_test,
+                            "lightgcn_seconds": run.result.timings.get("total_seconds"),
+                            **run.parts})

@@ -14,7 +14,7 @@ import torch
 
 from graphrec.artifacts.graph_dir import load_graph
 from graphrec.artifacts.model_dir import read_model_config
-from graphrec.eval.context import evaluate_model
+from graphrec.eval.context import EvalContext, evaluate_model
 from graphrec.model.ensemble import EnsembleScorer
 from graphrec.pipeline import save_run, train_ensemble
 from graphrec.serve import Recommender
@@ -62,6 +62,14 @@ def test_the_saved_ensemble_scores_and_recommends_as_fitted(trained: Path, tmp_p
     again = evaluate_model(graph, tmp_path / "ens", device="cpu")["model"]
     assert again["recall@20"] == pytest.approx(fitted.test["recall@20"], abs=1e-6)
     assert again["ndcg@20"] == pytest.approx(fitted.test["ndcg@20"], abs=1e-6)
+    # the parts reported beside the blend: the filter alone as `train --model filter` scores
+    alone = EvalContext.from_graph(graph, cfg.ks, "cpu").evaluate(
+        "test", score_fn=fitted.filter.score)
+    metrics = json.loads((tmp_path / "ens" / "metrics.json").read_text())
+    assert metrics["filter_test"]["recall@20"] == pytest.approx(alone["recall@20"], abs=1e-6)
+    assert metrics["lightgcn_test"]["recall@20"] == pytest.approx(
+        fitted.result.test["recall@20"], abs=1e-6)
+    assert metrics["filter_seconds"] > 0
 
 
 @pytest.mark.parametrize("kind", ["filter", "ensemble"])
