@@ -1,27 +1,40 @@
-"""Cold start on the bundled MovieLens: items nobody interacted with during training.
+"""Cold start on test beds built from the bundled MovieLens: items nobody interacted with
+during training, with different item texts and with sparse behaviour.
 
-Protocol (DESIGN.md, ``build-graph --cold-items 0.2``): 20% of the items are cold; every
-interaction with them goes to validation or test (whole items), none to training. Warm items
-are split per user 70/10/20. Reported on the test split, full ranking, seen items masked:
+Protocol (DESIGN.md, ``build-graph --cold-items 0.2``): 20% of the items are cold; their
+interactions go to validation or test, whole items at a time (a third of the cold items are
+validation items, the rest test items), none to training. Warm items are split per user
+70/10/20. Reported on the test split, full ranking, seen items masked:
 
 - cold_recall@20 / cold_ndcg@20: each user with a cold test item ranks the cold items only;
-- warm_recall@20 / warm_ndcg@20: ranking among warm items only, against warm test items;
-- recall@20 / ndcg@20 ("hybrid"): all items compete, all test items count; cold_share@20 is
-  the share of cold items in those top-20 lists.
+- warm_recall@20: ranking among warm items only, against warm test items;
+- recall@20 / ndcg@20 ("hybrid"): all items compete; cold share@20 is the share of cold items
+  in those top-20 lists, cold share of test the share of test interactions on cold items.
 
-Rows: the three ways graphrec places a text-only item (``--cold-start``; ridge and layer0 are
-read off the same trained model as bpr, whose text head never changes the warm model), the
-model with text off (no text: cold items score 0), text-kNN (cosine between an item's text
-embedding and the mean text embedding of the user's training items), random, and the same
-model trained on all items (the cold items' interactions split 70/10/20 like the rest; the warm
-test set is identical), the reference for warm recall.
+Test beds (``--text`` x ``--behaviour``): item text = title + genres + tags (the bundled
+text), title + genres, title only, tags only (items without tags have empty text); behaviour
+full, or sparse (each user keeps a seeded random 5 to 10 of their ratings, as in many shops'
+logs). Every bed is rebuilt for each seed (the split, the cold items and the subsample follow
+the seed).
 
-    python experiments/cold_start.py --seeds 0 1 2 --jobs 2
+Designs, all read off one model trained with ``graphrec train``'s defaults for the graph
+(``cold_start bpr`` so that the text head is trained too; it never changes the warm model):
+
+- ridge (the default), bpr (the text head), layer0 (the text projection): cold items placed by
+  a text map, scored by the trained user embeddings;
+- blend: the ridge placement's score and the text-kNN cosine (moved to the placement's mean
+  and spread), mixed with a weight chosen on the validation cold items (cold-only ndcg@20);
+- text-kNN: cosine between an item's text and the mean text of the user's training items;
+- random; and the same data with the cold items' interactions split like the rest (all
+  items, the warm reference: identical warm test set), for full-behaviour beds.
+
+    python experiments/cold_start.py --seeds 0 1 2 --jobs 1
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -33,27 +46,77 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = ("cold_recall@20", "cold_ndcg@20", "warm_recall@20", "warm_ndcg@20", "recall@20",
-        "ndcg@20", "cold_share@20")
-TRAIN_ARGS = dict(epochs=300, batch_size=8192, lr=0.02)
+KEYS = ("cold_recall@20", "cold_ndcg@20", "warm_recall@20", "recall@20", "ndcg@20",
+        "cold_share@20")
+TEXTS = {"title+genres+tags": ("title", "genres", "tags"), "title+genres": ("title", "genres"),
+         "title": ("title",), "tags": ("tags",)}
+BEHAVIOURS = ("full", "sparse")
+SPARSE_RANGE = (5, 10)
+BLEND_WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MOVIELENS = Path(__file__).resolve().parents[1] / "datasets" / "ml-latest-small"
 
 
-def graphs(seed: int, work: Path) -> dict[str, Path]:
-    """The cold split (with and without text) and the all-items twin of the same split."""
+def bed_name(text: str, behaviour: str) -> str:
+    return f"{text}, {behaviour}"
+
+
+def write_sources(text: str, behaviour: str, seed: int, folder: Path) -> tuple[Path, Path]:
+    """(ratings.csv, items.csv) of one bed: the bundled ratings (subsampled per user for
+    sparse behaviour) and an item file whose columns are the bed's text fields, written as
+    the bundled MovieLens text writes them ("Genres: a, b", "Tags: x, y")."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(MOVIELENS / "ratings.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], rows[1:]
+    if behaviour == "sparse":
+        rng = np.random.default_rng([seed, 5])
+        by_user: dict[str, list[int]] = {}
+        for k, r in enumerate(rows):
+            by_user.setdefault(r[0], []).append(k)
+        keep = []
+        for ks in by_user.values():
+            n = int(rng.integers(SPARSE_RANGE[0], SPARSE_RANGE[1] + 1))
+            keep += rng.choice(ks, size=min(n, len(ks)), replace=False).tolist()
+        rows = [rows[k] for k in sorted(keep)]
+    ratings = folder / "ratings.csv"
+    with open(ratings, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    tags: dict[str, list[str]] = {}
+    with open(MOVIELENS / "tags.csv", newline="") as f:
+        for r in list(csv.reader(f))[1:]:
+            tag = " ".join(r[2].split())
+            mine = tags.setdefault(r[1], [])
+            if tag and tag.lower() not in (t.lower() for t in mine):
+                mine.append(tag)
+    items = folder / "items.csv"
+    with open(MOVIELENS / "movies.csv", newline="") as f, open(items, "w", newline="") as g:
+        out = csv.writer(g)
+        out.writerow(["movieId", "title", "genres", "tags"])
+        for mid, title, genres in list(csv.reader(f))[1:]:
+            genres = "" if genres == "(no genres listed)" else \
+                "Genres: " + ", ".join(genres.split("|"))
+            out.writerow([mid, title, genres,
+                          "Tags: " + ", ".join(tags[mid]) if tags.get(mid) else ""])
+    return ratings, items
+
+
+def graphs(text: str, behaviour: str, seed: int, work: Path) -> dict[str, Path]:
+    """The cold split of one bed and its all-items twin (the same split with the cold items'
+    interactions divided 70/10/20 like the rest)."""
     from graphrec.artifacts import load_graph, save_graph
     from graphrec.build import BuildConfig, build_graph
     from graphrec.data import TRAIN
 
-    paths = {name: work / f"{name}-{seed}" for name in ("cold", "cold-notext", "all")}
+    stem = f"{text}-{behaviour}-{seed}".replace("+", "_")
+    paths = {"cold": work / f"cold-{stem}", "all": work / f"all-{stem}"}
     if all(p.exists() for p in paths.values()):
         return paths
-    common = dict(test_ratio=0.2, valid_ratio=0.1, seed=seed, cold_items=0.2)
-    cold = build_graph(BuildConfig(**common, cache_dir=str(work / "text-cache")), paths["cold"])
-    notext = build_graph(BuildConfig(**common, no_text=True), paths["cold-notext"])
-    if not (np.array_equal(cold.folds, notext.folds) and
-            np.array_equal(cold.cold_items, notext.cold_items)):
-        raise SystemExit("the no-text graph split differs from the text graph split")
-    # All items: the cold items' interactions are split like warm ones; warm folds unchanged.
+    ratings, items = write_sources(text, behaviour, seed, work / f"src-{stem}")
+    cold = build_graph(BuildConfig(
+        interactions=str(ratings), items=str(items), text_cols=TEXTS[text], item_id_col="movieId",
+        user_col="userId", item_col="movieId", rating_col="rating", time_col="timestamp",
+        test_ratio=0.2, valid_ratio=0.1, seed=seed, cold_items=0.2,
+        cache_dir=str(work / "text-cache")), paths["cold"])
     rng = np.random.default_rng([seed, 31])
     folds = cold.folds.copy()
     on_cold = cold.cold_items[cold.items]
@@ -73,9 +136,7 @@ def text_profiles(graph):
     """The text-kNN scorer: (profiles [U, t], text [I, t]) float32, ``text`` the items' unit
     text embeddings and a user's profile the unit mean of their training items' ``text``
     rows, so that ``profiles[u] @ text.T`` is the cosine between each item's text and the
-    user's mean text. graphrec itself has no such scorer (its users are scored by their
-    trained embeddings); this is the one copy, for the text-kNN row here and the text lever
-    of tail_levers.py."""
+    user's mean text. Also the text lever of tail_levers.py."""
     import torch
 
     from graphrec.data import TRAIN
@@ -87,24 +148,24 @@ def text_profiles(graph):
     return torch.nn.functional.normalize(profile, dim=1), text
 
 
-def score_table(graph, score_fn, cold_split=None) -> dict:
-    """Cold-only, warm-only and hybrid metrics of ``score_fn`` on ``graph``'s test split.
+def score_table(graph, score_fn, cold_split=None, split: str = "test") -> dict:
+    """Cold-only, warm-only and hybrid metrics of ``score_fn`` on ``graph``'s ``split``.
 
     ``cold_split``: the cold items' mask of the cold split, to tell warm from cold on the
     all-items twin (whose own mask is empty); default ``graph.cold_items``."""
     import torch
 
-    from graphrec.data import TEST, Csr
+    from graphrec.data import Csr
     from graphrec.eval import EvalContext, topk_rows
     from graphrec.serve import mask_known
 
     ctx = EvalContext.from_graph(graph, (20,), "cpu")
-    seen, _ = ctx.folds[TEST]
+    fold = ctx.fold(split)
+    seen, target = ctx.folds[fold]
     out = {}
     if ctx.cold_items is not None:
-        m = ctx.evaluate(TEST, score_fn=score_fn)
+        m = ctx.evaluate(fold, score_fn=score_fn)
         out |= {k: m[k] for k in ("cold_recall@20", "cold_ndcg@20", "recall@20", "ndcg@20")}
-        # share of cold items in the hybrid top-20
         cold_t = torch.as_tensor(ctx.cold_items)
         shares = []
         for start in range(0, graph.num_users, 1024):
@@ -114,13 +175,14 @@ def score_table(graph, score_fn, cold_split=None) -> dict:
             _, top = topk_rows(s, 20)
             shares.append(cold_t[top].float().mean(1))
         out["cold_share@20"] = float(torch.cat(shares).mean())
-    # Warm only: cold columns never ranked, cold targets dropped (the same evaluation sets
-    # with the test targets restricted to warm items, and no cold-only ranking).
+        _, i = graph.fold_pairs(fold)
+        out["cold_share_of_test"] = float(ctx.cold_items[i].mean())
+    # Warm only: cold columns never ranked, cold targets dropped.
     cold = graph.cold_items if cold_split is None else cold_split
-    u, i = graph.fold_pairs(TEST)
+    u, i = graph.fold_pairs(fold)
     keep = ~cold[i]
     warm_only = replace(ctx, cold_items=None, folds={
-        TEST: (seen, Csr.from_pairs(u[keep], i[keep], graph.num_users))})
+        fold: (seen, Csr.from_pairs(u[keep], i[keep], graph.num_users))})
     cold_cols = torch.as_tensor(np.flatnonzero(cold))
 
     def warm_fn(users):
@@ -128,12 +190,60 @@ def score_table(graph, score_fn, cold_split=None) -> dict:
         s[:, cold_cols] = -np.inf
         return s
 
-    m = warm_only.evaluate(TEST, score_fn=warm_fn)
-    out["warm_recall@20"], out["warm_ndcg@20"] = m["recall@20"], m["ndcg@20"]
+    m = warm_only.evaluate(fold, score_fn=warm_fn)
+    out["warm_recall@20"] = m["recall@20"]
     if ctx.cold_items is None:
-        m = ctx.evaluate(TEST, score_fn=score_fn)
+        m = ctx.evaluate(fold, score_fn=score_fn)
         out["recall@20"], out["ndcg@20"] = m["recall@20"], m["ndcg@20"]
     return out
+
+
+def blend_scorer(eu, placed, cold, profile, text, weight: float):
+    """score_fn of the blend: warm columns ``eu @ placed.T``; cold columns
+    (1 - weight) * placement + weight * the text cosine moved to the placement's mean and
+    spread over every user and cold item (so that the blend keeps the placement's level in
+    all-item lists, and weight 1 is text-kNN's order among cold items)."""
+    import torch
+
+    cols = torch.as_tensor(np.flatnonzero(cold))
+    place_c = eu @ placed[cols].T
+    text_c = profile @ text[cols].T
+    text_c = place_c.mean() + place_c.std() * (text_c - text_c.mean()) / text_c.std().clamp(
+        min=1e-12)
+    mixed = (1 - weight) * place_c + weight * text_c
+
+    def score(users):
+        s = eu[users] @ placed.T
+        s[:, cols] = mixed[users]
+        return s
+    return score
+
+
+def choose_blend(graph, eu, placed, profile, text) -> tuple[float, list[dict]]:
+    """(weight, grid): the weight chosen on the validation split's cold items, ranked among
+    the cold items (cold_ndcg@20); test is not read. The items whose interactions all fall
+    in test are left out of the validation lists, as they would be at that time."""
+    import torch
+
+    from graphrec.data import VALID
+
+    _, i = graph.fold_pairs(VALID)
+    later = graph.cold_items.copy()
+    later[i] = False
+    later_cols = torch.as_tensor(np.flatnonzero(later))
+    grid, best_w, best = [], 0.0, -1.0
+    for w in BLEND_WEIGHTS:
+        score = blend_scorer(eu, placed, graph.cold_items, profile, text, w)
+
+        def on_valid(users, score=score):
+            s = score(users)
+            s[:, later_cols] = -np.inf
+            return s
+        m = score_table(graph, on_valid, split="valid")
+        grid.append({"weight": w, **m})
+        if m["cold_ndcg@20"] > best:
+            best_w, best = w, m["cold_ndcg@20"]
+    return best_w, grid
 
 
 def run_one(job: dict) -> dict:
@@ -148,105 +258,142 @@ def run_one(job: dict) -> dict:
     graph = load_graph(Path(job["graph"]))
     kind, seed = job["kind"], job["seed"]
     t0 = time.perf_counter()
-    rows = {}
-    if kind in ("random", "text-knn"):
-        if kind == "random":
-            gen = torch.Generator().manual_seed(seed)
-            scores = torch.rand(graph.num_users, graph.num_items, generator=gen)
-        else:
-            profile, text = text_profiles(graph)
-            scores = profile @ text.T
-        rows[kind] = score_table(graph, lambda users: scores[users])
-    else:
-        cfg = TrainConfig(**TRAIN_ARGS, seed=seed, neg_candidates=job["neg_candidates"],
-                          reg=job["reg"],
-                          item_init="id" if kind == "text off" else "text",
-                          cold_start="bpr" if kind == "text" else "ridge")
+    rows, extra = {}, {}
+    cfg = TrainConfig(seed=seed, cold_start="bpr")
+    if kind == "text":
+        gen = torch.Generator().manual_seed(seed)
+        scores = torch.rand(graph.num_users, graph.num_items, generator=gen)
+        rows["random"] = score_table(graph, lambda users: scores[users])
+        profile, text = text_profiles(graph)
+        scores = profile @ text.T
+        rows["text-kNN"] = score_table(graph, lambda users: scores[users])
         trainer = Trainer(graph, cfg)
-        result = train_model(graph, trainer=trainer)
-        if kind == "text":
-            # One trained model, three placements of its cold items.
-            eu, ei = trainer.propagate()  # before cold placement
-            warm = trainer.warm.to(ei.device)
-            eu_cpu = eu.cpu()  # score_table ranks on the CPU
-            with torch.inference_mode():
-                for design in ("ridge", "bpr", "layer0"):
-                    w = text_map_for(design, trainer.model, trainer.text_emb, ei, warm)
-                    placed = place_cold_items(ei, warm, trainer.text_emb, w).cpu()
-                    rows[f"graphrec, cold start {design}"] = score_table(
-                        graph, lambda users, placed=placed: eu_cpu[users] @ placed.T)
-        else:
-            ue, ie = result.user_emb, result.item_emb
-            cold_split = load_graph(Path(job["cold_graph"])).cold_items
-            # Without text a cold item's embedding is 0, so all cold items tie at score 0;
-            # break ties at random, or the catalog's id order (old, popular films first on
-            # MovieLens) would decide the cold ranking.
-            noise = 1e-6 * torch.rand(graph.num_users, graph.num_items,
-                                      generator=torch.Generator().manual_seed(seed))
-            rows[f"graphrec, {kind}"] = score_table(
-                graph, lambda users: ue[users] @ ie.T + noise[users], cold_split)
+        train_model(graph, trainer=trainer)
+        eu, ei = trainer.propagate()  # before cold placement
+        warm = trainer.warm.to(ei.device)
+        eu = eu.cpu()
+        with torch.inference_mode():
+            for design in ("ridge", "bpr", "layer0"):
+                w = text_map_for(design, trainer.model, trainer.text_emb, ei, warm)
+                placed = place_cold_items(ei, warm, trainer.text_emb, w).cpu()
+                rows[f"graphrec, {design}"] = score_table(
+                    graph, lambda users, placed=placed: eu[users] @ placed.T)
+                if design == "ridge":
+                    ridge = placed
+            weight, grid = choose_blend(graph, eu, ridge, profile, text)
+            rows["graphrec, blend"] = score_table(
+                graph, blend_scorer(eu, ridge, graph.cold_items, profile, text, weight))
+        extra = {"blend": {"weight": weight, "grid": grid}}
+    else:  # all items: the warm reference
+        result = train_model(graph, cfg)
+        ue, ie = result.user_emb, result.item_emb
+        cold_split = load_graph(Path(job["cold_graph"])).cold_items
+        rows["graphrec trained on all items"] = {
+            k: v for k, v in score_table(graph, lambda users: ue[users] @ ie.T,
+                                         cold_split).items() if k == "warm_recall@20"}
     for r in rows.values():
         r["seconds"] = round(time.perf_counter() - t0, 1)
-    Path(job["out"]).write_text(json.dumps({"seed": seed, "rows": rows}, indent=1) + "\n")
-    return {"kind": kind, "seed": seed, "rows": rows}
+    doc = {"bed": job["bed"], "seed": seed, "rows": rows, **extra}
+    Path(job["out"]).write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
+def cell(values: list[float]) -> str:
+    v = np.array(values)
+    if v.size == 0:
+        return "–"
+    return f"{v.mean():.4f} ± {v.std():.4f}" if v.size > 1 else f"{v[0]:.4f}"
+
+
+def tables(docs: list[dict], beds: list[str]) -> str:
+    """One table per bed (every metric), then cold_recall@20 of every design on every bed
+    with its ratio to text-kNN and to random."""
+    out = []
+    summary: dict[str, dict[str, list[float]]] = {}
+    for bed in beds:
+        mine = [d for d in docs if d["bed"] == bed]
+        if not mine:
+            continue
+        per_row: dict[str, list[dict]] = {}
+        for d in mine:
+            for name, r in d["rows"].items():
+                per_row.setdefault(name, []).append(r)
+        seeds = sorted({d["seed"] for d in mine})
+        share = [r["cold_share_of_test"] for r in per_row.get("random", [])]
+        weights = [d["blend"]["weight"] for d in mine if "blend" in d]
+        out += [f"\n{bed}; seeds {seeds}; cold share of test interactions {cell(share)}; blend "
+                f"weight chosen on validation per seed: {weights}\n",
+                "| design | " + " | ".join(KEYS) + " | seeds |",
+                "|---|" + "---|" * (len(KEYS) + 1)]
+        for name, rs in per_row.items():
+            out.append(f"| {name} | " + " | ".join(cell([r[k] for r in rs if k in r])
+                                                   for k in KEYS) + f" | {len(rs)} |")
+            summary.setdefault(name, {})[bed] = [r["cold_recall@20"] for r in rs
+                                                 if "cold_recall@20" in r]
+    shown = [b for b in beds if any(b in v for v in summary.values())]
+    out += ["\ncold_recall@20 (x text-kNN, x random, from the seed means)\n",
+            "| design | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
+    for name, per_bed in summary.items():
+        if not any(per_bed.values()):
+            continue
+        cells = []
+        for bed in shown:
+            v = per_bed.get(bed, [])
+            if not v:
+                cells.append("–")
+                continue
+            knn = np.mean(summary["text-kNN"][bed])
+            rnd = np.mean(summary["random"][bed])
+            cells.append(f"{cell(v)} ({np.mean(v) / knn:.2f}×, {np.mean(v) / rnd:.1f}×)")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--text", nargs="+", choices=list(TEXTS), default=list(TEXTS))
+    p.add_argument("--behaviour", nargs="+", choices=BEHAVIOURS, default=list(BEHAVIOURS))
     p.add_argument("--jobs", type=int, default=1)
-    # Single negatives and reg 1e-4 by default: the settings of the first table in
-    # experiments/RESULTS.md, recorded before hard negatives became graphrec's default.
-    p.add_argument("--neg-candidates", type=int, default=1)
-    p.add_argument("--reg", type=float, default=1e-4)
     p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cold_start")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="graphrec-cold-"))
-    out = args.out / "cold_start"
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
     threads = (int(os.environ.get("OMP_NUM_THREADS", 0))
                or max(1, (os.cpu_count() or 1) // args.jobs))
-    jobs = []
-    for seed in args.seeds:
-        paths = graphs(seed, work)
-        for kind, g in (("text", "cold"), ("all items", "all"), ("text off", "cold-notext"),
-                        ("text-knn", "cold"), ("random", "cold")):
-            name = out / "runs" / f"{kind.replace(' ', '-')}-s{seed}.json"
-            if not name.exists():
-                jobs.append({"kind": kind, "seed": seed, "graph": str(paths[g]),
-                             "cold_graph": str(paths["cold"]), "threads": threads,
-                             "neg_candidates": args.neg_candidates, "reg": args.reg,
-                             "out": str(name)})
+    jobs, beds = [], []
+    for behaviour in args.behaviour:
+        for text in args.text:
+            bed = bed_name(text, behaviour)
+            beds.append(bed)
+            for seed in args.seeds:
+                kinds = ("text", "all items") if behaviour == "full" else ("text",)
+                for kind in kinds:
+                    name = args.out / "runs" / \
+                        f"{text}-{behaviour}-{kind.replace(' ', '-')}-s{seed}.json"
+                    if name.exists():
+                        continue
+                    paths = graphs(text, behaviour, seed, work)
+                    jobs.append({"kind": kind, "bed": bed, "seed": seed,
+                                 "graph": str(paths["cold" if kind == "text" else "all"]),
+                                 "cold_graph": str(paths["cold"]), "threads": threads,
+                                 "out": str(name)})
+    jobs.sort(key=lambda j: (j["kind"] != "text", j["seed"]))  # the designs first
     print(f"{len(jobs)} runs to do", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
-        for res in pool.map(run_one, jobs):
-            for name, r in res["rows"].items():
-                print(f"seed {res['seed']} {name}: " +
-                      " ".join(f"{k}={r[k]:.4f}" for k in KEYS if k in r), flush=True)
-
-    per_row: dict[str, list[dict]] = {}
-    for f in sorted((out / "runs").glob("*.json")):
-        doc = json.loads(f.read_text())
-        if doc["seed"] in args.seeds:
+        for doc in pool.map(run_one, jobs):
             for name, r in doc["rows"].items():
-                per_row.setdefault(name, []).append(r)
-    order = sorted(per_row, key=lambda n: (not n.startswith("graphrec"), n))
-    table = ["| model | " + " | ".join(KEYS) + " | seeds |", "|---|" + "---|" * (len(KEYS) + 1)]
-    for name in order:
-        rs = per_row[name]
-        cells = []
-        for k in KEYS:
-            v = np.array([r[k] for r in rs if k in r])
-            cells.append("–" if v.size == 0 else
-                         f"{v.mean():.4f} ± {v.std():.4f}" if v.size > 1 else f"{v[0]:.4f}")
-        table.append(f"| {name} | " + " | ".join(cells) + f" | {len(rs)} |")
-    text = "\n".join(table)
-    head = f"MovieLens, 20% cold items, seeds {args.seeds}, test split; mean ± std over seeds"
-    print(f"\n{head}\n{text}")
-    (out / "table.md").write_text(f"{head}\n\n{text}\n")
-    (out / "rows.json").write_text(json.dumps(per_row, indent=1) + "\n")
+                print(f"{doc['bed']} seed {doc['seed']} {name}: " +
+                      " ".join(f"{k}={r[k]:.4f}" for k in KEYS if k in r), flush=True)
+    docs = [json.loads(f.read_text()) for f in sorted((args.out / "runs").glob("*.json"))]
+    docs = [d for d in docs if d.get("seed") in args.seeds and d.get("bed") in beds]
+    text = tables(docs, beds)
+    print(text)
+    (args.out / "table.md").write_text(
+        "MovieLens cold-start test beds, 20% cold items, test split; mean ± std over seeds\n"
+        + text + "\n")
 
 
 if __name__ == "__main__":
