@@ -18,6 +18,7 @@ from graphrec.data.split import SPLITS
 from graphrec.errors import ConfigError, GraphrecError
 from graphrec.options import (
     COLD_STARTS,
+    LOSSES,
     MODEL_KINDS,
     RETRIEVAL_INDEXES,
     SPLIT_STRATEGIES,
@@ -291,7 +292,10 @@ def _train_option(name: str, *flags: str, **kw):
 @_train_option("reg", type=float)
 @_train_option("negatives", type=click.Choice(NEGATIVE_CHOICES))
 @_train_option("neg-alpha", type=float)
+@_train_option("neg-share", type=float)
 @_train_option("neg-candidates", type=int)
+@_train_option("loss", type=click.Choice(LOSSES))
+@_train_option("temperature", type=float)
 @_train_option("item-init", type=click.Choice(ITEM_INIT_CHOICES))
 @_train_option("cold-start", type=click.Choice(COLD_STARTS))
 @_train_option("device")

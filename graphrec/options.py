@@ -21,6 +21,9 @@ ridge regression text -> final embedding over warm items, rescaled to warm norms
 text head trained jointly by a BPR term; or the item's own text projection, rescaled."""
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
 """BPR negative samplers: uniform over items, or in proportion to (degree + 1)^alpha."""
+LOSSES = ("bpr", "softmax")
+"""Training losses: BPR against the hardest candidate, or a sampled softmax over every
+candidate with a temperature (``graphrec.model.losses``)."""
 LR_SCHEDULES = ("auto", "constant", "cosine")
 """Learning-rate schedules of training."""
 PRECISIONS = ("float32", "bfloat16")

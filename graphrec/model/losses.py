@@ -34,6 +34,30 @@ def bpr_loss(eu: Tensor, ei: Tensor, xu0: Tensor, xi0: Tensor, users: Tensor, po
     return bpr + reg * l2 / (2 * len(users)), bpr.detach()
 
 
+def softmax_loss(eu: Tensor, ei: Tensor, xu0: Tensor, xi0: Tensor, users: Tensor, pos: Tensor,
+                 neg: Tensor, reg: float, temperature: float) -> tuple[Tensor, Tensor]:
+    """Sampled softmax over each triple's positive and its K candidates, with L2 as in
+    :func:`bpr_loss`.
+
+    loss = mean_b [logsumexp_j(s_bj / t) - s_bp / t] + reg * (L2 of the rows named) / (2 B),
+    j over the positive and the K negatives ``neg`` [B, K], s the dot product of the final
+    rows. Every candidate gets a share of the gradient in
+    proportion to how high the model scores it: a smooth form of picking the hardest.
+    Returns (total loss, the softmax part).
+    """
+    b, k = neg.shape
+    u = eu.index_select(0, users)
+    p = ei.index_select(0, pos)
+    n = ei.index_select(0, neg.flatten()).view(b, k, -1)
+    logits = torch.cat([(u * p).sum(-1, keepdim=True),
+                        torch.bmm(n, u.unsqueeze(2)).squeeze(2)], 1) / temperature
+    part = (torch.logsumexp(logits, 1) - logits[:, 0]).mean()
+    l2 = (_row_counts(users, len(xu0), xu0.dtype) * xu0.square().sum(1)).sum() + (
+        _row_counts(torch.cat([pos, neg.flatten()]), len(xi0), xi0.dtype)
+        * xi0.square().sum(1)).sum()
+    return part + reg * l2 / (2 * b), part.detach()
+
+
 def _row_counts(index: Tensor, rows: int, dtype: torch.dtype) -> Tensor:
     """[rows] how often each row occurs in ``index`` (no host sync, unlike bincount)."""
     return torch.zeros(rows, dtype=dtype, device=index.device).index_add_(

@@ -11,7 +11,14 @@ import numpy as np
 
 from graphrec.data.split import TRAIN
 from graphrec.errors import ConfigError, check_cutoffs
-from graphrec.options import COLD_STARTS, ITEM_INITS, LR_SCHEDULES, NEGATIVE_SAMPLERS, PRECISIONS
+from graphrec.options import (
+    COLD_STARTS,
+    ITEM_INITS,
+    LOSSES,
+    LR_SCHEDULES,
+    NEGATIVE_SAMPLERS,
+    PRECISIONS,
+)
 
 if TYPE_CHECKING:  # torch-free at run time: the command line imports this module for --help
     from graphrec.artifacts.graph_dir import GraphData
@@ -49,11 +56,19 @@ class TrainConfig:
     experiments/RESULTS.md)."""
     neg_alpha: float = 0.5
     """Exponent of the popularity negative sampler."""
+    neg_share: float = 1.0
+    """Share of the negatives the popularity sampler draws from (degree + 1)^neg_alpha; the
+    rest are drawn uniformly."""
     neg_candidates: int = 8
     """Hard negatives: draw this many negatives per triple and train on the one the model
     scores highest at that step (dynamic negative sampling); 1 trains on every drawn one.
     8 with reg 1e-3: Gowalla test recall@20 0.1805 instead of 0.1723, MovieLens 0.242
     instead of 0.226 (3 seeds; experiments/RESULTS.md)."""
+    loss: str = "bpr"
+    """bpr: BPR against the hardest of the candidates; softmax: a sampled softmax over the
+    positive and every candidate, scores divided by ``temperature``."""
+    temperature: float = 1.0
+    """Softmax temperature (loss softmax)."""
     item_init: str = "auto"
     """Item layer-0: text, id, text+id, or auto (text when the graph has text, else id)."""
     device: str = "auto"
@@ -94,15 +109,17 @@ class TrainConfig:
             ("eval_every", self.eval_every, self.eval_every >= 0, "an integer >= 0"),
             ("patience", self.patience, self.patience >= 1, "an integer >= 1"),
             ("neg_alpha", self.neg_alpha, -2 <= self.neg_alpha <= 2, "a number in [-2, 2]"),
+            ("neg_share", self.neg_share, 0 <= self.neg_share <= 1, "a number in [0, 1]"),
             ("neg_candidates", self.neg_candidates, self.neg_candidates >= 1,
              "an integer >= 1"),
+            ("temperature", self.temperature, self.temperature > 0, "a number > 0"),
             ("seed", self.seed, 0 <= self.seed < 2**63, "an integer >= 0"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
                 raise ConfigError(parameter=name, value=value, expected=expected)
         choices = [("negatives", NEGATIVE_CHOICES), ("item_init", ITEM_INIT_CHOICES),
-                   ("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS),
+                   ("lr_schedule", LR_SCHEDULES), ("loss", LOSSES), ("precision", PRECISIONS),
                    ("cold_start", COLD_STARTS)]
         for name, allowed in choices:
             if getattr(self, name) not in allowed:

@@ -64,11 +64,15 @@ class BPRSampler:
         num_items: catalog size I.
         negatives: "uniform" or "popularity".
         alpha: exponent of the popularity distribution p(i) ~ (deg_i + 1)^alpha.
+        share: the share of negatives drawn from the popularity distribution, the rest
+            uniformly ("popularity" only): each draw comes from the mixture
+            share * popularity + (1 - share) * uniform.
         device: where the sampled indices live.
     """
 
     def __init__(self, users: Tensor, items: Tensor, num_items: int, negatives: str = "uniform",
-                 alpha: float = 0.5, device: torch.device | str = "cpu", max_redraws: int = 50):
+                 alpha: float = 0.5, device: torch.device | str = "cpu", max_redraws: int = 50,
+                 share: float = 1.0):
         if negatives not in NEGATIVE_SAMPLERS:
             raise ValueError(f"negatives {negatives!r}: expected one of {NEGATIVE_SAMPLERS}")
         self.device = torch.device(device)
@@ -87,6 +91,8 @@ class BPRSampler:
             probs = warm.double()
         else:
             probs = torch.where(warm, (degree + 1.0).pow(alpha), torch.zeros_like(degree))
+            if share < 1.0:
+                probs = share * probs / probs.sum() + (1.0 - share) * warm / warm.sum()
         self.probs = (probs / probs.sum()).float()
         self.uniform = negatives == "uniform"
         self.warm_items = torch.nonzero(warm).flatten()

@@ -28,7 +28,7 @@ from graphrec.graph import propagation_adjacency
 from graphrec.model.coldstart import place_cold_items, text_map_for
 from graphrec.model.foldin import foldin_arrays
 from graphrec.model.lightgcn import TextLightGCN
-from graphrec.model.losses import bpr_loss, text_head_loss
+from graphrec.model.losses import bpr_loss, softmax_loss, text_head_loss
 from graphrec.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from graphrec.train.config import TrainConfig, uses_batch_rows
 from graphrec.train.sampling import BPRSampler, hardest
@@ -110,7 +110,8 @@ class Trainer:
         # term (about 3x less time for the optimizer step on Gowalla, CPU).
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
         self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), graph.num_items,
-                                  cfg.negatives, cfg.neg_alpha, device=self.device)
+                                  cfg.negatives, cfg.neg_alpha, device=self.device,
+                                  share=cfg.neg_share)
         if focus is not None:
             self.sampler.focus(torch.as_tensor(focus[0]), torch.as_tensor(focus[1]))
         self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
@@ -145,10 +146,18 @@ class Trainer:
             # Same loss and gradients.
             eu, ei, xu0, xi0 = self.model(self.adj)
             u_local, p_local, n_local = users, pos, neg
-        if neg.dim() == 2:
-            pick = hardest(eu, u_local, ei, n_local).unsqueeze(1)
-            n_local, neg = n_local.gather(1, pick).squeeze(1), neg.gather(1, pick).squeeze(1)
-        loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, self.cfg.reg)
+        cfg = self.cfg
+        if cfg.loss == "softmax":
+            n_local = n_local.view(len(users), -1)
+            loss, bpr = softmax_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, cfg.reg,
+                                     cfg.temperature)
+            neg = neg.view(len(users), -1)[:, 0]  # the text head's negative
+        else:
+            if neg.dim() == 2:
+                pick = hardest(eu, u_local, ei, n_local).unsqueeze(1)
+                n_local = n_local.gather(1, pick).squeeze(1)
+                neg = neg.gather(1, pick).squeeze(1)
+            loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, cfg.reg)
         if self.model.text_head is not None:  # cold_start "bpr"
             head = self.model.text_head
             loss = loss + text_head_loss(eu.index_select(0, u_local).detach(),

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from graphrec.model import bpr_loss
+from graphrec.model.losses import softmax_loss
 
 
 def test_bpr_loss_known_answer() -> None:
@@ -35,3 +36,39 @@ def test_bpr_loss_l2_counts_repeated_rows() -> None:
     l2 = (xu0[users].square().sum() + xi0[pos].square().sum() + xi0[neg].square().sum())
     assert loss.item() == pytest.approx((bpr + 0.3 * l2 / 10).item(), rel=1e-6)
     assert (loss - bpr).item() == pytest.approx((0.3 * l2 / 10).item(), rel=1e-6)
+
+
+def test_softmax_loss_with_one_candidate_is_bpr() -> None:
+    # Softmax over a positive and one negative at temperature 1 is softplus(s_n - s_p).
+    gen = torch.Generator().manual_seed(3)
+    eu, ei = torch.randn(4, 3, generator=gen), torch.randn(6, 3, generator=gen)
+    users, pos, neg = torch.tensor([0, 1, 3, 3]), torch.tensor([2, 5, 0, 1]), \
+        torch.tensor([1, 4, 4, 2])
+    bpr_total, bpr = bpr_loss(eu, ei, eu, ei, users, pos, neg, reg=0.2)
+    sm_total, sm = softmax_loss(eu, ei, eu, ei, users, pos, neg[:, None], reg=0.2,
+                                temperature=1.0)
+    assert sm.item() == pytest.approx(bpr.item(), rel=1e-6)
+    assert sm_total.item() == pytest.approx(bpr_total.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_softmax_loss_is_cross_entropy_over_positive_and_candidates(temperature: float) -> None:
+    gen = torch.Generator().manual_seed(4)
+    eu = torch.randn(5, 4, generator=gen, requires_grad=True)
+    ei = torch.randn(9, 4, generator=gen, requires_grad=True)
+    xu0, xi0 = torch.randn(5, 4, generator=gen), torch.randn(9, 4, generator=gen)
+    users, pos = torch.tensor([0, 2, 4]), torch.tensor([1, 3, 8])
+    neg = torch.tensor([[0, 2, 5], [7, 7, 6], [1, 2, 3]])
+    total, part = softmax_loss(eu, ei, xu0, xi0, users, pos, neg, reg=0.1,
+                               temperature=temperature)
+    expect = 0.0
+    for b in range(3):
+        u, rows = eu[users[b]], ei[torch.cat([pos[b:b + 1], neg[b]])]
+        logits = (rows @ u) / temperature
+        expect += float(torch.logsumexp(logits, 0) - logits[0]) / 3
+    l2 = xu0[users].square().sum() + xi0[pos].square().sum() + xi0[neg.flatten()].square().sum()
+    assert part.item() == pytest.approx(expect, rel=1e-5)
+    assert total.item() == pytest.approx(expect + 0.1 * float(l2) / 6, rel=1e-5)
+    total.backward()
+    # Every candidate gets gradient, not only the hardest one.
+    assert (ei.grad[neg.flatten()].abs().sum(1) > 0).all()

@@ -42,3 +42,11 @@ def test_auto_negatives_follow_the_item_representation(planted_graph, planted_gr
     assert TrainConfig().resolve(planted_graph_text).negatives == "popularity"
     assert TrainConfig(item_init="id").resolve(planted_graph_text).negatives == "uniform"
     assert TrainConfig(negatives="popularity").resolve(planted_graph).negatives == "popularity"
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("temperature", 0.0, "temperature 0: expected a number > 0"),
+    ("neg_share", 1.5, "neg_share 1.5"), ("loss", "hinge", "loss 'hinge'")])
+def test_loss_and_share_settings_are_checked(field: str, value, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        TrainConfig(**{field: value}).validate(has_text=False)

@@ -181,3 +181,25 @@ def test_membership_test_is_exact_for_every_pair(use_filter: bool) -> None:
 def test_sampler_rejects_unknown_negatives() -> None:
     with pytest.raises(ValueError, match="negatives"):
         BPRSampler(torch.tensor([0]), torch.tensor([0]), 1, "hard")
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_popularity_share_draws_from_the_mixture(share: float) -> None:
+    rng = np.random.default_rng(0)
+    num_items = 40
+    degree = np.concatenate([[3], rng.integers(1, 60, num_items - 5), [0, 0, 0, 0]])
+    items = np.repeat(np.arange(num_items), degree)
+    users = np.arange(len(items)) + 1
+    users[0] = 0
+    sampler = BPRSampler(torch.as_tensor(users), torch.as_tensor(items), num_items,
+                         "popularity", 1.0, share=share)
+    n = 200_000
+    neg = sampler.negatives(torch.zeros(n, dtype=torch.long), torch.Generator().manual_seed(1))
+    freq = np.bincount(neg.numpy(), minlength=num_items) / n
+    warm = degree > 0
+    pop = np.where(warm, degree + 1.0, 0.0)
+    p = share * pop / pop.sum() + (1 - share) * warm / warm.sum()
+    p[0] = 0.0  # the user's own positive is redrawn
+    p /= p.sum()
+    assert freq[0] == 0 and (freq[~warm] == 0).all()
+    assert (np.abs(freq - p) <= 4.5 * np.sqrt(p * (1 - p) / n) + 1e-4).all()

@@ -231,3 +231,13 @@ def test_propagate_is_embeddings_before_cold_placement(planted_graph_text) -> No
     assert text_map is not None and (~warm).any()
     assert torch.allclose(pi[~warm], trainer.text_emb[~warm] @ text_map)
     assert not torch.allclose(ei[~warm], pi[~warm])
+
+
+def test_softmax_loss_recovers_planted_communities(planted_graph, planted) -> None:
+    cfg = TrainConfig(epochs=8, batch_size=64, lr=0.05, dim=16, layers=2, item_init="id",
+                      loss="softmax", temperature=0.5, neg_candidates=4, device="cpu",
+                      eval_every=0, seed=0)
+    result = train_model(planted_graph, cfg)
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+    assert community_share(planted_graph, planted, result.user_emb, result.item_emb) >= 0.8
