@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from graphrec.data.io import MOVIELENS_FIELDS, movielens_item_fields
+
 KEYS = ("cold_recall@20", "cold_ndcg@20", "warm_recall@20", "recall@20", "ndcg@20",
         "cold_share@20")
 TEXTS = {"title+genres+tags": ("title", "genres", "tags"), "title+genres": ("title", "genres"),
@@ -81,22 +83,11 @@ def write_sources(text: str, behaviour: str, seed: int, folder: Path) -> tuple[P
     ratings = folder / "ratings.csv"
     with open(ratings, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
-    tags: dict[str, list[str]] = {}
-    with open(MOVIELENS / "tags.csv", newline="") as f:
-        for r in list(csv.reader(f))[1:]:
-            tag = " ".join(r[2].split())
-            mine = tags.setdefault(r[1], [])
-            if tag and tag.lower() not in (t.lower() for t in mine):
-                mine.append(tag)
+    ids, fields = movielens_item_fields(MOVIELENS)
     items = folder / "items.csv"
-    with open(MOVIELENS / "movies.csv", newline="") as f, open(items, "w", newline="") as g:
-        out = csv.writer(g)
-        out.writerow(["movieId", "title", "genres", "tags"])
-        for mid, title, genres in list(csv.reader(f))[1:]:
-            genres = "" if genres == "(no genres listed)" else \
-                "Genres: " + ", ".join(genres.split("|"))
-            out.writerow([mid, title, genres,
-                          "Tags: " + ", ".join(tags[mid]) if tags.get(mid) else ""])
+    with open(items, "w", newline="") as g:
+        csv.writer(g).writerows([["movieId", *MOVIELENS_FIELDS],
+                                 *zip(ids.tolist(), *fields.values(), strict=True)])
     return ratings, items
 
 

@@ -317,13 +317,27 @@ def read_movielens(folder: str | Path) -> tuple[RawInteractions, ItemText]:
     """Read a MovieLens folder (ratings.csv, movies.csv, optional tags.csv).
 
     Item text = "<title>. Genres: <g1>, <g2>. Tags: <t1>, <t2>" with the distinct tags users
-    gave the movie, in order of first use.
+    gave the movie, in order of first use (:func:`movielens_item_fields`).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"MovieLens folder {folder}: not a directory")
     inter = read_interactions_csv(folder / "ratings.csv", "userId", "movieId", "rating",
                                   "timestamp")
+    ids, fields = movielens_item_fields(folder)
+    texts = [". ".join(p for p in parts if p) for parts in zip(*fields.values(), strict=True)]
+    return inter, ItemText(ids, np.asarray(fields["title"], dtype=str), texts)
+
+
+MOVIELENS_FIELDS = ("title", "genres", "tags")
+"""The text fields of a MovieLens item, in the order its text joins them."""
+
+
+def movielens_item_fields(folder: str | Path) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Each movie's id [I] and its text fields as :func:`read_movielens` joins them:
+    ``{"title": [...], "genres": ["Genres: a, b", ...], "tags": ["Tags: x, y", ...]}``, an
+    empty string where a movie has no genres or no tags."""
+    folder = Path(folder)
     header, rows = _read_table(folder / "movies.csv", "movies")
     id_k, title_k, genre_k = (_movielens_column(header, c, folder / "movies.csv")
                               for c in ("movieId", "title", "genres"))
@@ -336,20 +350,17 @@ def read_movielens(folder: str | Path) -> tuple[RawInteractions, ItemText]:
             tag = " ".join(r[t_k].split())
             if tag and tag.lower() not in (t.lower() for t in tags[r[m_k]]):
                 tags[r[m_k]].append(tag)
-    ids, titles, texts = [], [], []
+    ids, fields = [], {name: [] for name in MOVIELENS_FIELDS}
     for r in rows:
-        mid, title, genres = r[id_k].strip(), _clean_title(r[title_k]), r[genre_k]
-        parts = [title]
-        if genres and genres != "(no genres listed)":
-            parts.append("Genres: " + ", ".join(genres.split("|")))
-        if tags.get(mid):
-            parts.append("Tags: " + ", ".join(tags[mid]))
+        mid, genres = r[id_k].strip(), r[genre_k]
         ids.append(mid)
-        titles.append(title)
-        texts.append(". ".join(parts))
+        fields["title"].append(_clean_title(r[title_k]))
+        fields["genres"].append("Genres: " + ", ".join(genres.split("|"))
+                                if genres and genres != "(no genres listed)" else "")
+        fields["tags"].append("Tags: " + ", ".join(tags[mid]) if tags.get(mid) else "")
     ids = np.asarray(ids, dtype=str)
     _check_one_line_ids(ids, "movieId", "movielens", folder / "movies.csv")
-    return inter, ItemText(ids, titles, texts)
+    return ids, fields
 
 
 def _movielens_column(header: list[str], name: str, path: Path) -> int:

@@ -271,6 +271,20 @@ def test_bundled_movielens_text_has_title_genres_and_tags(movielens) -> None:
         "Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy")
 
 
+def test_movielens_fields_are_the_parts_of_its_text(tmp_path: Path) -> None:
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4,5\n")
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n10,A  (1990),Drama|War\n11,B,(no genres listed)\n")
+    (tmp_path / "tags.csv").write_text(
+        "userId,movieId,tag,timestamp\n1,11,dark,1\n2,11,Dark,2\n2,11,slow  burn,3\n")
+    ids, fields = io.movielens_item_fields(tmp_path)
+    assert ids.tolist() == ["10", "11"]
+    assert fields == {"title": ["A (1990)", "B"], "genres": ["Genres: Drama, War", ""],
+                      "tags": ["", "Tags: dark, slow burn"]}
+    _, items = io.read_movielens(tmp_path)
+    assert items.texts == ["A (1990). Genres: Drama, War", "B. Tags: dark, slow burn"]
+
+
 def test_movielens_not_a_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a directory"):
         io.read_movielens(tmp_path / "nope")
