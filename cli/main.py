@@ -294,6 +294,7 @@ def _train_option(name: str, *flags: str, **kw):
 @_train_option("neg-alpha", type=float)
 @_train_option("neg-share", type=float)
 @_train_option("neg-candidates", type=int)
+@_train_option("neg-top", type=int)
 @_train_option("loss", type=click.Choice(LOSSES))
 @_train_option("temperature", type=float)
 @_train_option("item-init", type=click.Choice(ITEM_INIT_CHOICES))

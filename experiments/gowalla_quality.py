@@ -55,6 +55,8 @@ def main() -> None:
     p.add_argument("--neg-alpha", type=float, default=0.5)
     p.add_argument("--neg-candidates", type=int, default=TrainConfig().neg_candidates,
                    help="hard negatives: the hardest of this many per triple")
+    p.add_argument("--neg-top", type=int, default=TrainConfig().neg_top,
+                   help="train on a candidate drawn among the N hardest (DNS(M, N))")
     p.add_argument("--loss", default=TrainConfig().loss, help="bpr or softmax")
     p.add_argument("--temperature", type=float, default=TrainConfig().temperature)
     p.add_argument("--valid", action="store_true",
@@ -84,7 +86,7 @@ def main() -> None:
                       lr_schedule=args.lr_schedule, negatives=args.negatives,
                       neg_alpha=args.neg_alpha, neg_candidates=args.neg_candidates,
                       reg=args.reg, layers=args.layers, loss=args.loss,
-                      temperature=args.temperature,
+                      temperature=args.temperature, neg_top=args.neg_top,
                       dim=args.dim, device=args.device, seed=args.seed, eval_every=0,
                       precision=args.precision)
     try:
@@ -94,7 +96,8 @@ def main() -> None:
     c = trainer.cfg
     print(f"device {trainer.device} ({c.precision}), batch {c.batch_size}, lr {c.lr} "
           f"({c.lr_schedule}), "
-          f"{c.negatives} negatives (alpha {c.neg_alpha}, {c.neg_candidates} candidates), "
+          f"{c.negatives} negatives (alpha {c.neg_alpha}, {c.neg_candidates} candidates, "
+          f"top {c.neg_top}), "
           f"loss {c.loss} (temperature {c.temperature}), "
           f"reg {c.reg:g}, dim {c.dim}, {c.layers} layers; build {build_s:.1f} s",
           flush=True)

@@ -64,6 +64,9 @@ class TrainConfig:
     scores highest at that step (dynamic negative sampling); 1 trains on every drawn one.
     8 with reg 1e-3: Gowalla test recall@20 0.1805 instead of 0.1723, MovieLens 0.242
     instead of 0.226 (3 seeds; experiments/RESULTS.md)."""
+    neg_top: int = 1
+    """Train on a candidate drawn uniformly among the ``neg_top`` the model scores highest
+    (DNS(M, N) with M = neg_candidates); 1 takes the hardest (loss bpr)."""
     loss: str = "bpr"
     """bpr: BPR against the hardest of the candidates; softmax: a sampled softmax over the
     positive and every candidate, scores divided by ``temperature``."""
@@ -109,6 +112,8 @@ class TrainConfig:
             ("eval_every", self.eval_every, self.eval_every >= 0, "an integer >= 0"),
             ("patience", self.patience, self.patience >= 1, "an integer >= 1"),
             ("neg_alpha", self.neg_alpha, -2 <= self.neg_alpha <= 2, "a number in [-2, 2]"),
+            ("neg_top", self.neg_top, 1 <= self.neg_top <= self.neg_candidates,
+             f"an integer in [1, neg_candidates = {self.neg_candidates}]"),
             ("neg_share", self.neg_share, 0 <= self.neg_share <= 1, "a number in [0, 1]"),
             ("neg_candidates", self.neg_candidates, self.neg_candidates >= 1,
              "an integer >= 1"),

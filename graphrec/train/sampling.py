@@ -231,8 +231,10 @@ def _repeated(users: Tensor, start: int, stop: int) -> Tensor:
 
 
 def hardest(user_emb: Tensor, users: Tensor, item_emb: Tensor, candidates: Tensor,
-            chunk: int = HARDEST_CHUNK) -> Tensor:
-    """[B] the column of ``candidates`` [B, K] each user scores highest.
+            chunk: int = HARDEST_CHUNK, top: int = 1,
+            generator: torch.Generator | None = None) -> Tensor:
+    """[B] the column of ``candidates`` [B, K] each user scores highest; with ``top`` N > 1,
+    a column drawn uniformly (from ``generator``) among the N highest (DNS(M, N)).
 
     user_emb: [U', d] user embeddings; users: [B] rows of user_emb; item_emb: [I', d] item
     embeddings; candidates: [B, K] rows of item_emb. No gradient flows through the choice.
@@ -247,5 +249,12 @@ def hardest(user_emb: Tensor, users: Tensor, item_emb: Tensor, candidates: Tenso
             c = candidates[start:start + chunk]
             rows = item_emb.index_select(0, c.flatten()).view(len(c), k, -1)
             u = user_emb.index_select(0, users[start:start + chunk])
-            pick[start:start + chunk] = torch.bmm(rows, u.unsqueeze(2)).squeeze(2).argmax(1)
+            scores = torch.bmm(rows, u.unsqueeze(2)).squeeze(2)
+            if top == 1:
+                pick[start:start + chunk] = scores.argmax(1)
+            else:
+                best = scores.topk(min(top, k), dim=1).indices
+                at = torch.randint(best.shape[1], (len(c), 1), device=c.device,
+                                   generator=generator)
+                pick[start:start + chunk] = best.gather(1, at).squeeze(1)
         return pick

@@ -154,7 +154,8 @@ class Trainer:
             neg = neg.view(len(users), -1)[:, 0]  # the text head's negative
         else:
             if neg.dim() == 2:
-                pick = hardest(eu, u_local, ei, n_local).unsqueeze(1)
+                pick = hardest(eu, u_local, ei, n_local, top=cfg.neg_top,
+                               generator=self.generator).unsqueeze(1)
                 n_local = n_local.gather(1, pick).squeeze(1)
                 neg = neg.gather(1, pick).squeeze(1)
             loss, bpr = bpr_loss(eu, ei, xu0, xi0, u_local, p_local, n_local, cfg.reg)

@@ -46,7 +46,8 @@ def test_auto_negatives_follow_the_item_representation(planted_graph, planted_gr
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
     ("temperature", 0.0, "temperature 0: expected a number > 0"),
-    ("neg_share", 1.5, "neg_share 1.5"), ("loss", "hinge", "loss 'hinge'")])
+    ("neg_share", 1.5, "neg_share 1.5"), ("loss", "hinge", "loss 'hinge'"),
+    ("neg_top", 9, "neg_top 9: expected an integer in \\[1, neg_candidates = 8\\]")])
 def test_loss_and_share_settings_are_checked(field: str, value, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         TrainConfig(**{field: value}).validate(has_text=False)

@@ -203,3 +203,24 @@ def test_popularity_share_draws_from_the_mixture(share: float) -> None:
     p /= p.sum()
     assert freq[0] == 0 and (freq[~warm] == 0).all()
     assert (np.abs(freq - p) <= 4.5 * np.sqrt(p * (1 - p) / n) + 1e-4).all()
+
+
+def test_top_n_pick_draws_among_each_users_n_highest_candidates() -> None:
+    # DNS(M, N): the picked column is always among the user's N highest-scoring candidates,
+    # and over many draws every one of the N is picked.
+    gen = torch.Generator().manual_seed(2)
+    user_rows = torch.randn(40, 6, generator=gen)
+    item_emb = torch.randn(30, 6, generator=gen)
+    candidates = torch.randint(30, (40, 8), generator=gen)
+    scores = torch.bmm(item_emb[candidates], user_rows.unsqueeze(2)).squeeze(2)
+    top3 = scores.topk(3, dim=1).indices
+    seen = torch.zeros(40, 8, dtype=torch.bool)
+    draw = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        pick = hardest(user_rows, torch.arange(40), item_emb, candidates, chunk=16, top=3,
+                       generator=draw)
+        assert (top3 == pick[:, None]).any(1).all()
+        seen[torch.arange(40), pick] = True
+    assert (seen.sum(1) == 3).all()
+    assert torch.equal(hardest(user_rows, torch.arange(40), item_emb, candidates, top=1),
+                       scores.argmax(1))
