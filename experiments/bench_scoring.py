@@ -8,6 +8,10 @@ GPU) run in the same call; the last column is the speed against CPU exact.
 
     python experiments/bench_scoring.py                       # 1M items, dim 64
     python experiments/bench_scoring.py --items 200000 --batches 1 64
+    python experiments/bench_scoring.py --models GW/lightgcn GW/filter GW/ensemble
+
+``--models``: trained model directories instead of the synthetic catalog (any kind:
+TextLightGCN, graph filter, ensemble), CPU exact, each against the first one given.
 
 Prints one markdown table: device, index, batch size, ms per batch, users/s, ratio.
 """
@@ -72,8 +76,12 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     p.add_argument("--seconds", type=float, default=5.0, help="per row")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the server uses 1)")
+    p.add_argument("--models", type=Path, nargs="+", default=None,
+                   help="model directories to time instead of the synthetic catalog")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.models:
+        return time_models(args)
     arrays = catalog(args.items, args.users, args.dim)
     users = [str(u) for u in arrays["user_ids"]]
     setups = [("cpu", "exact")]
@@ -98,6 +106,29 @@ def main() -> None:
             print(f"| {device} | {index} | {batch} | {s * 1000:.2f} | {batch / s:.0f} | "
                   f"{base[batch] / s:.2f}× |", flush=True)
         print(f"<!-- {device} {index}: set-up {setup_s:.1f} s -->")
+
+
+def time_models(args) -> None:
+    """Rows of the table for trained model directories (CPU exact)."""
+    print(f"`python experiments/bench_scoring.py {' '.join(sys.argv[1:])}`")
+    print(f"- {time.strftime('%Y-%m-%d %H:%M')}, k=20, {args.threads} torch thread(s)\n")
+    print("| model | kind | items | batch | ms per batch | users/s | vs first |")
+    print("|---|---|---|---|---|---|---|")
+    base = {}
+    for path in args.models:
+        t0 = time.perf_counter()
+        rec = Recommender.load(path)
+        load_s = time.perf_counter() - t0
+        kind = rec.config.get("model", {}).get("kind", "lightgcn")
+        rng = np.random.default_rng(0)
+        users = [str(u) for u in rng.choice(rec.user_ids, min(args.users, len(rec.user_ids)),
+                                            replace=False)]
+        for batch in args.batches:
+            s = time_batches(rec, users, batch, args.seconds)
+            base.setdefault(batch, s)
+            print(f"| {path.name} | {kind} | {rec.num_items} | {batch} | {s * 1000:.2f} | "
+                  f"{batch / s:.0f} | {base[batch] / s:.2f}× |", flush=True)
+        print(f"<!-- {path}: load {load_s:.1f} s -->")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def run_one(job: dict) -> dict:
     alpha = job["alpha"]
     cfg = TrainConfig(epochs=job["epochs"], batch_size=job["batch_size"], lr=job["lr"],
                       negatives="uniform" if alpha == 0 else "popularity", neg_alpha=alpha,
+                      neg_share=1.0,  # every candidate from the popularity sampler, as recorded
                       item_init=job["items"], seed=job["seed"], eval_every=job["eval_every"],
                       patience=job["patience"],
                       # as recorded in RESULTS.md, before hard negatives were the default

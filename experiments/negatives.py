@@ -134,7 +134,7 @@ def main() -> None:
                    choices=["movielens", "gowalla"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--gowalla-epochs", type=int, default=50)
+    p.add_argument("--gowalla-epochs", type=int, default=40)
     p.add_argument("--budget", type=float, default=0.01,
                    help="largest validation recall loss against uniform negatives")
     p.add_argument("--workdir", type=Path, required=True)

@@ -66,6 +66,7 @@ def train(job: dict) -> str:
     cfg = TrainConfig(epochs=300, batch_size=job["batch_size"], lr=job["lr"], item_init="text",
                       seed=job["seed"],
                       negatives="uniform" if alpha == 0 else "popularity", neg_alpha=alpha,
+                      neg_share=1.0,  # every candidate from the popularity sampler, as recorded
                       eval_every=5, patience=5,
                       # 1 and 1e-4 by default: the settings of the table recorded before hard
                       # negatives became graphrec's default (8 and 1e-3)
