@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -130,6 +131,11 @@ def writes_workdir(fn):
     def wrapper(obj: Context, *args, **kwargs):
         from graphrec.fsio import exclusive_lock
 
+        # Processes training together: rank 0 holds the lock for all of them, and a
+        # launcher of N processes leaves it to its rank 0.
+        if os.environ.get("RANK", "0") != "0" or (
+                kwargs.get("nproc", 1) > 1 and "WORLD_SIZE" not in os.environ):
+            return fn(obj, *args, **kwargs)
         with exclusive_lock(obj.layout.root, f"graphrec {click.get_current_context().info_name}"):
             return fn(obj, *args, **kwargs)
 
@@ -310,6 +316,10 @@ def _train_option(name: str, *flags: str, **kw):
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Model directory to write instead of WORKDIR/model, e.g. a second model "
                    "to `graphrec compare` with the first.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train on this many processes (data-parallel over torch.distributed: "
+                   "gloo on CPUs, one GPU each with NCCL); the same as running the command "
+                   "under torchrun --nproc-per-node N -m graphrec_cli.")
 @click.option("--model", "kind", type=click.Choice(MODEL_KINDS), default="lightgcn",
               show_default=True,
               help="lightgcn: TextLightGCN; filter: the training-free graph filter; ensemble: "
@@ -319,26 +329,75 @@ def _train_option(name: str, *flags: str, **kw):
 @handle_errors
 @writes_workdir
 def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, kind: str,
-              **opts) -> None:
+              nproc: int, **opts) -> None:
     """Train a model on WORKDIR/graph and write WORKDIR/model (or --output)."""
-    from graphrec.artifacts import load_graph, save_model
-    from graphrec.pipeline import train_model
-    from graphrec.train import TrainConfig, Trainer
+    from graphrec.distributed import launched_world
+
+    world = launched_world()
+    if nproc > 1 and world == 1:
+        return _launch(nproc)
+    if world > 1 and nproc not in (1, world):
+        raise ConfigError(f"this run was launched on {world} processes", parameter="nproc",
+                          value=nproc)
+    if world > 1 and kind != "lightgcn":
+        raise ConfigError("only TextLightGCN trains on several processes", parameter="kind",
+                          value=kind)
+    from graphrec.artifacts import load_graph
+    from graphrec.device import resolve_device
+    from graphrec.distributed import join, leave
+    from graphrec.train import TrainConfig
 
     graph = load_graph(obj.graph_dir)
     cfg = TrainConfig(ks=_parse_ks(ks), **opts)
     if kind != "lightgcn":
         return _train_other(obj, graph, cfg, kind, output, resume)
-    trainer = Trainer(graph, cfg)
+    group = join(resolve_device(cfg.device))
+    if not group.leader:  # rank 0 reports for the group
+        logging.getLogger("graphrec").setLevel(logging.WARNING)
+    try:
+        _train_lightgcn(obj, graph, cfg, group, resume, output)
+    finally:
+        leave()
+
+
+def _launch(nproc: int) -> None:
+    """This train command again on ``nproc`` processes of this machine
+    (graphrec.distributed.launch)."""
+    from graphrec.distributed import launch
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    launch(nproc, ["-m", "graphrec_cli", *args])
+
+
+def _train_lightgcn(obj: Context, graph, cfg, group, resume: bool,
+                    output: Path | None) -> None:
+    """TextLightGCN on this process's ``group`` (rank 0 reports and writes the model)."""
+    from graphrec.artifacts import save_model
+    from graphrec.pipeline import train_model
+    from graphrec.train import Trainer
+
+    trainer = Trainer(graph, cfg, group=group)
     c = trainer.cfg
-    click.echo(f"training on {trainer.device}: {graph.num_users} users, {graph.num_items} items, "
-               f"{c.item_init} items, batch {c.batch_size}, lr {c.lr:g}, {c.layers} layers, "
-               f"{c.negatives} negatives"
-               + (f" (hardest of {c.neg_candidates})" if c.neg_candidates > 1 else "")
-               + (f", {c.precision} products" if c.precision != "float32" else ""), err=True)
+    if group.leader:
+        click.echo(
+            f"training on {trainer.device}"
+            + (f" x {group.world} processes" if not group.solo else "")
+            + f": {graph.num_users} users, {graph.num_items} items, {c.item_init} items, "
+            f"batch {c.batch_size}, lr {c.lr:g}, {c.layers} layers, {c.negatives} negatives"
+            + (f" (hardest of {c.neg_candidates})" if c.neg_candidates > 1 else "")
+            + (f", {c.precision} products" if c.precision != "float32" else ""), err=True)
     checkpoint = obj.layout.checkpoint
     result = train_model(graph, trainer=trainer, checkpoint=checkpoint, resume=resume,
-                         progress_factory=_progress_factory)
+                         progress_factory=_progress_factory if group.leader else None)
+    if not group.leader:
+        return
     model_dir = output or obj.model_dir
     save_model(result, graph, model_dir)
     checkpoint.unlink(missing_ok=True)

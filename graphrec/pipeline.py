@@ -43,8 +43,8 @@ def train_model(graph: GraphData, cfg: TrainConfig | None = None, *,
     epoch; test metrics once at the end, when it has a test split (``result.test``)."""
     trainer = trainer or Trainer(graph, cfg or TrainConfig())
     ctx = EvalContext.from_graph(graph, trainer.cfg.ks, trainer.device)
-    validate = ctx.validator(VALID) if ctx.has_targets(VALID) else None
-    test = ctx.validator(TEST) if ctx.has_targets(TEST) else None
+    validate = ctx.validator(VALID, trainer.group) if ctx.has_targets(VALID) else None
+    test = ctx.validator(TEST, trainer.group) if ctx.has_targets(TEST) else None
     return trainer.fit(validate, test, checkpoint=checkpoint, resume=resume,
                        progress_factory=progress_factory)
 

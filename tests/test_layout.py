@@ -23,7 +23,7 @@ PACKAGE = Path(graphrec.__file__).parent
 # rank are independent: train, eval and serve never import one another.
 RANKS = {
     "errors": 0, "options": 0, "lazy": 0,
-    "device": 1, "fsio": 1,
+    "device": 1, "fsio": 1, "distributed": 1,
     "data.csr": 2, "data.interactions": 2, "data.io": 2,
     "data.split": 3,
     "data": 4, "text": 4, "graph": 4, "popularity": 4,

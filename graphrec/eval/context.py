@@ -29,6 +29,7 @@ from graphrec.artifacts.model_dir import (
 from graphrec.data.csr import Csr
 from graphrec.data.split import SPLITS, TEST, TRAIN, VALID
 from graphrec.device import resolve_device
+from graphrec.distributed import SOLO, Group
 from graphrec.errors import ConfigError, DataError
 from graphrec.eval.protocol import RankingResult, evaluate_ranking
 from graphrec.fsio import read_consistently
@@ -99,11 +100,12 @@ class EvalContext:
                  score_fn: Callable[[Tensor], Tensor] | None = None,
                  ks: Sequence[int] | None = None, tail_boost: float = 0.0,
                  tail_shape: str = "degree", per_user: bool = False,
-                 ) -> dict[str, float] | RankingResult:
+                 group: Group = SOLO) -> dict[str, float] | RankingResult:
         """Metrics on ``split`` of exactly one of ``factors`` (user [U, d], item [I, d]
         embeddings) and ``score_fn`` (user_idx [b] -> [b, I] scores), with the serving-time
         tail boost of ``tail_shape`` when ``tail_boost`` is not 0 (factors only); with
-        ``per_user``, a :class:`RankingResult` that also holds every user's values."""
+        ``per_user``, a :class:`RankingResult` that also holds every user's values.
+        ``group``: processes that share the users out (:func:`evaluate_ranking`)."""
         fold = self.fold(split)
         seen, target = self.folds[fold]
         if target.nnz == 0:
@@ -114,13 +116,16 @@ class EvalContext:
             head_items=self.head_items, cold_items=self.cold_items, device=self.device,
             item_information=self.information, item_vectors=self.item_vectors,
             factors=factors, tail_boost=tail_boost, boost_weights=weights, per_user=per_user,
+            group=group,
         )
 
-    def validator(self, split: str | int = VALID) -> Callable[[Tensor, Tensor], dict]:
+    def validator(self, split: str | int = VALID,
+                  group: Group = SOLO) -> Callable[[Tensor, Tensor], dict]:
         """``(user_emb, item_emb) -> metrics`` on ``split``: the trainer's evaluation
-        callback."""
+        callback (shared out over ``group``'s processes)."""
         fold = self.fold(split)
-        return lambda user_emb, item_emb: self.evaluate(fold, factors=(user_emb, item_emb))
+        return lambda user_emb, item_emb: self.evaluate(fold, factors=(user_emb, item_emb),
+                                                        group=group)
 
 
 def model_factors(graph: GraphData, model_path: str | Path, device: torch.device,

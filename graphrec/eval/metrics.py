@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from graphrec.distributed import Group
 from graphrec.errors import DataError
 from graphrec.eval.ranking import NEG_INF, isin_sorted, topk_rows
 
@@ -298,6 +299,31 @@ class MetricAccumulator:
             for m in self.active:
                 if m.cold:
                     self._add(f"cold_{m.name}@{k}", m, lists, positions)
+
+    def reduce(self, group: Group) -> None:
+        """Add up every process's running sums over ``group`` (each accumulated its own
+        users): afterwards every process holds the sums of all users."""
+        if group.solo:
+            return
+        keys = [f"{m.name}@{k}" for k in self.ks for m in self.active if not m.catalog]
+        if self.num_cold:
+            keys += [f"cold_{m.name}@{k}" for k in self.ks for m in self.active if m.cold]
+        device = self.discount.device
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        flat = torch.stack([self.sums.get(k, zero).to(torch.float64) for k in keys]
+                           + [torch.tensor(float(self.users.get(k, 0)), dtype=torch.float64,
+                                           device=device) for k in keys]
+                           + [torch.tensor(float(self.num_users), dtype=torch.float64,
+                                           device=device), self.saw_nan.to(torch.float64)])
+        group.all_reduce_(flat, "evaluation sums")
+        counts = group.all_reduce_(torch.stack([self.counts[k] for k in self.ks]),
+                                   "evaluation item counts")
+        n = len(keys)
+        self.sums = {k: flat[i] for i, k in enumerate(keys)}
+        self.users = {k: int(flat[n + i]) for i, k in enumerate(keys) if int(flat[n + i])}
+        self.num_users = int(flat[2 * n])
+        self.saw_nan = flat[2 * n + 1] > 0
+        self.counts = {k: counts[i] for i, k in enumerate(self.ks)}
 
     def result(self) -> dict[str, float]:
         """Every applicable metric at every K (then ``num_users``, and ``num_tail_users`` /

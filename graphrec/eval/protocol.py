@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from graphrec.data.csr import Csr, indptr_from_rows, unique_pairs
+from graphrec.distributed import SOLO, Group
 from graphrec.errors import ConfigError, DataError, check_cutoffs, check_positive_int
 from graphrec.eval.metrics import MetricAccumulator
 from graphrec.eval.ranking import (
@@ -103,6 +104,7 @@ def evaluate_ranking(
     boost_weights: np.ndarray | None = None,
     item_tile: int | None = None,
     per_user: bool = False,
+    group: Group = SOLO,
 ) -> dict[str, float] | RankingResult:
     """Full-ranking top-K metrics over every user with at least one target item; with
     ``per_user``, a :class:`RankingResult` that also holds every user's values.
@@ -136,6 +138,9 @@ def evaluate_ranking(
     ``batch_users``: users scored per chunk; ``None`` picks :func:`default_batch_users` for
     ``score_fn``, and for ``factors`` 512 on CPU (fewer when 512 rows of scores exceed
     128 MiB) or :func:`default_batch_users` on CUDA.
+    ``group``: processes sharing the work (graphrec.distributed): each ranks its contiguous
+    share of the evaluated users and the running sums are added up over the group, so every
+    process returns the metrics of all users (not with ``per_user``).
     Runs under ``torch.inference_mode()``; the caller puts the model in ``eval()`` mode.
     """
     ks = check_cutoffs("ks", ks)
@@ -157,6 +162,9 @@ def evaluate_ranking(
         raise ConfigError(f"tail_boost {tail_boost:g}: needs head_items (the tail is ~head)")
     if num_items < 1:
         raise DataError(f"num_items {num_items}: expected at least one item to rank")
+    if per_user and not group.solo:
+        raise ConfigError("per-user values are kept in one process", parameter="per_user",
+                          value=True)
     users = _EvaluatedUsers(seen, target, num_items, head_items, cold_items, device)
     boost_dev = users.tail
     if boost_weights is not None:
@@ -178,8 +186,9 @@ def evaluate_ranking(
         else:
             ranker = FactorRanker(user_emb, item_emb, boost_dev, tail_boost,
                                   min(batch_users, n), item_tile, device)
-        for start in range(0, n, batch_users):
-            stop = min(start + batch_users, n)
+        first, last = group.share(n)
+        for start in range(first, last, batch_users):
+            stop = min(start + batch_users, last)
             values, items = ranker.rank(
                 users.on_device[start:stop], users.seen.chunk(start, stop), acc.kmax
             )
@@ -201,6 +210,7 @@ def evaluate_ranking(
                         users.cold_targets.lengths[lo:hi],
                         users.cold_users_dev[lo:hi] if per_user else None,
                     )
+    acc.reduce(group)
     metrics = acc.result()
     if not per_user:
         return metrics

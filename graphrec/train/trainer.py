@@ -9,6 +9,7 @@ makes them; ``graphrec.pipeline.train_model`` wires the two together).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from graphrec.artifacts.graph_dir import GraphData
 from graphrec.device import resolve_device, retain_freed_memory
+from graphrec.distributed import SOLO, Group
 from graphrec.errors import ConfigError
 from graphrec.graph import propagation_adjacency
 from graphrec.model.coldstart import place_cold_items, text_map_for
@@ -74,14 +76,34 @@ class Trainer:
     """Holds everything one training run needs on its device."""
 
     def __init__(self, graph: GraphData, cfg: TrainConfig,
-                 focus: tuple[np.ndarray, np.ndarray] | None = None):
+                 focus: tuple[np.ndarray, np.ndarray] | None = None, group: Group = SOLO):
         """``focus``: (users, items) [n] training interactions that epochs go over (a
         fine-tune's new interactions and its sample of old ones); None: all of them.
-        Propagation and the negatives' exclusions always use every training interaction."""
+        Propagation and the negatives' exclusions always use every training interaction.
+
+        ``group``: the processes training together (data-parallel, graphrec.distributed).
+        Every process holds the whole model, draws the same epoch of triples from the same
+        seeded generator and trains on its share of each batch; the gradients are summed
+        over the processes before every step, weighted so that the step is the one a single
+        process takes on the whole batch. Evaluation is shared out by users."""
         cfg.validate(graph.text_emb is not None)
         self.cfg = cfg = cfg.resolve(graph)
         self.graph = graph
+        self.group = group
+        if not group.solo:
+            if cfg.neg_top > 1:
+                raise ConfigError("draws per process would differ from one process's; use 1 "
+                                  "when training on several processes", parameter="neg_top",
+                                  value=cfg.neg_top)
+            if focus is not None:
+                raise ConfigError("a fine-tune runs in one process", parameter="nproc",
+                                  value=group.world)
+            group.check_same("graph and training settings", json.dumps(
+                [graph.meta.get("fingerprint"), asdict(cfg)], sort_keys=True,
+                default=str).encode())
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and not group.solo:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         if cfg.precision != "float32" and self.device.type != "cpu":
             raise ConfigError(f"for the CPU's products only; use float32 on {self.device.type}",
                               parameter="precision", value=cfg.precision)
@@ -131,8 +153,16 @@ class Trainer:
         """One Adam step on a batch of BPR triples; returns (loss, BPR part), detached.
 
         users, pos: [B]; neg: [B], or [B, K] candidates of which the hardest is trained on.
+        In a group, this process trains on its share of the batch and the step is the whole
+        batch's (:meth:`_sum_gradients`).
         """
         self.optimizer.zero_grad(set_to_none=True)
+        size = len(users)
+        if not self.group.solo:
+            lo, hi = self.group.share(size)
+            users, pos, neg = users[lo:hi], pos[lo:hi], neg[lo:hi]
+            if hi == lo:  # a last batch smaller than the group: nothing to do here
+                return self._sum_gradients(None, None, 0.0)
         if self.batch_rows:
             # Final embeddings of the batch's rows only (model.forward_batch): the layer sums
             # are gathered at these rows, never formed in full.
@@ -164,12 +194,37 @@ class Trainer:
             loss = loss + text_head_loss(eu.index_select(0, u_local).detach(),
                                          head(self.text_emb[pos]), head(self.text_emb[neg]),
                                          self.cfg.reg)
+        if not self.group.solo:
+            return self._sum_gradients(loss, bpr, len(users) / size)
         loss.backward()
+        return self._step(loss.detach(), bpr)
+
+    def _step(self, loss: Tensor, bpr: Tensor) -> tuple[Tensor, Tensor]:
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         self.steps_done += 1
-        return loss.detach(), bpr
+        return loss, bpr
+
+    def _sum_gradients(self, loss: Tensor | None, bpr: Tensor | None,
+                       weight: float) -> tuple[Tensor, Tensor]:
+        """Back-propagate ``weight`` (this process's share of the batch) times the loss of
+        its share, sum the gradients and the two losses over the group in one collective,
+        and step: every process takes the step one process would take on the whole batch."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if loss is not None:
+            (loss * weight).backward()
+        parts = [p.grad.flatten() if p.grad is not None else torch.zeros(
+            p.numel(), dtype=p.dtype, device=p.device) for p in params]
+        zero = torch.zeros(1, device=self.device)
+        parts += [(loss.detach() * weight).reshape(1) if loss is not None else zero,
+                  (bpr * weight).reshape(1) if bpr is not None else zero]
+        flat = self.group.all_reduce_(torch.cat([x.float() for x in parts]), "gradient sum")
+        at = 0
+        for p in params:
+            p.grad = flat[at:at + p.numel()].view_as(p).to(p.dtype)
+            at += p.numel()
+        return self._step(flat[at], flat[at + 1])
 
     def batches(self):
         """One epoch of (users, pos, neg) batches as this run trains on them: the configured
@@ -327,7 +382,7 @@ class Trainer:
                      row["train_seconds"],
                      "".join(f" {k}={v:.4f}" for k, v in row.get("valid", {}).items()
                              if "@" in k and k.split("@")[0] in ("recall", "ndcg")))
-            if checkpoint is not None:
+            if checkpoint is not None and self.group.leader:
                 self.save_checkpoint(checkpoint)
             if on_epoch is not None and on_epoch(row):
                 log.info("the epoch callback ended the run at epoch %d", self.epoch)

@@ -1,0 +1,56 @@
+"""One process of the data-parallel tests, launched by torchrun: joins the group, trains and
+(rank 0) saves what it got. Not a test module (pytest collects test_*.py only).
+
+    dist_worker.py GRAPH_DIR OUT CONFIG_JSON steps N   # N optimizer steps, then the weights
+    dist_worker.py GRAPH_DIR OUT CONFIG_JSON fit E     # fit, stopped after epoch E, with a
+                                                       # checkpoint at OUT.ckpt
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from graphrec.artifacts import load_graph
+from graphrec.data import TEST, VALID
+from graphrec.distributed import join, leave
+from graphrec.eval import EvalContext
+from graphrec.train import TrainConfig, Trainer
+
+
+def fit(trainer: Trainer, checkpoint, stop: int):
+    """Trainer.fit with the graph's validation and test callbacks (as train_model wires
+    them, over the trainer's group), ended after epoch ``stop``."""
+    ctx = EvalContext.from_graph(trainer.graph, trainer.cfg.ks, trainer.device)
+    validate = ctx.validator(VALID, trainer.group) if ctx.has_targets(VALID) else None
+    return trainer.fit(validate, ctx.validator(TEST, trainer.group), checkpoint=checkpoint,
+                       on_epoch=lambda row: trainer.epoch >= stop)
+
+
+def main() -> None:
+    graph_dir, out, cfg_json, mode = sys.argv[1:5]
+    torch.set_num_threads(1)
+    group = join(torch.device("cpu"))
+    trainer = Trainer(load_graph(graph_dir), TrainConfig(**json.loads(cfg_json)), group=group)
+    if mode == "steps":
+        steps = int(sys.argv[5])
+        while trainer.steps_done < steps:
+            for batch in trainer.batches():
+                trainer.train_step(*batch)
+                if trainer.steps_done == steps:
+                    break
+        saved = {"model": trainer.model.state_dict()}
+    else:
+        stop = int(sys.argv[5])
+        result = fit(trainer, out + ".ckpt", stop)
+        saved = {"model": trainer.model.state_dict(), "history": result.history,
+                 "test": result.test, "user_emb": result.user_emb}
+    if group.leader:
+        torch.save(saved, out)
+    leave()
+
+
+if __name__ == "__main__":
+    main()
