@@ -498,8 +498,14 @@ def _print_recs(recs, as_json: bool, header: dict) -> None:
 @click.option("--user", help="Raw user id from the input data.")
 @click.option("--history", help="Comma-separated item ids, for a user not in the model.")
 @click.option("--all-users", is_flag=True, help="Every user, one JSON line each, to --output.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file for --all-users (JSON lines).")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Output file for --all-users; with --shard or --nproc, a folder of parts.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl",
+              show_default=True, help="--all-users output: JSON lines, or Parquet (pyarrow).")
+@click.option("--shard", help="--all-users for shard R of N of the users only (R/N, from 0): "
+                              "writes OUTPUT/part-R-of-N; run the N shards anywhere.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--all-users on this many local processes, one part file each.")
 @click.option("-k", "--k", "k", type=int, default=10, show_default=True)
 @click.option("--include-seen", is_flag=True, help="Do not exclude the user's known items.")
 @click.option("--diversity", type=float, default=0.0, show_default=True,
@@ -515,13 +521,24 @@ def _print_recs(recs, as_json: bool, header: dict) -> None:
 @click.pass_obj
 @handle_errors
 def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users: bool,
-                  output: Path | None, k: int, include_seen: bool, diversity: float,
-                  tail_boost: float, tail_shape: str, as_json: bool) -> None:
+                  output: Path | None, fmt: str, shard: str | None, nproc: int, k: int,
+                  include_seen: bool, diversity: float, tail_boost: float, tail_shape: str,
+                  as_json: bool) -> None:
     """Top-K items for a user (--user), a new user (--history) or everyone (--all-users)."""
     if sum(x is not None and x is not False for x in (user, history, all_users or None)) != 1:
         raise click.UsageError("give exactly one of --user, --history or --all-users")
+    if (shard is not None or nproc > 1 or fmt != "jsonl") and not all_users:
+        raise click.UsageError("--format, --shard and --nproc go with --all-users")
+    if shard is not None and nproc > 1:
+        raise click.UsageError("give one of --shard and --nproc")
+    from graphrec.distributed import launched_world
+
+    if nproc > 1 and launched_world() == 1:
+        if output is None:
+            raise click.UsageError("--all-users needs --output FILE")
+        return _launch(nproc)
     from graphrec.popularity import check_tail_boost
-    from graphrec.serve import check_diversity, check_k, write_recommendations
+    from graphrec.serve import check_diversity, check_k
 
     check_k(k)  # before loading the model: a bad -k, --diversity or --tail-boost costs nothing
     check_diversity(diversity)
@@ -530,9 +547,7 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
     if all_users:
         if output is None:
             raise click.UsageError("--all-users needs --output FILE")
-        with _atomic_output(output, "output") as f:
-            n = write_recommendations(f, rec.recommend_all(k, include_seen=include_seen,
-                                                           diversity=diversity))
+        n = _write_all(rec, output, fmt, shard, k, include_seen, diversity)
         if as_json:
             echo_json({"users": n, "k": k, "output": str(output)})
         else:
@@ -546,6 +561,57 @@ def recommend_cmd(obj: Context, user: str | None, history: str | None, all_users
         recs = rec.recommend_new_user(items, k, include_seen, diversity)
         header = {"history": items, "k": k}
     _print_recs(recs, as_json, header)
+
+
+def _write_all(rec, output: Path, fmt: str, shard: str | None, k: int, include_seen: bool,
+               diversity: float) -> int:
+    """recommend --all-users: one file, or this process's part (--shard, or its rank when
+    launched on several processes)."""
+    from graphrec.distributed import Group, launched_world
+    from graphrec.serve.exports import (
+        parse_shard,
+        write_recommendation_file,
+        write_recommendation_shard,
+    )
+
+    world = launched_world()
+    if shard is None and world == 1:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            return write_recommendation_file(
+                rec.recommend_all(k, include_seen=include_seen, diversity=diversity), output,
+                fmt)
+        except OSError as exc:
+            raise ConfigError(f"cannot write there ({exc.strerror or exc})",
+                              parameter="output", value=str(output)) from exc
+    part = parse_shard(shard) if shard is not None else Group(int(os.environ["RANK"]), world)
+    if output.exists() and not output.is_dir():
+        raise ConfigError("is a file; the parts of a sharded run go in a folder",
+                          parameter="output", value=str(output))
+    n, path = write_recommendation_shard(rec, output, part, k, include_seen, diversity, fmt)
+    click.echo(f"shard {part.rank} of {part.world}: {path}", err=True)
+    return n
+
+
+@main.command("export-embeddings")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "faiss", "npy"]),
+              default="parquet", show_default=True)
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Folder to write the files to.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.pass_obj
+@handle_errors
+def export_embeddings_cmd(obj: Context, fmt: str, output: Path, as_json: bool) -> None:
+    """User and item embeddings of WORKDIR/model with their ids, for a vector engine
+    (score = user . item)."""
+    from graphrec.serve.exports import export_embeddings
+
+    out = export_embeddings(_load_recommender(obj), output, fmt)
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(f"wrote {out['users']} users and {out['items']} items (dim {out['dim']}) "
+                   f"to {output}: " + ", ".join(Path(f).name for f in out["files"]))
 
 
 @main.command("similar")

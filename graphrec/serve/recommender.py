@@ -578,15 +578,29 @@ class Recommender:
         scores[i] = float("-inf")
         return self._top(scores, k)
 
+    def embedding_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """[U, d] user and [I, d] item embeddings as float32 numpy arrays (a TextLightGCN
+        model's scores are their dot products, before any tail boost)."""
+        if self.kind != "lightgcn":
+            raise ConfigError(f"a {self.kind} model's scores are not a dot product of two "
+                              "embeddings", parameter="model", value=self.kind)
+        return (self.user_emb.float().cpu().numpy(), self.item_emb.float().cpu().numpy())
+
     def recommend_all(self, k: int = 10, batch_users: int = 2048, include_seen: bool = False,
-                      diversity: float = 0.0) -> Iterator[tuple[str, list[str], list[float]]]:
-        """(user id, top-k item ids, scores) for every user, computed in user chunks;
-        ``diversity`` > 0 re-ranks each list by MMR (see ``mmr_rerank``)."""
+                      diversity: float = 0.0, users: range | None = None,
+                      ) -> Iterator[tuple[str, list[str], list[float]]]:
+        """(user id, top-k item ids, scores) for every user (or the user indices ``users``, a
+        range: one shard of them), computed in user chunks; ``diversity`` > 0 re-ranks each
+        list by MMR (see ``mmr_rerank``)."""
         check_k(k)
         check_diversity(diversity)
         k = min(k, self.num_items)
-        for start in range(0, self.num_users, batch_users):
-            users = torch.arange(start, min(start + batch_users, self.num_users))
+        span = range(self.num_users) if users is None else users
+        if span.step != 1 or span.start < 0 or span.stop > self.num_users:
+            raise ConfigError(parameter="users", value=span,
+                              expected=f"a range within [0, {self.num_users})")
+        for start in range(span.start, span.stop, batch_users):
+            users = torch.arange(start, min(start + batch_users, span.stop))
             scores = self.user_scores(users)
             if not include_seen:
                 rows, cols = self._known_pairs(users)

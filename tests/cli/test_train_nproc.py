@@ -75,7 +75,7 @@ def test_a_process_that_dies_ends_the_run_and_resume_continues(planted, tmp_path
     os.kill(pid, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0
-    assert time.monotonic() - t0 < 60  # no hang
+    assert time.monotonic() - t0 < 90  # no hang
     assert "rank: 1" in stderr or "rank 1" in stderr, stderr[-3000:]
     assert stderr.rstrip().splitlines()[-1].startswith("error: rank 1 of 2 stopped (SIGKILL)")
     assert not (work / "model").exists()

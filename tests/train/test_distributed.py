@@ -44,11 +44,11 @@ def graphs(planted, tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def launch(graph_dir: Path, out: Path, cfg: dict, *mode: str, nproc: int = 2) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRAPHREC_DIST_TIMEOUT": "60"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRAPHREC_DIST_TIMEOUT": "180"}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
          f"--nproc-per-node={nproc}", str(WORKER), str(graph_dir), str(out), json.dumps(cfg),
-         *mode], capture_output=True, text=True, env=env, timeout=240)
+         *mode], capture_output=True, text=True, env=env, timeout=480)
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(out, weights_only=False)
 
