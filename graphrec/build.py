@@ -49,8 +49,8 @@ def _read_inputs(cfg: BuildConfig) -> tuple[io.RawInteractions, io.ItemText | No
             if cfg.items else None
         return raw, text, [p for p in (cfg.train, cfg.test, cfg.items) if p]
     if cfg.interactions is not None:
-        raw = io.read_interactions_csv(cfg.interactions, cfg.user_col, cfg.item_col,
-                                       cfg.rating_col, cfg.time_col)
+        raw = io.read_interactions(cfg.interactions, cfg.user_col, cfg.item_col,
+                                   cfg.rating_col, cfg.time_col)
         text = io.read_items(cfg.items, cfg.item_id_col, list(cfg.text_cols) or None) \
             if cfg.items else None
         return raw, text, [p for p in (cfg.interactions, cfg.items) if p]
@@ -265,8 +265,8 @@ def read_update(graph: GraphData, interactions: str | Path | None,
     cfg = graph.meta.get("config") or {}
     raw = None
     if interactions is not None:
-        raw = io.read_interactions_csv(interactions, cfg.get("user_col"), cfg.get("item_col"),
-                                       cfg.get("rating_col"), cfg.get("time_col"))
+        raw = io.read_interactions(interactions, cfg.get("user_col"), cfg.get("item_col"),
+                                   cfg.get("rating_col"), cfg.get("time_col"))
     text = None
     if items is not None:
         text_cols = list(cfg.get("text_cols") or ()) or None

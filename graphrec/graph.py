@@ -229,22 +229,47 @@ def _percentiles(x: np.ndarray, qs: Sequence[int] = (0, 25, 50, 75, 90, 99, 100)
     return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(x, qs), strict=True)}
 
 
+def component_sizes(src: np.ndarray, dst: np.ndarray, num_nodes: int) -> list[int]:
+    """Sizes of the connected components of the undirected graph with ``num_nodes`` nodes and
+    edges ``src[e] -- dst[e]``, largest first (isolated nodes are components of 1).
+
+    Vectorised label propagation with pointer jumping: every node takes the smallest label
+    among itself and its neighbours, then the label of its label, until nothing changes (a
+    few dozen passes over the edges on power-law graphs; no Python loop per edge, unlike a
+    networkx graph, which costs about 2 s per million edges to build).
+    """
+    label = np.arange(num_nodes, dtype=np.int64)
+    src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+    while True:
+        low = np.minimum(label[src], label[dst])
+        new = label.copy()
+        np.minimum.at(new, src, low)
+        np.minimum.at(new, dst, low)
+        while True:  # pointer jumping: a label's own label, until it is a root
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        if np.array_equal(new, label):
+            break
+        label = new
+    return sorted(np.bincount(label, minlength=num_nodes)[np.unique(label)].tolist(),
+                  reverse=True)
+
+
 def graph_statistics(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
                      head_share: float = 0.2) -> dict:
     """Summary of the training graph.
 
     density = E / (U * I); degree percentiles of users and items; ``head_interaction_share``
     = share of interactions on the ``head_share`` most-interacted items; connected components
-    (networkx) of the graph with every user and item as a node.
+    (:func:`component_sizes`) of the graph with every user and item as a node.
     """
     du = np.bincount(users, minlength=num_users)
     di = np.bincount(items, minlength=num_items)
     n_head = max(1, int(round(num_items * head_share)))
     head_interactions = np.sort(di)[::-1][:n_head].sum()
-    g = nx.Graph()
-    g.add_nodes_from(range(num_users + num_items))
-    g.add_edges_from(zip(users.tolist(), item_node(items, num_users).tolist(), strict=True))
-    sizes = sorted((len(c) for c in nx.connected_components(g)), reverse=True)
+    sizes = component_sizes(users, item_node(items, num_users), num_users + num_items)
     return {
         "num_edges": int(len(users)),
         "density": float(len(users) / max(1, num_users * num_items)),

@@ -107,8 +107,9 @@ def _concat(a: RawInteractions, b: RawInteractions) -> RawInteractions:
     if a.ratings is not None or b.ratings is not None:
         ratings = np.concatenate([x.ratings if x.ratings is not None
                                   else np.full(len(x), np.inf) for x in (a, b)])
-    return RawInteractions(np.concatenate([a.users, b.users]),
-                           np.concatenate([a.items, b.items]), ratings, source=a.source)
+    return RawInteractions(np.concatenate([a.users.astype(str), b.users.astype(str)]),
+                           np.concatenate([a.items.astype(str), b.items.astype(str)]), ratings,
+                           source=a.source)
 
 
 def _update(graph_dir, model_dir, interactions, items, fine_tune, old_ratio, cache_dir, device,

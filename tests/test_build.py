@@ -101,3 +101,21 @@ def test_a_split_that_leaves_nothing_to_train_on_is_refused(tmp_path: Path) -> N
         build_graph(BuildConfig(interactions=str(log), no_text=True, cold_items=0.99),
                     tmp_path / "graph")
     assert not (tmp_path / "graph").exists()
+
+
+def test_a_parquet_log_builds_the_graph_its_csv_builds(planted, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pcsv = pytest.importorskip("pyarrow.csv")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pcsv.read_csv(planted.interactions)  # typed columns: int ids and times
+    assert pa.types.is_integer(table.schema.field("user").type)
+    pq.write_table(table, tmp_path / "log.parquet")
+    graphs = [build_graph(BuildConfig(interactions=str(path), no_text=True, seed=3,
+                                      split="temporal"), tmp_path / name)
+              for path, name in ((planted.interactions, "a"), (tmp_path / "log.parquet", "b"))]
+    a, b = graphs
+    assert a.user_ids.tolist() == b.user_ids.tolist()
+    assert a.item_ids.tolist() == b.item_ids.tolist()
+    for field in ("users", "items", "folds"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert (a.folds == TEST).any()  # the temporal split read the times

@@ -195,3 +195,22 @@ def test_export_round_trip(tmp_path: Path, fmt: str) -> None:
         for key in ("kind", "raw_id", "title"):
             if key in attrs:
                 assert back.nodes[node][key] == attrs[key]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_component_sizes_match_networkx(seed: int) -> None:
+    import networkx as nx
+
+    from graphrec.graph import component_sizes
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    e = int(rng.integers(0, 2 * n))
+    src, dst = rng.integers(0, n, e), rng.integers(0, n, e)
+    if seed == 0:  # a long path: the slowest case for label propagation
+        src, dst = np.arange(n - 1)[::-1], np.arange(1, n)[::-1]
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(zip(src.tolist(), dst.tolist(), strict=True))
+    expected = sorted((len(c) for c in nx.connected_components(g)), reverse=True)
+    assert component_sizes(src, dst, n) == expected

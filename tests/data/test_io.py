@@ -9,6 +9,7 @@ import pytest
 
 from graphrec.build import BUNDLED_DATASET
 from graphrec.data import io
+from graphrec.data.interactions import IdMap
 from graphrec.errors import DataError
 
 
@@ -330,3 +331,52 @@ def test_non_finite_numbers_repeated_items_and_control_characters(tmp_path: Path
     items.write_text('item_id,title,about\ni1,"Bad\x1b[31m\x07 title","x\x00y"\n')
     text = io.read_items(items)
     assert text.titles == ["Bad [31m title"] and text.texts == ["Bad [31m title. x y"]
+
+
+# ----------------------------------------------------------------------------- Parquet logs
+
+
+def test_parquet_log_reads_as_its_csv(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    csv_path = write(tmp_path / "log.csv", "userId,movieId,rating,timestamp\n"
+                     "1, 10,4.5,100\n2,007,3,200\n1,11,5,300\n")
+    table = pa.table({"userId": [1, 2, 1], "movieId": [" 10", "007", "11"],
+                      "rating": [4.5, 3.0, 5.0],
+                      "timestamp": pa.array([100, 200, 300], pa.timestamp("s"))})
+    pq.write_table(table, tmp_path / "log.parquet")
+    a = io.read_interactions(csv_path)
+    b = io.read_interactions(tmp_path / "log.parquet")
+    for field in ("ratings", "timestamps"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert b.items.tolist() == ["10", "007", "11"]
+    assert b.users.dtype == np.int64  # integer ids stay integers until they are mapped
+    for field in ("users", "items"):
+        (map_a, idx_a), (map_b, idx_b) = (IdMap.build(getattr(r, field)) for r in (a, b))
+        assert map_a.ids.tolist() == map_b.ids.tolist() and np.array_equal(idx_a, idx_b)
+
+
+@pytest.mark.parametrize(("columns", "needle"), [
+    ({"user": ["1", None], "item": ["a", "b"]}, "row 2: empty user id"),
+    ({"user": ["1", "2"], "item": ["a", " "]}, "row 2: empty item id"),
+    ({"user": ["1", "2"], "item": ["a", "b"], "rating": [1.0, float("nan")]},
+     "row 2: rating is missing or not a finite number"),
+    ({"user": ["1", "2"], "item": ["a", "b"], "rating": ["x", "y"]}, "is not numbers"),
+    ({"uid2": ["1"], "item": ["a"]}, "no user column"),
+    ({"user": ["a\nb"], "item": ["a"]}, "holds a line break"),
+])
+def test_bad_parquet_logs_are_named(tmp_path: Path, columns: dict, needle: str) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table(columns), path)
+    with pytest.raises(DataError, match=needle) as info:
+        io.read_interactions(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    path = write(tmp_path / "log.parquet", "user,item\n1,2\n")
+    with pytest.raises(DataError, match="cannot read as Parquet"):
+        io.read_interactions(path)
