@@ -155,6 +155,18 @@ def _parse_floats(values: list[str], path: Path, column: str, line_offset: int =
     return out
 
 
+def _log_columns(header: list[str], path: Path, user_col: str | None, item_col: str | None,
+                 rating_col: str | None, time_col: str | None) -> tuple:
+    """Positions of an interaction log's user, item, rating and timestamp columns in
+    ``header`` (the last two None when absent)."""
+    return (_pick_column(header, user_col, USER_COLUMNS, "user", "user_col", path),
+            _pick_column(header, item_col, ITEM_COLUMNS, "item", "item_col", path),
+            _pick_column(header, rating_col, RATING_COLUMNS, "rating", "rating_col", path,
+                         required=False),
+            _pick_column(header, time_col, TIME_COLUMNS, "timestamp", "time_col", path,
+                         required=False))
+
+
 def read_interactions_csv(
     path: str | Path,
     user_col: str | None = None,
@@ -173,12 +185,7 @@ def read_interactions_csv(
     if not rows:
         raise DataError(
             f"{mention('interactions')} {path}: header only, expected at least one data row")
-    ui = _pick_column(header, user_col, USER_COLUMNS, "user", "user_col", path)
-    ii = _pick_column(header, item_col, ITEM_COLUMNS, "item", "item_col", path)
-    ri = _pick_column(header, rating_col, RATING_COLUMNS, "rating", "rating_col", path,
-                      required=False)
-    ti = _pick_column(header, time_col, TIME_COLUMNS, "timestamp", "time_col", path,
-                      required=False)
+    ui, ii, ri, ti = _log_columns(header, path, user_col, item_col, rating_col, time_col)
     cols = list(zip(*rows, strict=True))
     users = np.asarray(cols[ui], dtype=str)
     items = np.asarray(cols[ii], dtype=str)
@@ -226,12 +233,7 @@ def read_interactions_parquet(path: str | Path, user_col: str | None = None,
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{mention('interactions')} {path}: cannot read as Parquet "
                         f"({str(exc).splitlines()[0]})") from None
-    ui = _pick_column(header, user_col, USER_COLUMNS, "user", "user_col", path)
-    ii = _pick_column(header, item_col, ITEM_COLUMNS, "item", "item_col", path)
-    ri = _pick_column(header, rating_col, RATING_COLUMNS, "rating", "rating_col", path,
-                      required=False)
-    ti = _pick_column(header, time_col, TIME_COLUMNS, "timestamp", "time_col", path,
-                      required=False)
+    ui, ii, ri, ti = _log_columns(header, path, user_col, item_col, rating_col, time_col)
     wanted = [header[c] for c in (ui, ii, ri, ti) if c is not None]
     try:
         table = pq.read_table(path, columns=list(dict.fromkeys(wanted)))
