@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -129,12 +128,13 @@ def writes_workdir(fn):
 
     @functools.wraps(fn)
     def wrapper(obj: Context, *args, **kwargs):
+        from graphrec.distributed import launched
         from graphrec.fsio import exclusive_lock
 
         # Processes training together: rank 0 holds the lock for all of them, and a
         # launcher of N processes leaves it to its rank 0.
-        if os.environ.get("RANK", "0") != "0" or (
-                kwargs.get("nproc", 1) > 1 and "WORLD_SIZE" not in os.environ):
+        group = launched()
+        if not group.leader or (kwargs.get("nproc", 1) > 1 and group.solo):
             return fn(obj, *args, **kwargs)
         with exclusive_lock(obj.layout.root, f"graphrec {click.get_current_context().info_name}"):
             return fn(obj, *args, **kwargs)
@@ -361,7 +361,7 @@ def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, kind: st
 
 
 def _launch(nproc: int) -> None:
-    """This train command again on ``nproc`` processes of this machine
+    """This command again (without --nproc) on ``nproc`` processes of this machine
     (graphrec.distributed.launch)."""
     from graphrec.distributed import launch
 
@@ -567,15 +567,15 @@ def _write_all(rec, output: Path, fmt: str, shard: str | None, k: int, include_s
                diversity: float) -> int:
     """recommend --all-users: one file, or this process's part (--shard, or its rank when
     launched on several processes)."""
-    from graphrec.distributed import Group, launched_world
+    from graphrec.distributed import launched
     from graphrec.serve.exports import (
         parse_shard,
         write_recommendation_file,
         write_recommendation_shard,
     )
 
-    world = launched_world()
-    if shard is None and world == 1:
+    group = launched()
+    if shard is None and group.solo:
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
             return write_recommendation_file(
@@ -584,7 +584,7 @@ def _write_all(rec, output: Path, fmt: str, shard: str | None, k: int, include_s
         except OSError as exc:
             raise ConfigError(f"cannot write there ({exc.strerror or exc})",
                               parameter="output", value=str(output)) from exc
-    part = parse_shard(shard) if shard is not None else Group(int(os.environ["RANK"]), world)
+    part = parse_shard(shard) if shard is not None else group
     if output.exists() and not output.is_dir():
         raise ConfigError("is a file; the parts of a sharded run go in a folder",
                           parameter="output", value=str(output))

@@ -118,6 +118,19 @@ def launched_world() -> int:
         raise ConfigError(parameter="WORLD_SIZE", value=raw, expected="an integer") from None
 
 
+def launched() -> Group:
+    """This process's place as a launcher (torchrun, :func:`launch`) set it in RANK and
+    WORLD_SIZE, without joining a process group: :data:`SOLO` when none did."""
+    world = launched_world()
+    if world == 1:
+        return SOLO
+    raw = os.environ.get("RANK", "")
+    try:
+        return Group(int(raw), world)
+    except ValueError:
+        raise ConfigError(parameter="RANK", value=raw, expected="an integer") from None
+
+
 def join(device: torch.device) -> Group:
     """The group this process was launched into: :data:`SOLO` without a launcher, else joined
     (once) over gloo for a CPU ``device`` or NCCL for CUDA, with the timeout on every
