@@ -208,24 +208,41 @@ class TextLightGCN(nn.Module):
             raise ValueError(f"item_init {item_init!r} needs text embeddings")
         self.num_users, self.num_items = num_users, num_items
         self.dim, self.num_layers, self.item_init = dim, num_layers, item_init
+        parts = item_init.split("+")
         self.user_emb = nn.Embedding(num_users, dim)
-        nn.init.normal_(self.user_emb.weight, std=init_std, generator=generator)
-        self.item_emb: nn.Embedding | None = None
+        self.item_emb = nn.Embedding(num_items, dim) if "id" in parts else None
         self.text_proj: nn.Linear | None = None
-        if "id" in item_init.split("+"):
-            self.item_emb = nn.Embedding(num_items, dim)
-            nn.init.normal_(self.item_emb.weight, std=init_std, generator=generator)
-        if "text" in item_init.split("+"):
+        if "text" in parts:
             self.register_buffer("text_emb", text_emb.float(), persistent=False)
             self.text_proj = nn.Linear(text_emb.shape[1], dim, bias=False)
-            # Text rows have unit norm; this makes projected rows about init_std per entry.
-            nn.init.normal_(self.text_proj.weight, std=init_std, generator=generator)
         else:
             self.text_emb = None
-        self.text_head: nn.Linear | None = None
+        self.text_head = nn.Linear(text_head_dim, dim, bias=False) if text_head_dim > 0 \
+            else None
+        with torch.no_grad():
+            for name, value in self.initial_weights(
+                    num_users, num_items, dim, None if text_emb is None else text_emb.shape[1],
+                    item_init, generator, init_std, text_head_dim).items():
+                self.get_parameter(name).copy_(value)
+
+    @staticmethod
+    def initial_weights(num_users: int, num_items: int, dim: int, text_dim: int | None,
+                        item_init: str, generator: torch.Generator | None = None,
+                        init_std: float = 0.1, text_head_dim: int = 0) -> dict[str, Tensor]:
+        """The initial parameters, drawn from ``generator`` in one fixed order, as a state
+        dict: N(0, init_std) entries. Text rows have unit norm, so projected rows are also
+        about init_std per entry. A model split between processes
+        (graphrec.train.partition) cuts its rows from these."""
+        parts = item_init.split("+")
+        shapes = {"user_emb.weight": (num_users, dim)}
+        if "id" in parts:
+            shapes["item_emb.weight"] = (num_items, dim)
+        if "text" in parts:
+            shapes["text_proj.weight"] = (dim, text_dim)
         if text_head_dim > 0:
-            self.text_head = nn.Linear(text_head_dim, dim, bias=False)
-            nn.init.normal_(self.text_head.weight, std=init_std, generator=generator)
+            shapes["text_head.weight"] = (dim, text_head_dim)
+        return {name: torch.empty(shape).normal_(0.0, init_std, generator=generator)
+                for name, shape in shapes.items()}
 
     def item_layer0(self) -> Tensor:
         """[I, d] item embeddings before propagation."""

@@ -329,7 +329,10 @@ class Trainer:
         self.best = None if b is None else (b["metric"], b["epoch"], b["model"])
 
     def save_checkpoint(self, path: Path) -> None:
-        save_checkpoint(self.state(), path)
+        """Write :meth:`state` to ``path`` (the leader writes; in a group, every process
+        calls this)."""
+        if self.group.leader:
+            save_checkpoint(self.state(), path)
 
     def load_checkpoint(self, path: Path) -> None:
         self.load_state(load_checkpoint(path, self.device))
@@ -382,7 +385,7 @@ class Trainer:
                      row["train_seconds"],
                      "".join(f" {k}={v:.4f}" for k, v in row.get("valid", {}).items()
                              if "@" in k and k.split("@")[0] in ("recall", "ndcg")))
-            if checkpoint is not None and self.group.leader:
+            if checkpoint is not None:
                 self.save_checkpoint(checkpoint)
             if on_epoch is not None and on_epoch(row):
                 log.info("the epoch callback ended the run at epoch %d", self.epoch)

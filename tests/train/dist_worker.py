@@ -4,6 +4,8 @@
     dist_worker.py GRAPH_DIR OUT CONFIG_JSON steps N   # N optimizer steps, then the weights
     dist_worker.py GRAPH_DIR OUT CONFIG_JSON fit E     # fit, stopped after epoch E, with a
                                                        # checkpoint at OUT.ckpt
+    dist_worker.py ... part-steps N | part-fit E       # the same, the model split between the
+                                                       # processes (PartitionedTrainer)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from graphrec.data import TEST, VALID
 from graphrec.distributed import join, leave
 from graphrec.eval import EvalContext
 from graphrec.train import TrainConfig, Trainer
+from graphrec.train.partition import PartitionedTrainer
 
 
 def fit(trainer: Trainer, checkpoint, stop: int):
@@ -33,7 +36,10 @@ def main() -> None:
     graph_dir, out, cfg_json, mode = sys.argv[1:5]
     torch.set_num_threads(1)
     group = join(torch.device("cpu"))
-    trainer = Trainer(load_graph(graph_dir), TrainConfig(**json.loads(cfg_json)), group=group)
+    split = mode.startswith("part-")
+    mode = mode.removeprefix("part-")
+    trainer = (PartitionedTrainer if split else Trainer)(
+        load_graph(graph_dir), TrainConfig(**json.loads(cfg_json)), group=group)
     if mode == "steps":
         steps = int(sys.argv[5])
         while trainer.steps_done < steps:
@@ -41,11 +47,14 @@ def main() -> None:
                 trainer.train_step(*batch)
                 if trainer.steps_done == steps:
                     break
-        saved = {"model": trainer.model.state_dict()}
+        model = trainer.full_model() if split else trainer.model  # None off the leader
+        saved = {"model": model.state_dict() if model is not None else None}
     else:
         stop = int(sys.argv[5])
         result = fit(trainer, out + ".ckpt", stop)
-        saved = {"model": trainer.model.state_dict(), "history": result.history,
+        model = result.model if split else trainer.model
+        saved = {"model": model.state_dict() if model is not None else None,
+                 "history": result.history,
                  "test": result.test, "user_emb": result.user_emb}
     if group.leader:
         torch.save(saved, out)

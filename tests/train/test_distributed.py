@@ -1,7 +1,8 @@
-"""Data-parallel training (graphrec.distributed, Trainer(group=...)): two gloo processes on
-the CPU take the same steps as one process on the same global batch, their sharded
-evaluation gives one process's metrics, a checkpoint of two processes resumes in one, and a
-group refuses what it cannot do."""
+"""Training on several processes: data-parallel (graphrec.distributed, Trainer(group=...)) and
+with the model split between them (graphrec.train.partition). Two gloo processes on the CPU
+take the same steps as one process on the same global batch, their sharded evaluation gives
+one process's metrics, their checkpoint resumes in one, and a group refuses what it cannot
+do."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +25,7 @@ from graphrec.distributed import SOLO, Group
 from graphrec.errors import ConfigError
 from graphrec.eval import EvalContext
 from graphrec.train import TrainConfig, Trainer
+from graphrec.train.partition import PartitionedTrainer, balanced_bounds
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 SETTINGS = dict(epochs=2, batch_size=100, lr=0.01, dim=8, layers=2, item_init="id",
@@ -130,3 +133,61 @@ def test_a_group_refuses_different_settings_and_per_draw_picks(planted_graph) ->
         Trainer(planted_graph, TrainConfig(**{**SETTINGS, "neg_top": 2}), group=Two(0, 2))
     assert Trainer(planted_graph, TrainConfig(**SETTINGS), group=SOLO).group.solo
     assert asdict(TrainConfig(**SETTINGS))["seed"] == 3
+
+
+# -- the model split between the processes (graphrec.train.partition) ----------------------
+
+def test_balanced_bounds_cut_contiguous_ranges_of_equal_weight() -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.pareto(1.5, 1000) + 1
+    for world in (1, 2, 3, 8):
+        bounds = balanced_bounds(weights, world)
+        assert bounds[0] == 0 and bounds[-1] == 1000 and np.all(np.diff(bounds) >= 0)
+        sums = [weights[a:b].sum() for a, b in zip(bounds, bounds[1:], strict=False)]
+        # Each range is off its fair share by less than one row's weight.
+        assert max(abs(s - weights.sum() / world) for s in sums) <= weights.max()
+    # More processes than rows: one row each at most, some own none.
+    assert np.diff(balanced_bounds(np.ones(3), 5)).tolist() == [1, 1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("name, init", [("ids", "id"), ("text", "text+id")])
+def test_a_split_model_takes_one_process_steps(graphs, tmp_path: Path, name: str,
+                                               init: str) -> None:
+    # 20 steps with 4 hard-negative candidates each; the text projection is the one weight
+    # both processes hold (its gradient summed), the embedding tables are split by rows.
+    folder, graph = graphs[name]
+    cfg = {**SETTINGS, "item_init": init, "batch_size": 333, "epochs": 10}
+    ref = one_process(graph, cfg, 20)
+    got = launch(folder, tmp_path / "w.pt", cfg, "part-steps", "20")
+    assert_same_weights(got["model"], ref.model.state_dict(), 1e-5)
+    fresh = Trainer(graph, TrainConfig(**cfg)).model.state_dict()
+    assert (fresh["user_emb.weight"] - got["model"]["user_emb.weight"]).abs().max() > 1e-3
+
+
+def test_a_split_model_evaluates_and_its_checkpoint_resumes_in_one_process(
+        graphs, tmp_path: Path) -> None:
+    folder, graph = graphs["text"]
+    cfg = {**SETTINGS, "item_init": "text+id", "epochs": 2, "ks": [3, 20]}
+    got = launch(folder, tmp_path / "w.pt", cfg, "part-fit", "1")
+    ref = Trainer(graph, TrainConfig(**cfg))
+    ctx = EvalContext.from_graph(graph, ref.cfg.ks, ref.device)
+    result = ref.fit(ctx.validator(VALID), ctx.validator(TEST),
+                     on_epoch=lambda row: ref.epoch >= 1)
+    assert_same_weights(got["model"], ref.model.state_dict(), 1e-5)
+    for key, value in result.test.items():
+        assert got["test"][key] == pytest.approx(value, abs=1e-4), key
+    # The checkpoint holds the whole model and optimizer, as one process writes them.
+    resumed = Trainer(graph, TrainConfig(**cfg))
+    resumed.load_checkpoint(tmp_path / "w.pt.ckpt")
+    assert resumed.epoch == 1
+    resumed.train_epoch()
+    straight = Trainer(graph, TrainConfig(**cfg))
+    straight.train_epoch()
+    straight.train_epoch()
+    assert_same_weights(resumed.model.state_dict(), straight.model.state_dict(), 1e-5)
+
+
+def test_a_split_model_refuses_what_it_cannot_split(planted_graph) -> None:
+    for change in ({"neg_top": 2}, {"precision": "bfloat16"}):
+        with pytest.raises(ConfigError, match=next(iter(change))):
+            PartitionedTrainer(planted_graph, TrainConfig(**{**SETTINGS, **change}), Group(0, 2))
