@@ -320,6 +320,11 @@ def _train_option(name: str, *flags: str, **kw):
               help="Train on this many processes (data-parallel over torch.distributed: "
                    "gloo on CPUs, one GPU each with NCCL); the same as running the command "
                    "under torchrun --nproc-per-node N -m graphrec_cli.")
+@click.option("--partition", is_flag=True,
+              help="On several processes, split the model instead of copying it: each holds "
+                   "its share of the users' and items' embeddings, optimizer state and "
+                   "adjacency, and each propagation layer exchanges the rows the others need "
+                   "(for graphs whose model does not fit one device).")
 @click.option("--model", "kind", type=click.Choice(MODEL_KINDS), default="lightgcn",
               show_default=True,
               help="lightgcn: TextLightGCN; filter: the training-free graph filter; ensemble: "
@@ -329,7 +334,7 @@ def _train_option(name: str, *flags: str, **kw):
 @handle_errors
 @writes_workdir
 def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, kind: str,
-              nproc: int, **opts) -> None:
+              nproc: int, partition: bool, **opts) -> None:
     """Train a model on WORKDIR/graph and write WORKDIR/model (or --output)."""
     from graphrec.distributed import launched_world
 
@@ -355,7 +360,8 @@ def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, kind: st
     if not group.leader:  # rank 0 reports for the group
         logging.getLogger("graphrec").setLevel(logging.WARNING)
     try:
-        _train_lightgcn(obj, graph, cfg, group, resume, output)
+        _train_lightgcn(obj, graph, cfg, group, resume, output, partition)
+        leave(wait=True)
     finally:
         leave()
 
@@ -377,18 +383,22 @@ def _launch(nproc: int) -> None:
 
 
 def _train_lightgcn(obj: Context, graph, cfg, group, resume: bool,
-                    output: Path | None) -> None:
-    """TextLightGCN on this process's ``group`` (rank 0 reports and writes the model)."""
+                    output: Path | None, partition: bool = False) -> None:
+    """TextLightGCN on this process's ``group`` (rank 0 reports and writes the model), the
+    model copied in every process or, with ``partition``, split between them."""
     from graphrec.artifacts import save_model
     from graphrec.pipeline import train_model
     from graphrec.train import Trainer
+    from graphrec.train.partition import PartitionedTrainer
 
-    trainer = Trainer(graph, cfg, group=group)
+    split = partition and not group.solo
+    trainer = PartitionedTrainer(graph, cfg, group) if split else Trainer(graph, cfg, group=group)
     c = trainer.cfg
     if group.leader:
         click.echo(
             f"training on {trainer.device}"
             + (f" x {group.world} processes" if not group.solo else "")
+            + (", model split between them" if split else "")
             + f": {graph.num_users} users, {graph.num_items} items, {c.item_init} items, "
             f"batch {c.batch_size}, lr {c.lr:g}, {c.layers} layers, {c.negatives} negatives"
             + (f" (hardest of {c.neg_candidates})" if c.neg_candidates > 1 else "")

@@ -177,7 +177,11 @@ def launch(nproc: int, args: list[str]) -> None:
             "the last checkpoint resumes the run") from None
 
 
-def leave() -> None:
-    """Leave the process group, when this process joined one."""
+def leave(wait: bool = False) -> None:
+    """Leave the process group, when this process joined one; with ``wait`` (a run that
+    ended well), once every process got here: gloo can abort a process whose group is torn
+    down while a peer still talks to it."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if wait:
+            _collective("the end of the run", torch.distributed.barrier)
         torch.distributed.destroy_process_group()

@@ -136,9 +136,10 @@ def _all_to_all(out: Tensor, inp: Tensor, what: str, out_counts: list[int] | Non
 
 
 class Blocks:
-    """One process's share of the normalised adjacency: its users' rows of R (columns: the
-    items they interact with, in the order :attr:`items` receives them) and its items' rows
-    of R^T (columns: their users), with the exchanges that bring those rows in."""
+    """One process's share of the normalised adjacency: its users' rows of R and its items'
+    rows of R^T, each cut by columns into the part that reads this process's own rows and
+    the part that reads rows of the others (in the order :attr:`items` / :attr:`users`
+    receives them): only those travel, and no copy of the own rows is made."""
 
     def __init__(self, group: Group, part: Partition, users: np.ndarray, items: np.ndarray,
                  num_users: int, num_items: int, dtype: torch.dtype, device: torch.device):
@@ -147,38 +148,50 @@ class Blocks:
         (ulo, uhi), (ilo, ihi) = part.user_range(group.rank), part.item_range(group.rank)
         self.own_users, self.own_items = uhi - ulo, ihi - ilo
         mine = (users >= ulo) & (users < uhi)
-        self.r, self.items = self._block(users[mine] - ulo, items[mine], deg_u[users[mine]],
-                                         deg_i[items[mine]], self.own_users, part.items,
-                                         group, dtype, device, "item rows")
+        u, i = users[mine], items[mine]
+        self.r_own, self.r_in, self.items = self._block(
+            u - ulo, i, 1.0 / np.sqrt(deg_u[u] * deg_i[i]), self.own_users, (ilo, ihi),
+            part.items, group, dtype, device, "item rows")
         mine = (items >= ilo) & (items < ihi)
-        self.rt, self.users = self._block(items[mine] - ilo, users[mine], deg_i[items[mine]],
-                                          deg_u[users[mine]], self.own_items, part.users,
-                                          group, dtype, device, "user rows")
+        u, i = users[mine], items[mine]
+        self.rt_own, self.rt_in, self.users = self._block(
+            i - ilo, u, 1.0 / np.sqrt(deg_i[i] * deg_u[u]), self.own_items, (ulo, uhi),
+            part.users, group, dtype, device, "user rows")
 
     @staticmethod
-    def _block(rows: np.ndarray, cols: np.ndarray, deg_r: np.ndarray, deg_c: np.ndarray,
-               n_rows: int, col_bounds: np.ndarray, group: Group, dtype: torch.dtype,
-               device: torch.device, what: str) -> tuple[Tensor, Exchange]:
-        wanted, local = np.unique(cols, return_inverse=True)
-        block = csr_tensor(rows, local.astype(np.int64), 1.0 / np.sqrt(deg_r * deg_c), n_rows,
-                           len(wanted), dtype).to(device)
-        return block, Exchange(group, torch.as_tensor(wanted, device=device), col_bounds,
-                               f"propagation ({what})")
+    def _block(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int,
+               own: tuple[int, int], col_bounds: np.ndarray, group: Group,
+               dtype: torch.dtype, device: torch.device,
+               what: str) -> tuple[Tensor, Tensor, Exchange]:
+        """(the columns of this process's own range, the others' columns in received
+        order, the exchange that receives them)."""
+        here = (cols >= own[0]) & (cols < own[1])
+        block_own = csr_tensor(rows[here], cols[here] - own[0], vals[here], n_rows,
+                               own[1] - own[0], dtype).to(device)
+        wanted, local = np.unique(cols[~here], return_inverse=True)
+        block_in = csr_tensor(rows[~here], local.astype(np.int64), vals[~here], n_rows,
+                              len(wanted), dtype).to(device)
+        return block_own, block_in, Exchange(group, torch.as_tensor(wanted, device=device),
+                                             col_bounds, f"propagation ({what})")
 
     def layers(self, xu: Tensor, xi: Tensor, num_layers: int) -> tuple[Tensor, Tensor]:
         """This process's rows of mean_{k=0..K} A^k (xu, xi), from its own rows."""
         out_u, out_i = xu.clone(), xi.clone()
         hu, hi = xu, xi
         for _ in range(num_layers):
-            hu, hi = spmm(self.r, self.items.rows(hi)), spmm(self.rt, self.users.rows(hu))
+            # The others' rows first, so that their buffers are freed before the products
+            # of the own rows allocate.
+            from_i = spmm(self.r_in, self.items.rows(hi))
+            from_u = spmm(self.rt_in, self.users.rows(hu))
+            hu, hi = from_i.add_(spmm(self.r_own, hi)), from_u.add_(spmm(self.rt_own, hu))
             out_u += hu
             out_i += hi
         scale = 1.0 / (num_layers + 1)
         return out_u.mul_(scale), out_i.mul_(scale)
 
     def sent_per_layer(self) -> dict:
-        """Rows this process receives from the others per propagation layer, and how many
-        distinct remote rows its blocks name (the same: only needed rows travel)."""
+        """Rows this process receives from the others per propagation layer: the distinct
+        rows of theirs that its blocks name, no more."""
         return {"user_rows_in": self.users.remote_rows, "item_rows_in": self.items.remote_rows}
 
 
@@ -298,13 +311,25 @@ class PartitionedTrainer(Trainer):
         return {k: v[slice(*cut[k])].clone() if k in cut else v for k, v in state.items()}
 
     # -- a step ----------------------------------------------------------------------------
-    def train_step(self, users: Tensor, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
-        """One Adam step on a batch of BPR triples (every process passes the same batch);
-        returns the whole batch's (loss, BPR part)."""
+    def batches(self):
+        """One epoch of this process's parts of the batches: (users, pos, neg, size), the
+        triples of its own users and the size of the whole batch (every process draws the
+        same epoch and keeps its part)."""
+        return self.sampler.epoch_share(self.cfg.batch_size, self.generator,
+                                        self.cfg.neg_candidates, self.ulo, self.uhi)
+
+    def train_step(self, users: Tensor, pos: Tensor, neg: Tensor,
+                   size: int | None = None) -> tuple[Tensor, Tensor]:
+        """One Adam step on a batch of BPR triples; returns the whole batch's (loss, BPR
+        part). ``size``: the triples are this process's part (:meth:`batches`) of a batch of
+        ``size``; None: the whole batch, the same on every process."""
         self.optimizer.zero_grad(set_to_none=True)
-        size, cfg = len(users), self.cfg
-        mine = (users >= self.ulo) & (users < self.uhi)
-        users, pos, neg = users[mine] - self.ulo, pos[mine], neg[mine]
+        cfg = self.cfg
+        if size is None:
+            size = len(users)
+            mine = (users >= self.ulo) & (users < self.uhi)
+            users, pos, neg = users[mine], pos[mine], neg[mine]
+        users = users - self.ulo
         model = self.model
         xu0, xi0 = model.user_emb.weight, model.item_layer0()
         eu, ei = _Propagate.apply(xu0, xi0, self.blocks, cfg.layers)

@@ -197,22 +197,58 @@ class BPRSampler:
         # Candidate k of interaction e at k * E + e, drawn in chunks of DRAW_CHUNK (one chunk
         # up to Gowalla with 8 candidates), which bounds the redraw loop's temporaries on
         # large graphs; viewed [E, K].
+        for users, items, neg, _ in self.epoch_share(batch_size, generator, candidates):
+            yield users, items, neg
+
+    def epoch_share(self, batch_size: int, generator: torch.Generator, candidates: int = 1,
+                    users_from: int = 0, users_to: int | None = None):
+        """:meth:`epoch`'s batches cut to the triples whose user is in [users_from,
+        users_to), each with the size of the whole batch: (users, pos, neg, size). The
+        generator's stream is the whole epoch's, so that processes that split the users
+        between them train on the parts of the same batches; only this part's negatives are
+        kept (drawn chunk by chunk, the whole epoch's never held at once)."""
         all_users, all_items = self.users, self.items
         if self.focused is not None:
             all_users, all_items = all_users[self.focused], all_items[self.focused]
         n = len(all_users)
-        neg = torch.empty(candidates * n, dtype=torch.long, device=self.device)
-        for start in range(0, len(neg), DRAW_CHUNK):
-            stop = min(start + DRAW_CHUNK, len(neg))
-            neg[start:stop] = self.negatives(_repeated(all_users, start, stop), generator)
-        neg = neg.view(candidates, n).T
+        part = None
+        if users_from > 0 or users_to is not None:
+            mine = all_users >= users_from
+            if users_to is not None:
+                mine &= all_users < users_to
+            part = torch.nonzero(mine).flatten()
+            del mine
+        kept = n if part is None else len(part)
+        neg = torch.empty(candidates * kept, dtype=torch.long, device=self.device)
+        for start in range(0, candidates * n, DRAW_CHUNK):
+            stop = min(start + DRAW_CHUNK, candidates * n)
+            drawn = self.negatives(_repeated(all_users, start, stop), generator)
+            if part is None:
+                neg[start:stop] = drawn
+            else:  # this chunk's draws at the part's interactions, candidate by candidate
+                for k in range(start // n, (stop - 1) // n + 1):
+                    lo, hi = max(start, k * n), min(stop, (k + 1) * n)
+                    a, b = torch.searchsorted(part, torch.tensor(
+                        [lo - k * n, hi - k * n], device=self.device)).tolist()
+                    neg[k * kept + a:k * kept + b] = drawn[part[a:b] + k * n - start]
+        neg = neg.view(candidates, kept).T
         perm = torch.randperm(n, device=self.device, generator=generator)
-        users, items, neg = all_users[perm], all_items[perm], neg[perm]
+        if part is not None:
+            # Where each interaction sits in the part (-1: not in it); batches keep theirs.
+            at = torch.full((n,), -1, dtype=torch.long, device=self.device)
+            at[part] = torch.arange(kept, device=self.device)
+            where, all_users, all_items = at[perm], all_users[part], all_items[part]
+            del at
+        else:
+            where = perm
         if candidates == 1:
             neg = neg.squeeze(1)
-        for start in range(0, len(perm), batch_size):
-            stop = start + batch_size
-            yield users[start:stop], items[start:stop], neg[start:stop]
+        for start in range(0, n, batch_size):
+            rows = where[start:start + batch_size]
+            size = len(rows)
+            if part is not None:
+                rows = rows[rows >= 0]
+            yield all_users[rows], all_items[rows], neg[rows], size
 
     def num_batches(self, batch_size: int) -> int:
         n = len(self.users) if self.focused is None else len(self.focused)

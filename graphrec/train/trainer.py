@@ -238,8 +238,8 @@ class Trainer:
         bpr_total = torch.zeros((), device=self.device)
         steps = 0
         t0 = time.perf_counter()
-        for users, pos, neg in self.batches():
-            loss, bpr = self.train_step(users, pos, neg)
+        for batch in self.batches():
+            loss, bpr = self.train_step(*batch)
             total += loss
             bpr_total += bpr
             steps += 1

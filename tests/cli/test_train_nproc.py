@@ -42,6 +42,25 @@ def test_train_on_two_processes_writes_one_model(planted, tmp_path: Path) -> Non
     assert last == [line for line in solo.stdout.splitlines() if line.startswith("test:")]
 
 
+def test_a_model_split_between_two_processes_trains_as_one_process(planted,
+                                                                   tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    ok(run(work, "build-graph", "--interactions", str(planted.interactions), "--no-text",
+           "--seed", "0"))
+    done = graphrec("--workdir", str(work), "train", "--nproc", "2", "--partition",
+                    "--epochs", "3", *ARGS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "model split between them" in done.stderr and done.stdout.count("wrote ") == 1
+    recommended = ok(run(work, "recommend", "--user", "1", "--k", "5", "--json"))
+    assert '"items"' in recommended.stdout
+    solo = graphrec("--workdir", str(work), "train", "--epochs", "3", "--output",
+                    str(tmp_path / "solo"), *ARGS)
+    assert solo.returncode == 0, solo.stderr[-3000:]
+    test_lines = [[line for line in out.stdout.splitlines() if line.startswith("test:")]
+                  for out in (done, solo)]
+    assert test_lines[0] == test_lines[1] and test_lines[0]
+
+
 def rank_process(marker: str, rank: int) -> int | None:
     """The pid of the training process of ``rank`` whose environment holds ``marker``."""
     for entry in Path("/proc").iterdir():

@@ -58,7 +58,7 @@ def main() -> None:
                  "test": result.test, "user_emb": result.user_emb}
     if group.leader:
         torch.save(saved, out)
-    leave()
+    leave(wait=True)
 
 
 if __name__ == "__main__":
