@@ -15,7 +15,7 @@ import graphrec
 from graphrec.artifacts.graph_dir import GRAPH_FORMAT_VERSION, GraphData, save_graph
 from graphrec.data import io
 from graphrec.data.config import BUNDLED_DATASET, BuildConfig
-from graphrec.data.interactions import IdMap, Interactions, deduplicate, k_core
+from graphrec.data.interactions import IdGrower, IdMap, Interactions, deduplicate, k_core
 from graphrec.data.split import (
     TEST,
     TRAIN,
@@ -64,18 +64,25 @@ def build_graph(cfg: BuildConfig, out_dir: str | Path) -> GraphData:
     """Run the whole build and write the graph directory ``out_dir`` atomically."""
     cfg.validate()
     t0 = time.perf_counter()
-    raw, item_text, sources = _read_inputs(cfg)
-    if cfg.split == "temporal" and raw.timestamps is None:
+    if cfg.interactions is not None and io.streams(cfg.interactions):
+        user_map, item_map, inter = _read_log_in_chunks(cfg)
+        item_text = io.read_items(cfg.items, cfg.item_id_col, list(cfg.text_cols) or None) \
+            if cfg.items else None
+        sources, source = [p for p in (cfg.interactions, cfg.items) if p], cfg.interactions
+    else:
+        raw, item_text, sources = _read_inputs(cfg)
+        user_map, users = IdMap.build(raw.users)
+        item_map, items = IdMap.build(raw.items)
+        inter = Interactions(users, items, raw.ratings, raw.timestamps, raw.fold)
+        source = raw.source
+        del raw
+    if cfg.split == "temporal" and inter.timestamps is None:
         raise ConfigError(
-            f"{raw.source} has no timestamp column; expected one (name it with {{time_col}}) "
+            f"{source} has no timestamp column; expected one (name it with {{time_col}}) "
             "or another split", parameter="split", value="temporal"
         )
-    fixed_split = raw.fold is not None
+    fixed_split = inter.fold is not None
     valid_ratio = cfg.valid_ratio if cfg.valid_ratio is not None else (0.0 if fixed_split else 0.1)
-
-    user_map, users = IdMap.build(raw.users)
-    item_map, items = IdMap.build(raw.items)
-    inter = Interactions(users, items, raw.ratings, raw.timestamps, raw.fold)
     n_raw = len(inter)
     if fixed_split:
         # A pair in both train and test files stays a test pair; drop its training copy.
@@ -96,7 +103,7 @@ def build_graph(cfg: BuildConfig, out_dir: str | Path) -> GraphData:
                    cfg.min_item_interactions)
     if len(inter) == 0:
         raise DataError(
-            f"{raw.source}: no interactions left after {{min_rating}} / k-core filtering"
+            f"{source}: no interactions left after {{min_rating}} / k-core filtering"
         )
     # Compact the index space to users and items that still have interactions.
     user_map, u_remap = user_map.subset(np.bincount(inter.users, minlength=len(user_map)) > 0)
@@ -161,6 +168,63 @@ def build_graph(cfg: BuildConfig, out_dir: str | Path) -> GraphData:
     meta["config"] = {k: v for k, v in asdict(cfg).items() if k != "progress"}
     save_graph(graph, out_dir)
     return graph
+
+
+def _read_log_in_chunks(cfg: BuildConfig) -> tuple[IdMap, IdMap, Interactions]:
+    """The interaction log read chunk by chunk (io.interaction_chunks): ids mapped to
+    indices as they arrive (IdGrower), so that the whole log is never held as text; the
+    maps and indices are those :meth:`IdMap.build` gives the whole log."""
+    users, items = IdGrower(), IdGrower()
+    columns: dict[str, _Growing] = {}
+    capacity = io.estimated_rows(cfg.interactions)
+    for _, chunk in io.interaction_chunks(cfg.interactions, cfg.user_col, cfg.item_col,
+                                          cfg.rating_col, cfg.time_col,
+                                          with_ratings=cfg.min_rating is not None):
+        for name, values in (("users", users.add(chunk.users)),
+                             ("items", items.add(chunk.items)), ("ratings", chunk.ratings),
+                             ("timestamps", chunk.timestamps)):
+            if values is not None:
+                columns.setdefault(name, _Growing(capacity, values.dtype)).extend(values)
+    arrays = {name: col.array() for name, col in columns.items()}
+    columns.clear()
+    maps = []
+    for name, grower in (("users", users), ("items", items)):
+        id_map, renumber = grower.finish()
+        _renumber(arrays[name], renumber)
+        maps.append(id_map)
+    return maps[0], maps[1], Interactions(arrays["users"], arrays["items"],
+                                          arrays.get("ratings"), arrays.get("timestamps"))
+
+
+def _renumber(index: np.ndarray, new: np.ndarray, chunk: int = 1 << 22) -> None:
+    """index[k] = new[index[k]] in place, a slice at a time (no second whole array)."""
+    for start in range(0, len(index), chunk):
+        part = index[start:start + chunk]
+        part[:] = new[part]
+
+
+class _Growing:
+    """An array filled chunk by chunk: ``capacity`` rows up front (a good guess wastes
+    nothing), grown by half when it runs out."""
+
+    def __init__(self, capacity: int, dtype: np.dtype):
+        self.data = np.empty(max(capacity, 1), dtype=dtype)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.size + len(values)
+        if end > len(self.data):
+            grown = np.empty(max(end, len(self.data) * 3 // 2), dtype=self.data.dtype)
+            grown[:self.size] = self.data[:self.size]
+            self.data = grown
+        self.data[self.size:end] = values
+        self.size = end
+
+    def array(self) -> np.ndarray:
+        """The rows filled (a copy only when the guess was more than 5% too high)."""
+        if self.size < 0.95 * len(self.data):
+            return self.data[:self.size].copy()
+        return self.data[:self.size]
 
 
 def _fingerprint(graph: GraphData) -> str:

@@ -12,7 +12,8 @@ import torch
 
 from graphrec.artifacts.graph_dir import load_graph
 from graphrec.build import BuildConfig, build_graph
-from graphrec.data import TEST, TRAIN, VALID
+from graphrec.data import TEST, TRAIN, VALID, io
+from graphrec.errors import DataError
 from graphrec.serve.recommender import Recommender
 from graphrec.train.sampling import BPRSampler
 
@@ -119,3 +120,68 @@ def test_a_parquet_log_builds_the_graph_its_csv_builds(planted, tmp_path: Path) 
     for field in ("users", "items", "folds"):
         assert np.array_equal(getattr(a, field), getattr(b, field)), field
     assert (a.folds == TEST).any()  # the temporal split read the times
+
+
+@pytest.mark.parametrize("ids", ["integers", "text", "integers then text"])
+def test_a_log_read_in_chunks_builds_the_graph_of_the_whole_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ids: str) -> None:
+    # Chunks of 50 rows over 1,000 (duplicates, ids seen again chunks later), the delimited
+    # text through pyarrow's streaming reader as a large log would be: the same graph as the
+    # whole-file reader, for Parquet and for CSV.
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(0)
+    n = 1000
+    users, items = rng.integers(1, 60, n), rng.integers(1, 90, n)
+    user_ids = [str(u) for u in users]
+    if ids != "integers":
+        user_ids = [f"u{u}" if (ids == "text" or k > 600) and u % 3 else str(u)
+                    for k, u in enumerate(users)]
+    times = rng.permutation(n)
+    rows = "".join(f"{u},{i},{t}\n" for u, i, t in zip(user_ids, items, times, strict=True))
+    csv_path = tmp_path / "log.csv"
+    csv_path.write_text("user,item,timestamp\n" + rows)
+    pq.write_table(pa.table({"user": user_ids if ids != "integers" else users, "item": items,
+                             "timestamp": times.astype(np.int64)}),
+                   tmp_path / "log.parquet")
+    whole = build_graph(BuildConfig(interactions=str(csv_path), no_text=True, seed=1),
+                        tmp_path / "whole")
+    assert whole.meta["num_duplicates_removed"] > 0
+    monkeypatch.setattr(io, "CHUNK_ROWS", 50)
+    monkeypatch.setattr(io, "STREAM_CSV_BYTES", 0)
+    reads = []
+    real = io.interaction_chunks
+
+    def counted(*args, **kwargs):
+        for start, chunk in real(*args, **kwargs):
+            reads.append(len(chunk))
+            yield start, chunk
+
+    monkeypatch.setattr(io, "interaction_chunks", counted)
+    chunked = build_graph(BuildConfig(interactions=str(csv_path), no_text=True, seed=1),
+                          tmp_path / "chunked")
+    assert len(reads) > 5 and sum(reads) == n
+    for got in (chunked, build_graph(BuildConfig(interactions=str(csv_path).replace(
+            ".csv", ".parquet"), no_text=True, seed=1), tmp_path / "pq")):
+        assert got.user_ids.tolist() == whole.user_ids.tolist()
+        assert got.item_ids.tolist() == whole.item_ids.tolist()
+        for field in ("users", "items", "folds"):
+            assert np.array_equal(getattr(got, field), getattr(whole, field)), field
+
+
+def test_a_bad_row_in_a_later_chunk_is_named(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pyarrow")
+    monkeypatch.setattr(io, "CHUNK_ROWS", 20)
+    monkeypatch.setattr(io, "STREAM_CSV_BYTES", 0)
+    lines = [f"{k % 7},{k % 11},{k}" for k in range(300)]
+    lines[250] = ",3,250"
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"log.csv line 252: empty user id"):
+        build_graph(BuildConfig(interactions=str(log), no_text=True), tmp_path / "graph")
+    lines[250] = "1,3,soon"
+    log.write_text("user,item,timestamp\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"log.csv: cannot read past line \d+ .*soon"):
+        build_graph(BuildConfig(interactions=str(log), no_text=True), tmp_path / "graph")
+    assert not (tmp_path / "graph").exists()

@@ -78,6 +78,76 @@ class IdMap:
         return IdMap(self.ids[keep]), remap
 
 
+class IdGrower:
+    """Raw ids to contiguous indices one chunk of a log at a time (no Python per row; per
+    distinct id only for ids that are not integers), numbered as :meth:`IdMap.build` numbers
+    the whole log once :meth:`finish` renumbers them.
+
+    Integer ids are kept as a sorted int64 array with each id's provisional index; the first
+    chunk that holds an id that is not an integer turns every id into its text (integers as
+    their decimal spelling) and a dictionary. :meth:`finish` gives the map (integer ids in
+    numeric order, else text order) and the array that renumbers provisional indices.
+    """
+
+    def __init__(self) -> None:
+        self._ints = np.empty(0, dtype=np.int64)  # sorted ids, integer mode
+        self._codes = np.empty(0, dtype=np.int64)  # their provisional indices
+        self._lookup: dict[str, int] | None = None  # text mode
+        self._names: list[str] = []  # text mode: ids by provisional index
+        self.size = 0
+
+    def add(self, values: np.ndarray) -> np.ndarray:
+        """[n] int64 provisional indices of ``values`` ([n] integers or str), new ids added."""
+        values = np.asarray(values)
+        if self._lookup is None and values.dtype.kind in "iu":
+            return self._add_ints(values.astype(np.int64, copy=False))
+        if self._lookup is None:
+            self._to_text()
+        return self._add_text(values.astype(str))
+
+    def _add_ints(self, values: np.ndarray) -> np.ndarray:
+        uniq, inverse = np.unique(values, return_inverse=True)
+        pos = np.searchsorted(self._ints, uniq)
+        known = pos < len(self._ints)
+        known[known] = self._ints[pos[known]] == uniq[known]
+        codes = np.empty(len(uniq), dtype=np.int64)
+        codes[known] = self._codes[pos[known]]
+        new = ~known
+        codes[new] = self.size + np.arange(int(new.sum()))
+        self._ints = np.insert(self._ints, pos[new], uniq[new])
+        self._codes = np.insert(self._codes, pos[new], codes[new])
+        self.size += int(new.sum())
+        return codes[inverse.reshape(-1)]
+
+    def _to_text(self) -> None:
+        names = np.empty(self.size, dtype=object)
+        names[self._codes] = self._ints.astype(str)
+        self._names = names.tolist()
+        self._lookup = {name: k for k, name in enumerate(self._names)}
+        self._ints = self._codes = np.empty(0, dtype=np.int64)
+
+    def _add_text(self, values: np.ndarray) -> np.ndarray:
+        uniq, inverse = np.unique(values, return_inverse=True)
+        lookup = self._lookup
+        found = np.fromiter((lookup.get(u, -1) for u in uniq.tolist()), np.int64, len(uniq))
+        for k in np.flatnonzero(found < 0).tolist():
+            name = str(uniq[k])
+            found[k] = lookup[name] = len(self._names)
+            self._names.append(name)
+        self.size = len(self._names)
+        return found[inverse.reshape(-1)]
+
+    def finish(self) -> tuple[IdMap, np.ndarray]:
+        """The map, and [size] int64: the final index of each provisional index."""
+        remap = np.empty(self.size, dtype=np.int64)
+        if self._lookup is None:
+            remap[self._codes] = np.arange(self.size)
+            return IdMap(self._ints.astype(str)), remap
+        # The whole log's rule on its distinct ids (numeric order when all are integers).
+        ids, remap = _unique_ids(np.asarray(self._names, dtype=str))
+        return IdMap(ids), remap
+
+
 @dataclass
 class Interactions:
     """Interactions in index space: ``users``, ``items`` [n] int64, optional ``ratings``,

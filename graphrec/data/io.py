@@ -223,7 +223,6 @@ def read_interactions_parquet(path: str | Path, user_col: str | None = None,
     path = _check_file(Path(path), "interactions")
     try:
         import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{mention('interactions')} {path}: reading Parquet needs pyarrow "
@@ -244,51 +243,185 @@ def read_interactions_parquet(path: str | Path, user_col: str | None = None,
         raise DataError(f"{mention('interactions')} {path}: no rows, expected at least one")
 
     def ids(name: str) -> np.ndarray:
-        col = table.column(name)
-        if pa.types.is_integer(col.type):  # kept as integers: strings only for unique ids
-            bad = np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False))
-            if len(bad):
-                raise DataError(f"{mention('interactions')} {path} row {bad[0] + 1}: empty "
-                                f"{name} id")
-            try:
-                return col.cast(pa.int64()).to_numpy(zero_copy_only=False)
-            except pa.ArrowException:  # uint64 past int64: as strings below
-                pass
-        try:
-            col = pc.utf8_trim_whitespace(col.cast(pa.string()))
-        except pa.ArrowException:
-            raise DataError(f"{mention('interactions')} {path}: column {name!r} of type "
-                            f"{col.type} cannot be read as ids") from None
-        empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_length(col), 0))
-        bad = np.flatnonzero(empty.to_numpy(zero_copy_only=False))
-        if len(bad):
-            raise DataError(f"{mention('interactions')} {path} row {bad[0] + 1}: empty "
-                            f"{name} id")
-        out = col.to_numpy(zero_copy_only=False).astype(str)
-        _check_one_line_ids(out, name, "interactions", path)
-        return out
+        return _arrow_ids(table.column(name), name, path)
 
     def numbers(name: str) -> np.ndarray:
-        col = table.column(name)
-        try:
-            if pa.types.is_timestamp(col.type):
-                unit = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[col.type.unit]
-                values = col.cast(pa.int64()).to_numpy(zero_copy_only=False) / unit
-            else:
-                values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowException:
-            raise DataError(f"{mention('interactions')} {path}: column {name!r} of type "
-                            f"{col.type} is not numbers") from None
-        values = np.asarray(values, dtype=np.float64)
-        bad = np.flatnonzero(~np.isfinite(values))
-        if len(bad):
-            raise DataError(f"{mention('interactions')} {path} row {bad[0] + 1}: {name} "
-                            "is missing or not a finite number")
-        return values
+        return _arrow_numbers(table.column(name), name, path)
 
     return RawInteractions(ids(header[ui]), ids(header[ii]),
                            numbers(header[ri]) if ri is not None else None,
                            numbers(header[ti]) if ti is not None else None, source=str(path))
+
+
+def _arrow_ids(col, name: str, path: Path, first_row: int = 0, where: str = "row",
+               canonical_ints: bool = False) -> np.ndarray:
+    """An id column (pyarrow) as [n] int64 when it holds integers, else [n] str; errors name
+    the row (``where`` "row": from 1; "line": the file's line, the header being line 1).
+    ``canonical_ints``: a text column whose every id is an integer written plainly ("7",
+    never "07" or "+7") becomes integers too."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def at(k: int) -> str:
+        return f"{where} {first_row + k + (1 if where == 'row' else 2)}"
+
+    if pa.types.is_integer(col.type):  # kept as integers: strings only for unique ids
+        bad = np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False))
+        if len(bad):
+            raise DataError(f"{mention('interactions')} {path} {at(bad[0])}: empty {name} id")
+        try:
+            return col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowException:  # uint64 past int64: as strings below
+            pass
+    try:
+        col = pc.utf8_trim_whitespace(col.cast(pa.string()))
+    except pa.ArrowException:
+        raise DataError(f"{mention('interactions')} {path}: column {name!r} of type "
+                        f"{col.type} cannot be read as ids") from None
+    empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_length(col), 0))
+    bad = np.flatnonzero(empty.to_numpy(zero_copy_only=False))
+    if len(bad):
+        raise DataError(f"{mention('interactions')} {path} {at(bad[0])}: empty {name} id")
+    if canonical_ints and pc.all(pc.match_substring_regex(
+            col, r"^(0|-?[1-9][0-9]{0,17})$")).as_py():
+        return col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    out = col.to_numpy(zero_copy_only=False).astype(str)
+    _check_one_line_ids(out, name, "interactions", path)
+    return out
+
+
+def _arrow_numbers(col, name: str, path: Path, first_row: int = 0,
+                   where: str = "row") -> np.ndarray:
+    """A rating or timestamp column (pyarrow) as [n] float64 (timestamps in seconds)."""
+    import pyarrow as pa
+
+    try:
+        if pa.types.is_timestamp(col.type):
+            unit = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[col.type.unit]
+            values = col.cast(pa.int64()).to_numpy(zero_copy_only=False) / unit
+        else:
+            values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowException:
+        raise DataError(f"{mention('interactions')} {path}: column {name!r} of type "
+                        f"{col.type} is not numbers") from None
+    values = np.asarray(values, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        k = first_row + bad[0] + (1 if where == "row" else 2)
+        raise DataError(f"{mention('interactions')} {path} {where} {k}: {name} "
+                        "is missing or not a finite number")
+    return values
+
+
+CHUNK_ROWS = 1 << 21
+"""Rows per chunk when a log is read in chunks (:func:`interaction_chunks`)."""
+STREAM_CSV_BYTES = 64 << 20
+"""Delimited logs from this size on are read in chunks by pyarrow when it is installed
+(smaller ones by the line-exact reader, :func:`read_interactions_csv`)."""
+
+
+def streams(path: str | Path) -> bool:
+    """Whether :func:`interaction_chunks` reads this log (Parquet always; delimited text of
+    :data:`STREAM_CSV_BYTES` or more when pyarrow is installed)."""
+    path = Path(path)
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return True
+    try:
+        import pyarrow.csv  # noqa: F401
+    except ImportError:
+        return False
+    return path.is_file() and path.stat().st_size >= STREAM_CSV_BYTES
+
+
+def estimated_rows(path: str | Path) -> int:
+    """Rows of a log read in chunks: exact for Parquet (its metadata), estimated from the
+    first MiB's line lengths for delimited text."""
+    path = Path(path)
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:  # unreadable: interaction_chunks says why
+            return 0
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    lines = max(head.count(b"\n"), 1)
+    return int(path.stat().st_size / (len(head) / lines) * 1.02) + 1
+
+
+def interaction_chunks(path: str | Path, user_col: str | None = None,
+                       item_col: str | None = None, rating_col: str | None = None,
+                       time_col: str | None = None, chunk_rows: int | None = None,
+                       with_ratings: bool = True):
+    """Read an interaction log (Parquet, or CSV/TSV with a header) in chunks of about
+    ``chunk_rows`` rows with pyarrow, never the whole file at once: yields
+    ``(rows_before, RawInteractions)``. Columns are picked and checked as the whole-file
+    readers do; id columns come as int64 when they hold integers, else str (a chunk may
+    differ from the one before). ``with_ratings`` False: the rating column is not read.
+    ``chunk_rows`` None: :data:`CHUNK_ROWS` (delimited text: about that many, in blocks of
+    24 bytes a row)."""
+    path = _check_file(Path(path), "interactions")
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{mention('interactions')} {path}: reading it in chunks needs "
+                        "pyarrow (pip install 'graphrec[scale]')") from None
+    parquet = path.suffix.lower() in PARQUET_SUFFIXES
+    where = "row" if parquet else "line"
+    try:
+        if parquet:
+            source = pq.ParquetFile(path)
+            header = source.schema_arrow.names
+        else:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                first = f.readline()
+            header = [h.strip() for h in next(csv.reader([first], delimiter=_delimiter(
+                path, first)), [])]
+    except (pa.ArrowException, OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{mention('interactions')} {path}: cannot read "
+                        f"({str(exc).splitlines()[0]})") from None
+    if not any(header):
+        raise DataError(f"{mention('interactions')} {path}: line 1 is empty, expected a header "
+                        "row")
+    ui, ii, ri, ti = _log_columns(header, path, user_col, item_col, rating_col, time_col)
+    if not with_ratings:
+        ri = None
+    names = list(dict.fromkeys(header[c] for c in (ui, ii, ri, ti) if c is not None))
+    if parquet:
+        batches = source.iter_batches(batch_size=chunk_rows, columns=names)
+    else:
+        types = {header[c]: pa.string() for c in (ui, ii)}
+        types.update({header[c]: pa.float64() for c in (ri, ti) if c is not None})
+        batches = pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(block_size=max(chunk_rows * 24, 1 << 10),
+                                                encoding="utf8"),
+            parse_options=pcsv.ParseOptions(delimiter=_delimiter(path, ",".join(header)),
+                                             newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(include_columns=names, column_types=types,
+                                                strings_can_be_null=False))
+    done = 0
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            cols = {name: batch.column(name) for name in names}
+            yield done, RawInteractions(
+                _arrow_ids(cols[header[ui]], header[ui], path, done, where, not parquet),
+                _arrow_ids(cols[header[ii]], header[ii], path, done, where, not parquet),
+                _arrow_numbers(cols[header[ri]], header[ri], path, done, where)
+                if ri is not None else None,
+                _arrow_numbers(cols[header[ti]], header[ti], path, done, where)
+                if ti is not None else None, source=str(path))
+            done += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{mention('interactions')} {path}: cannot read past {where} "
+                        f"{done + (1 if parquet else 2)} ({str(exc).strip().splitlines()[0]})"
+                        ) from None
+    if done == 0:
+        raise DataError(f"{mention('interactions')} {path}: no rows, expected at least one")
 
 
 def _is_int64(token: str) -> bool:

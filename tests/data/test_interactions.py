@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from graphrec.data import IdMap, Interactions, deduplicate, k_core
+from graphrec.data.interactions import IdGrower
 
 # ----------------------------------------------------------------------------- IdMap
 
@@ -155,3 +158,18 @@ def test_deduplicate_keeps_the_rows_a_two_key_sort_keeps(seed: int) -> None:
     keep = np.sort(order[last])
     assert np.array_equal(out.users, users[keep]) and np.array_equal(out.items, items[keep])
     assert np.array_equal(out.timestamps, times[keep]) and dropped == n - len(keep)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.integers(-5, 40), min_size=1,
+                                                  max_size=30)), min_size=1, max_size=6))
+def test_ids_grown_chunk_by_chunk_are_numbered_as_the_whole_log(chunks) -> None:
+    # Each chunk holds integers, or text (some not integers: "x3"), as a log's chunks may.
+    parts = [np.asarray(v, dtype=np.int64) if as_int else
+             np.asarray([f"x{x}" if x % 4 == 0 else str(x) for x in v]) for as_int, v in chunks]
+    grower = IdGrower()
+    provisional = [grower.add(part) for part in parts]
+    id_map, renumber = grower.finish()
+    whole, index = IdMap.build(np.concatenate([p.astype(str) for p in parts]))
+    assert id_map.ids.tolist() == whole.ids.tolist()
+    assert np.array_equal(np.concatenate([renumber[p] for p in provisional]), index)
