@@ -94,6 +94,7 @@ class IdGrower:
         self._codes = np.empty(0, dtype=np.int64)  # their provisional indices
         self._lookup: dict[str, int] | None = None  # text mode
         self._names: list[str] = []  # text mode: ids by provisional index
+        self._table: np.ndarray | None = None  # id -> provisional index, small integer ids
         self.size = 0
 
     def add(self, values: np.ndarray) -> np.ndarray:
@@ -106,6 +107,14 @@ class IdGrower:
         return self._add_text(values.astype(str))
 
     def _add_ints(self, values: np.ndarray) -> np.ndarray:
+        if not len(values):
+            return np.empty(0, dtype=np.int64)
+        lo, hi = int(values.min()), int(values.max())
+        if len(self._ints):  # the table must hold the ids seen before too
+            lo, hi = min(lo, int(self._ints[0])), max(hi, int(self._ints[-1]))
+        if lo >= 0 and hi < max(4 * (self.size + len(values)), 1 << 16):
+            return self._add_dense(values, hi)
+        self._table = None  # ids too sparse (or negative) for a table: sort each chunk
         uniq, inverse = np.unique(values, return_inverse=True)
         pos = np.searchsorted(self._ints, uniq)
         known = pos < len(self._ints)
@@ -113,11 +122,34 @@ class IdGrower:
         codes = np.empty(len(uniq), dtype=np.int64)
         codes[known] = self._codes[pos[known]]
         new = ~known
-        codes[new] = self.size + np.arange(int(new.sum()))
-        self._ints = np.insert(self._ints, pos[new], uniq[new])
-        self._codes = np.insert(self._codes, pos[new], codes[new])
-        self.size += int(new.sum())
+        codes[new] = self._insert(uniq[new])
         return codes[inverse.reshape(-1)]
+
+    def _add_dense(self, values: np.ndarray, hi: int) -> np.ndarray:
+        """Ids that are small non-negative integers: looked up in a table indexed by id
+        (one gather per row, no sort)."""
+        table = self._table
+        if table is None or len(table) <= hi:
+            grown = np.full(max(hi + 1, 2 * (0 if table is None else len(table))), -1,
+                            dtype=np.int64)
+            grown[self._ints] = self._codes
+            self._table = table = grown
+        out = table[values]
+        miss = out < 0
+        if miss.any():
+            new = np.unique(values[miss])
+            table[new] = self._insert(new)
+            out[miss] = table[values[miss]]
+        return out
+
+    def _insert(self, new: np.ndarray) -> np.ndarray:
+        """Provisional indices for ``new`` (sorted ids not seen before), kept in order."""
+        codes = self.size + np.arange(len(new))
+        at = np.searchsorted(self._ints, new)
+        self._ints = np.insert(self._ints, at, new)
+        self._codes = np.insert(self._codes, at, codes)
+        self.size += len(new)
+        return codes
 
     def _to_text(self) -> None:
         names = np.empty(self.size, dtype=object)
@@ -125,6 +157,7 @@ class IdGrower:
         self._names = names.tolist()
         self._lookup = {name: k for k, name in enumerate(self._names)}
         self._ints = self._codes = np.empty(0, dtype=np.int64)
+        self._table = None
 
     def _add_text(self, values: np.ndarray) -> np.ndarray:
         uniq, inverse = np.unique(values, return_inverse=True)
@@ -177,21 +210,31 @@ def deduplicate(inter: Interactions, num_items: int) -> tuple[Interactions, int]
     """
     key = inter.users * num_items + inter.items
     n = len(key)
-    if inter.timestamps is None:  # a stable sort keeps file order: the later row wins
-        order = np.argsort(key, kind="stable")
-    elif n and int(key.max(initial=0)) < (2**63 - 1) // max(n, 1):
-        # One sort of key * n + (row's rank by time, ties in file order) instead of a
-        # two-key lexsort: the same order, 3-4x faster on 10M rows.
-        when_rank = np.empty(n, dtype=np.int64)
-        when_rank[np.argsort(inter.timestamps, kind="stable")] = np.arange(n)
-        order = np.argsort(key * n + when_rank)
-    else:  # lexsort is stable, so equal timestamps keep file order and the later row wins
-        order = np.lexsort((inter.timestamps, key))
+    # One stable sort by pair: a pair's rows are then together, in file order.
+    order = np.argsort(key, kind="stable")
     sorted_key = key[order]
-    last = np.ones(len(order), dtype=bool)
+    del key
+    last = np.ones(n, dtype=bool)  # the last row of each pair's run
     last[:-1] = sorted_key[1:] != sorted_key[:-1]
+    if inter.timestamps is not None and not last.all():
+        # Within each run the latest row wins, ties to the later in file order: the last
+        # row of the run whose time equals the run's maximum.
+        starts = np.flatnonzero(np.concatenate([[True], last[:-1]]))
+        times = inter.timestamps[order]
+        latest = np.maximum.reduceat(times, starts) if n else times
+        run = np.cumsum(np.concatenate([[0], last[:-1]]))
+        candidate = times == latest[run]
+        del times, latest
+        # Index of each run's last candidate: the running maximum of candidate positions,
+        # read at the run's end.
+        at = np.where(candidate, np.arange(n), -1)
+        np.maximum.accumulate(at, out=at)
+        pick = at[last]
+        last[:] = False
+        last[pick] = True
+        del at, candidate, run, starts
     keep = np.sort(order[last])
-    return inter.take(keep), len(key) - len(keep)
+    return inter.take(keep), n - len(keep)
 
 
 def k_core(inter: Interactions, num_users: int, num_items: int,

@@ -18,7 +18,9 @@ def _rank_within_user(users: np.ndarray, sort_key: np.ndarray,
     """For each row: its 0-based rank among the user's rows by ``sort_key``, then
     ``tie_break`` (both descending, so rank 0 is the row that goes to test first) and the
     user's row count."""
-    order = np.lexsort((-tie_break, -sort_key, users))
+    # A random split ranks by the noise alone: one key fewer, the same order.
+    keys = (-sort_key, users) if sort_key is tie_break else (-tie_break, -sort_key, users)
+    order = np.lexsort(keys)
     counts = np.bincount(users)
     starts = np.cumsum(counts) - counts
     rank = np.empty(len(users), dtype=np.int64)
