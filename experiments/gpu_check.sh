@@ -14,6 +14,10 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is
 python -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -5
 python experiments/bench_speed.py --data "$data" --device cuda 2>&1 | tail -12
 python experiments/gowalla_quality.py --data "$data" --device cuda --minutes 8 --eval-every 5 2>&1 | tail -12
+# Scale on one GPU: the step and epoch of a 100M-interaction synthetic power-law graph
+# (about 34 GB of device memory by docs/SCALING.md's model), graphrec's defaults.
+python experiments/bench_scaling.py --device cuda --fractions --synthetic 100000000 --steps 4 \
+  --neg-candidates 8 2>&1 | tail -6
 # Serving on CUDA: scoring without HTTP (CPU exact / ANN against CUDA exact, 1M items), then
 # the HTTP benchmark with scores on the GPU when the serve extra is there (FastAPI, uvicorn).
 python experiments/bench_scoring.py --items 1000000 --seconds 3 --threads 4 2>&1 | tail -10

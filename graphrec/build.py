@@ -259,7 +259,13 @@ def _split(inter: Interactions, num_items: int, cfg: BuildConfig,
         pool = ~cold_rows
         test_ratio = cfg.test_ratio
     if test_ratio > 0 or valid_ratio > 0:
-        folds[pool] = assign_folds(inter.take(pool), cfg.split, test_ratio, valid_ratio, cfg.seed)
+        # Only what the split reads: each user's rows, and their times for a temporal one.
+        times = inter.timestamps[pool] if inter.timestamps is not None and \
+            cfg.split != "random" else None
+        folds[pool] = assign_folds(Interactions(inter.users[pool], inter.items[pool], None,
+                                                times), cfg.split, test_ratio, valid_ratio,
+                                   cfg.seed)
+        del times
     if cold.any():
         extra_rows = cold_rows & (folds == TRAIN)
         if inter.fold is not None:

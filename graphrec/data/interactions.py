@@ -208,32 +208,38 @@ def deduplicate(inter: Interactions, num_items: int) -> tuple[Interactions, int]
 
     Returns the deduplicated interactions and the number of rows dropped.
     """
+    n = len(inter)
+    # One stable sort by pair: a pair's rows are then together, in file order. (Temporaries
+    # are freed as soon as they are used: at 100M rows each is 800 MB.)
     key = inter.users * num_items + inter.items
-    n = len(key)
-    # One stable sort by pair: a pair's rows are then together, in file order.
     order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    del key
+    key = key[order]
     last = np.ones(n, dtype=bool)  # the last row of each pair's run
-    last[:-1] = sorted_key[1:] != sorted_key[:-1]
+    np.not_equal(key[1:], key[:-1], out=last[:-1])
+    del key
     if inter.timestamps is not None and not last.all():
         # Within each run the latest row wins, ties to the later in file order: the last
         # row of the run whose time equals the run's maximum.
-        starts = np.flatnonzero(np.concatenate([[True], last[:-1]]))
         times = inter.timestamps[order]
-        latest = np.maximum.reduceat(times, starts) if n else times
-        run = np.cumsum(np.concatenate([[0], last[:-1]]))
-        candidate = times == latest[run]
-        del times, latest
+        ends = np.flatnonzero(last)
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        latest = np.maximum.reduceat(times, starts)
+        candidate = times == np.repeat(latest, ends - starts + 1)
+        del times, latest, starts
         # Index of each run's last candidate: the running maximum of candidate positions,
         # read at the run's end.
-        at = np.where(candidate, np.arange(n), -1)
+        at = np.arange(n)
+        at[~candidate] = -1
+        del candidate
         np.maximum.accumulate(at, out=at)
-        pick = at[last]
+        pick = at[ends]
+        del at, ends
         last[:] = False
         last[pick] = True
-        del at, candidate, run, starts
-    keep = np.sort(order[last])
+        del pick
+    keep = order[last]
+    del order, last
+    keep.sort()
     return inter.take(keep), n - len(keep)
 
 
