@@ -73,6 +73,19 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
         assert diff <= atol, (name, diff)
 
 
+def assert_resumes_in_one_process(graph, cfg: dict, checkpoint: Path, atol: float) -> None:
+    """One process resumes the checkpoint written after epoch 1 and trains epoch 2: the
+    weights of a process that trained both epochs itself."""
+    resumed = Trainer(graph, TrainConfig(**cfg))
+    resumed.load_checkpoint(checkpoint)
+    assert resumed.epoch == 1
+    resumed.train_epoch()
+    straight = Trainer(graph, TrainConfig(**cfg))
+    straight.train_epoch()
+    straight.train_epoch()
+    assert_same_weights(resumed.model.state_dict(), straight.model.state_dict(), atol)
+
+
 def test_group_shares_cover_the_rows_once() -> None:
     for n in (0, 1, 5, 100, 101):
         for world in (1, 2, 3, 7):
@@ -112,14 +125,7 @@ def test_two_processes_evaluate_and_resume_in_one(graphs, tmp_path: Path) -> Non
     for key, value in result.history[0]["valid"].items():
         assert got["history"][0]["valid"][key] == pytest.approx(value, abs=1e-6), key
     # ...that one process resumes for the second epoch, as if it had trained both.
-    resumed = Trainer(graph, TrainConfig(**cfg))
-    resumed.load_checkpoint(tmp_path / "w.pt.ckpt")
-    assert resumed.epoch == 1
-    resumed.train_epoch()
-    straight = Trainer(graph, TrainConfig(**cfg))
-    straight.train_epoch()
-    straight.train_epoch()
-    assert_same_weights(resumed.model.state_dict(), straight.model.state_dict(), 1e-6)
+    assert_resumes_in_one_process(graph, cfg, tmp_path / "w.pt.ckpt", 1e-6)
 
 
 def test_a_group_refuses_different_settings_and_per_draw_picks(planted_graph) -> None:
@@ -177,17 +183,17 @@ def test_a_split_model_evaluates_and_its_checkpoint_resumes_in_one_process(
     for key, value in result.test.items():
         assert got["test"][key] == pytest.approx(value, abs=1e-4), key
     # The checkpoint holds the whole model and optimizer, as one process writes them.
-    resumed = Trainer(graph, TrainConfig(**cfg))
-    resumed.load_checkpoint(tmp_path / "w.pt.ckpt")
-    assert resumed.epoch == 1
-    resumed.train_epoch()
-    straight = Trainer(graph, TrainConfig(**cfg))
-    straight.train_epoch()
-    straight.train_epoch()
-    assert_same_weights(resumed.model.state_dict(), straight.model.state_dict(), 1e-5)
+    assert_resumes_in_one_process(graph, cfg, tmp_path / "w.pt.ckpt", 1e-5)
 
 
 def test_a_split_model_refuses_what_it_cannot_split(planted_graph) -> None:
     for change in ({"neg_top": 2}, {"precision": "bfloat16"}):
         with pytest.raises(ConfigError, match=next(iter(change))):
             PartitionedTrainer(planted_graph, TrainConfig(**{**SETTINGS, **change}), Group(0, 2))
+
+    class Two(Group):  # a group whose other process holds other settings
+        def all_gather_bytes(self, payload, what):
+            return [payload, b"other"]
+
+    with pytest.raises(ConfigError, match="rank 1 of 2 has a different graph and training"):
+        PartitionedTrainer(planted_graph, TrainConfig(**SETTINGS), Two(0, 2))
