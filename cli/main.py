@@ -305,6 +305,7 @@ def _train_option(name: str, *flags: str, **kw):
 @_train_option("temperature", type=float)
 @_train_option("item-init", type=click.Choice(ITEM_INIT_CHOICES))
 @_train_option("cold-start", type=click.Choice(COLD_STARTS))
+@_train_option("id-dropout", type=float)
 @_train_option("device")
 @_train_option("precision", type=click.Choice(PRECISIONS))
 @_train_option("seed", type=int)

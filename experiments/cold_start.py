@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
 import time
@@ -49,7 +50,7 @@ import numpy as np
 from graphrec.data.io import MOVIELENS_FIELDS, movielens_item_fields
 
 KEYS = ("cold_recall@20", "cold_ndcg@20", "warm_recall@20", "recall@20", "ndcg@20",
-        "cold_share@20")
+        "cold_share@20", "valid_cold_ndcg@20")
 TEXTS = {"title+genres+tags": ("title", "genres", "tags"), "title+genres": ("title", "genres"),
          "title": ("title",), "tags": ("tags",)}
 BEHAVIOURS = ("full", "sparse")
@@ -210,10 +211,10 @@ def blend_scorer(eu, placed, cold, profile, text, weight: float):
     return score
 
 
-def choose_blend(graph, eu, placed, profile, text) -> tuple[float, list[dict]]:
-    """(weight, grid): the weight chosen on the validation split's cold items, ranked among
-    the cold items (cold_ndcg@20); test is not read. The items whose interactions all fall
-    in test are left out of the validation lists, as they would be at that time."""
+def validation_scores(graph, score_fn) -> dict:
+    """score_table of ``score_fn`` on the validation split's cold items, ranked among the
+    cold items; test is not read. The items whose interactions all fall in test are left
+    out of the validation lists, as they would be at that time."""
     import torch
 
     from graphrec.data import VALID
@@ -222,19 +223,52 @@ def choose_blend(graph, eu, placed, profile, text) -> tuple[float, list[dict]]:
     later = graph.cold_items.copy()
     later[i] = False
     later_cols = torch.as_tensor(np.flatnonzero(later))
+
+    def on_valid(users):
+        s = score_fn(users).clone()
+        s[:, later_cols] = -np.inf
+        return s
+    return score_table(graph, on_valid, split="valid")
+
+
+def choose_blend(graph, eu, placed, profile, text) -> tuple[float, list[dict]]:
+    """(weight, grid): the weight with the best validation cold_ndcg@20
+    (:func:`validation_scores`)."""
     grid, best_w, best = [], 0.0, -1.0
     for w in BLEND_WEIGHTS:
-        score = blend_scorer(eu, placed, graph.cold_items, profile, text, w)
-
-        def on_valid(users, score=score):
-            s = score(users)
-            s[:, later_cols] = -np.inf
-            return s
-        m = score_table(graph, on_valid, split="valid")
+        m = validation_scores(graph, blend_scorer(eu, placed, graph.cold_items, profile, text,
+                                                  w))
         grid.append({"weight": w, **m})
         if m["cold_ndcg@20"] > best:
             best_w, best = w, m["cold_ndcg@20"]
     return best_w, grid
+
+
+def designs(graph, trainer, prefix: str, names=("ridge", "bpr", "layer0")) -> dict:
+    """Test and validation rows of each text map on ``trainer``'s model, and the ridge
+    placement (for the blend)."""
+    import torch
+
+    from graphrec.model import place_cold_items, text_map_for
+
+    eu, ei = trainer.propagate()  # before cold placement
+    warm = trainer.warm.to(ei.device)
+    eu = eu.cpu()
+    rows, ridge = {}, None
+    with torch.inference_mode():
+        for design in names:
+            w = text_map_for(design, trainer.model, trainer.text_emb, ei, warm)
+            placed = place_cold_items(ei, warm, trainer.text_emb, w).cpu()
+
+            def score(users, placed=placed):
+                return eu[users] @ placed.T
+            rows[f"{prefix}{design}"] = {
+                **score_table(graph, score),
+                **{f"valid_{k}": v for k, v in validation_scores(graph, score).items()
+                   if k.startswith("cold_")}}
+            if design == "ridge":
+                ridge = placed
+    return rows, eu, ridge
 
 
 def run_one(job: dict) -> dict:
@@ -242,7 +276,6 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     from graphrec.artifacts import load_graph
-    from graphrec.model import place_cold_items, text_map_for
     from graphrec.pipeline import train_model
     from graphrec.train import TrainConfig, Trainer
 
@@ -258,23 +291,24 @@ def run_one(job: dict) -> dict:
         profile, text = text_profiles(graph)
         scores = profile @ text.T
         rows["text-kNN"] = score_table(graph, lambda users: scores[users])
+        rows["text-kNN"] |= {f"valid_{k}": v for k, v in validation_scores(
+            graph, lambda users: scores[users]).items() if k.startswith("cold_")}
         trainer = Trainer(graph, cfg)
         train_model(graph, trainer=trainer)
-        eu, ei = trainer.propagate()  # before cold placement
-        warm = trainer.warm.to(ei.device)
-        eu = eu.cpu()
+        found, eu, ridge = designs(graph, trainer, "graphrec, ")
+        rows |= found
         with torch.inference_mode():
-            for design in ("ridge", "bpr", "layer0"):
-                w = text_map_for(design, trainer.model, trainer.text_emb, ei, warm)
-                placed = place_cold_items(ei, warm, trainer.text_emb, w).cpu()
-                rows[f"graphrec, {design}"] = score_table(
-                    graph, lambda users, placed=placed: eu[users] @ placed.T)
-                if design == "ridge":
-                    ridge = placed
             weight, grid = choose_blend(graph, eu, ridge, profile, text)
             rows["graphrec, blend"] = score_table(
                 graph, blend_scorer(eu, ridge, graph.cold_items, profile, text, weight))
         extra = {"blend": {"weight": weight, "grid": grid}}
+        for p in job.get("id_dropouts", ()):
+            # The text path trained to stand alone: text+id items, each step a share p of
+            # the items propagated from their text only.
+            trainer = Trainer(graph, TrainConfig(seed=seed, item_init="text+id", id_dropout=p))
+            train_model(graph, trainer=trainer)
+            rows |= designs(graph, trainer, f"graphrec, ID dropout {p:g}, ",
+                            ("ridge", "layer0"))[0]
     else:  # all items: the warm reference
         result = train_model(graph, cfg)
         ue, ie = result.user_emb, result.item_emb
@@ -346,6 +380,8 @@ def main() -> None:
     p.add_argument("--text", nargs="+", choices=list(TEXTS), default=list(TEXTS))
     p.add_argument("--behaviour", nargs="+", choices=BEHAVIOURS, default=list(BEHAVIOURS))
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--id-dropouts", type=float, nargs="*", default=[0.5],
+                   help="also train text+id models with these item-ID dropout shares")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cold_start")
     args = p.parse_args()
@@ -370,10 +406,12 @@ def main() -> None:
                     jobs.append({"kind": kind, "bed": bed, "seed": seed,
                                  "graph": str(paths["cold" if kind == "text" else "all"]),
                                  "cold_graph": str(paths["cold"]), "threads": threads,
-                                 "out": str(name)})
+                                 "out": str(name), "id_dropouts": args.id_dropouts})
     jobs.sort(key=lambda j: (j["kind"] != "text", j["seed"]))  # the designs first
     print(f"{len(jobs)} runs to do", flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
+    # Fresh interpreters for the runs: a forked copy of this process, whose text encoder and
+    # thread pools have run, can wait forever on a lock a thread held at the fork.
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for doc in pool.map(run_one, jobs):
             for name, r in doc["rows"].items():
                 print(f"{doc['bed']} seed {doc['seed']} {name}: " +

@@ -244,25 +244,30 @@ class TextLightGCN(nn.Module):
         return {name: torch.empty(shape).normal_(0.0, init_std, generator=generator)
                 for name, shape in shapes.items()}
 
-    def item_layer0(self) -> Tensor:
-        """[I, d] item embeddings before propagation."""
+    def item_layer0(self, id_keep: Tensor | None = None) -> Tensor:
+        """[I, d] item embeddings before propagation. ``id_keep`` [I] bool: the items whose
+        ID embedding is added (the others: their text projection alone; ID dropout)."""
         x = None
         if self.text_proj is not None:
             x = self.text_proj(self.text_emb)
         if self.item_emb is not None:
-            x = self.item_emb.weight if x is None else x + self.item_emb.weight
+            ids = self.item_emb.weight
+            if id_keep is not None:
+                ids = ids * id_keep.unsqueeze(1).to(ids.dtype)
+            x = ids if x is None else x + ids
         return x
 
-    def forward(self, adj: Adjacency) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, adj: Adjacency,
+                id_keep: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Propagate over ``adj``. Returns final user [U, d], final item [I, d], and the
         layer-0 user and item embeddings (for regularisation)."""
-        xu0, xi0 = self.user_emb.weight, self.item_layer0()
+        xu0, xi0 = self.user_emb.weight, self.item_layer0(id_keep)
         eu, ei = lightgcn_propagate(xu0, xi0, adj.r, adj.rt, self.num_layers, adj.order)
         return eu, ei, xu0, xi0
 
-    def forward_batch(self, adj: Adjacency, users: Tensor,
-                      items: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward_batch(self, adj: Adjacency, users: Tensor, items: Tensor,
+                      id_keep: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Final embeddings of ``users`` [bu] and ``items`` [bi] (unique int64) only, and
         their layer-0 rows: ([bu, d], [bi, d], [bu, d], [bi, d])."""
-        return lightgcn_batch(self.user_emb.weight, self.item_layer0(), adj.r, adj.rt, users,
-                              items, self.num_layers, adj.order)
+        return lightgcn_batch(self.user_emb.weight, self.item_layer0(id_keep), adj.r, adj.rt,
+                              users, items, self.num_layers, adj.order)

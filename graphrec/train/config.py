@@ -97,6 +97,11 @@ class TrainConfig:
     (a linear text head trained jointly by a second BPR term against the users' final
     embeddings) or layer0 (the item's own text projection, rescaled; item_init text only).
     experiments/RESULTS.md compares them."""
+    id_dropout: float = 0.0
+    """Share of the items whose free ID embedding is left out of layer 0 at each training
+    step (item_init text+id): those items are then propagated from their text alone, as a
+    cold item is, so that the text projection learns to stand for an item without its ID
+    (item-ID dropout, after DropoutNet: Volkovs et al., NeurIPS 2017). 0: off."""
     precision: str = "float32"
     """float32, or bfloat16: the CPU's sparse products gather bfloat16 copies of the node
     tables (half the bytes; sums in float32, each layer's rows rounded to bfloat16, about
@@ -122,6 +127,7 @@ class TrainConfig:
              f"an integer in [1, neg_candidates = {self.neg_candidates}]"),
             ("temperature", self.temperature, self.temperature > 0, "a number > 0"),
             ("seed", self.seed, 0 <= self.seed < 2**63, "an integer >= 0"),
+            ("id_dropout", self.id_dropout, 0 <= self.id_dropout < 1, "a number in [0, 1)"),
         ]
         for name, value, ok, expected in checks:
             if not ok:
@@ -167,6 +173,9 @@ class TrainConfig:
         if self.cold_start == "layer0" and init != "text":
             raise ConfigError(f"needs item_init text (resolved: {init})",
                               parameter="cold_start", value=self.cold_start)
+        if self.id_dropout > 0 and init != "text+id":
+            raise ConfigError(f"drops ID embeddings: needs item_init text+id (resolved: {init})",
+                              parameter="id_dropout", value=self.id_dropout)
         return replace(self, batch_size=batch, lr=lr, item_init=init, negatives=negatives,
                        lr_schedule=schedule, ks=tuple(self.ks))
 

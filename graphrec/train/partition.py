@@ -257,7 +257,8 @@ class PartitionedTrainer(Trainer):
         cfg.validate(graph.text_emb is not None)
         self.cfg = cfg = cfg.resolve(graph)
         for name, bad in (("neg_top", cfg.neg_top > 1), ("cold_start", cfg.cold_start == "bpr"),
-                          ("precision", cfg.precision != "float32")):
+                          ("precision", cfg.precision != "float32"),
+                          ("id_dropout", cfg.id_dropout > 0)):
             if bad:
                 raise ConfigError("not available when the model is split between processes",
                                   parameter=name, value=getattr(cfg, name))

@@ -158,6 +158,10 @@ class Trainer:
         """
         self.optimizer.zero_grad(set_to_none=True)
         size = len(users)
+        id_keep = None
+        if self.cfg.id_dropout > 0:  # drawn before the share: the same in every process
+            id_keep = torch.rand(self.graph.num_items, device=self.device,
+                                 generator=self.generator) >= self.cfg.id_dropout
         if not self.group.solo:
             lo, hi = self.group.share(size)
             users, pos, neg = users[lo:hi], pos[lo:hi], neg[lo:hi]
@@ -169,12 +173,12 @@ class Trainer:
             bu, u_local = torch.unique(users, return_inverse=True)
             bi, i_local = torch.unique(torch.cat([pos, neg.flatten()]), return_inverse=True)
             p_local, n_local = i_local[: len(pos)], i_local[len(pos):].view(neg.shape)
-            eu, ei, xu0, xi0 = self.model.forward_batch(self.adj, bu, bi)
+            eu, ei, xu0, xi0 = self.model.forward_batch(self.adj, bu, bi, id_keep)
         else:
             # Every row: no torch.unique, whose output size would make a CUDA step wait on
             # the host, and cheaper on the CPU than two sorts once a batch names most nodes.
             # Same loss and gradients.
-            eu, ei, xu0, xi0 = self.model(self.adj)
+            eu, ei, xu0, xi0 = self.model(self.adj, id_keep)
             u_local, p_local, n_local = users, pos, neg
         cfg = self.cfg
         if cfg.loss == "softmax":

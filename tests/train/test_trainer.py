@@ -68,14 +68,17 @@ def test_trainer_is_deterministic(planted_graph) -> None:
     assert not torch.allclose(a.user_emb, c.user_emb)
 
 
-@pytest.mark.parametrize("item_init,candidates", [("id", 1), ("text", 1), ("id", 4)])
+@pytest.mark.parametrize("item_init,candidates,id_dropout",
+                         [("id", 1, 0.0), ("text", 1, 0.0), ("id", 4, 0.0),
+                          ("text+id", 4, 0.5)])
 def test_all_rows_step_equals_batch_rows_step(planted_graph_text, item_init: str,
-                                              candidates: int) -> None:
+                                              candidates: int, id_dropout: float) -> None:
     """The CUDA step (every row, no torch.unique) and the CPU step (the batch's rows only)
     give the same loss and the same parameter gradients, repeated rows included, with one
-    negative per triple or the hardest of several."""
+    negative per triple or the hardest of several, with or without ID dropout."""
     cfg = TrainConfig(epochs=1, batch_size=96, lr=0.05, dim=16, layers=3, device="cpu",
-                      eval_every=0, seed=0, item_init=item_init, neg_candidates=candidates)
+                      eval_every=0, seed=0, item_init=item_init, neg_candidates=candidates,
+                      id_dropout=id_dropout)
     users, pos, neg = next(Trainer(planted_graph_text, cfg).sampler.epoch(
         96, torch.Generator().manual_seed(5), candidates))
     assert len(torch.unique(users)) < len(users)  # the count-weighted L2 is exercised
@@ -241,3 +244,25 @@ def test_softmax_loss_recovers_planted_communities(planted_graph, planted) -> No
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0]
     assert community_share(planted_graph, planted, result.user_emb, result.item_emb) >= 0.8
+
+
+def test_id_dropout_leaves_the_dropped_items_to_their_text(planted_graph_text) -> None:
+    cfg = TrainConfig(epochs=1, batch_size=200, lr=0.05, dim=16, layers=2, device="cpu",
+                      eval_every=0, seed=0, item_init="text+id", id_dropout=0.5)
+    t = Trainer(planted_graph_text, cfg)
+    users, pos, neg = next(t.sampler.epoch(200, torch.Generator().manual_seed(1), 4))
+    state = t.generator.get_state()
+    t.optimizer.step = lambda: None  # keep the gradients
+    t.train_step(users, pos, neg)
+    keep = torch.rand(planted_graph_text.num_items,
+                      generator=torch.Generator().set_state(state)) >= 0.5
+    grad = t.model.item_emb.weight.grad
+    assert 0 < int(keep.sum()) < len(keep)
+    # A dropped item's ID embedding took no part in the step; the kept ones and the text
+    # projection learn.
+    assert float(grad[~keep].abs().max()) == 0.0 and float(grad[keep].abs().max()) > 0
+    assert float(t.model.text_proj.weight.grad.abs().max()) > 0
+    with pytest.raises(ConfigError, match="id_dropout"):
+        Trainer(planted_graph_text, TrainConfig(**{**cfg.__dict__, "item_init": "text"}))
+    with pytest.raises(ConfigError, match="id_dropout"):
+        TrainConfig(id_dropout=1.0).validate(True)
