@@ -350,7 +350,7 @@ def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, kind: st
                           value=kind)
     from graphrec.artifacts import load_graph
     from graphrec.device import resolve_device
-    from graphrec.distributed import join, leave
+    from graphrec.distributed import end_process, join, leave
     from graphrec.train import TrainConfig
 
     graph = load_graph(obj.graph_dir)
@@ -365,6 +365,8 @@ def train_cmd(obj: Context, ks: str, resume: bool, output: Path | None, kind: st
         leave(wait=True)
     finally:
         leave()
+    if not group.solo:
+        end_process()
 
 
 def _launch(nproc: int) -> None:

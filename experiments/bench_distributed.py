@@ -44,7 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from graphrec.artifacts import load_graph  # noqa: E402
-from graphrec.distributed import join, launch, leave  # noqa: E402
+from graphrec.distributed import end_process, join, launch, leave  # noqa: E402
 from graphrec.train import TrainConfig, Trainer  # noqa: E402
 from graphrec.train.partition import PartitionedTrainer  # noqa: E402
 
@@ -117,6 +117,8 @@ def worker(args) -> None:
     out = run(args, group)
     torch.save(out, Path(args.out) / f"{args.phase}{0 if group is None else group.rank}.pt")
     leave(wait=True)
+    if group is not None and not group.solo:
+        end_process()
 
 
 def main() -> None:

@@ -34,13 +34,13 @@ from graphrec.artifacts.graph_dir import GraphData
 from graphrec.device import resolve_device, retain_freed_memory
 from graphrec.distributed import Group, _collective
 from graphrec.errors import ConfigError
-from graphrec.graph import csr_tensor
+from graphrec.graph import csr_tensor, propagation_adjacency
 from graphrec.model.lightgcn import TextLightGCN, spmm
 from graphrec.model.losses import bpr_loss, softmax_loss
 from graphrec.train.checkpoint import save_checkpoint
 from graphrec.train.config import TrainConfig
 from graphrec.train.sampling import BPRSampler, hardest
-from graphrec.train.trainer import Trainer, cosine_schedule
+from graphrec.train.trainer import Trainer, cosine_schedule, model_foldin_arrays
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,7 @@ class PartitionedTrainer(Trainer):
                 self.optimizer, cosine_schedule(self.total_steps))
         self.steps_done, self.history, self.epoch = 0, [], 0
         self.best, self.bad_evals = None, 0
+        self._full: TextLightGCN | None = None  # the gathered model, at the end of fit
 
     def _own_model(self, graph: GraphData, cfg: TrainConfig, text: Tensor | None) -> TextLightGCN:
         """This process's rows of the model one process would initialise from the seed."""
@@ -382,9 +383,17 @@ class PartitionedTrainer(Trainer):
                 gather_rows(self.group, ei, self.part.items, what="final item rows"))
 
     def foldin_arrays(self, user_final: Tensor, item_final: Tensor) -> dict:
-        """Empty: the arrays that later fold-ins read span the whole graph (a model trained
-        this way is updated by fine-tuning instead)."""
-        return {}
+        """The whole model's fold-in arrays (what ``graphrec update`` reads), computed at the
+        leader on the CPU from the gathered model and the whole adjacency: one process's
+        inference, without optimizer state or training buffers. {} elsewhere."""
+        self._full = model = self.full_model()
+        if model is None:
+            return {}
+        u, i = self.graph.train
+        adj = propagation_adjacency(u, i, self.graph.num_users, self.graph.num_items,
+                                    torch.get_num_threads())
+        return model_foldin_arrays(model, adj, self.warm, self.cfg, user_final.cpu(),
+                                   item_final.cpu())
 
     def full_model(self) -> TextLightGCN | None:
         """The whole model, gathered at the leader (None on the other processes)."""
@@ -399,8 +408,10 @@ class PartitionedTrainer(Trainer):
         return model
 
     def fit(self, *args, **kwargs):
-        result = super().fit(*args, **kwargs)
-        result.model = self.full_model()
+        """Trainer.fit; the result's model is the whole model at the leader (None
+        elsewhere)."""
+        result = super().fit(*args, **kwargs)  # gathers the whole model for the fold-in
+        result.model, self._full = self._full, None
         return result
 
     # -- checkpoints: the whole model, in the Trainer's format -----------------------------

@@ -66,6 +66,30 @@ class TrainResult:
     layers 0..K-1 and the self maps; numpy arrays, empty for a model without layers."""
 
 
+@torch.inference_mode()
+def model_foldin_arrays(model: TextLightGCN, adj, warm: Tensor, cfg: TrainConfig,
+                        user_final: Tensor, item_final: Tensor) -> dict:
+    """:func:`foldin_arrays` of ``model`` over ``adj`` (on the model's device): an item
+    without training edges (``warm`` False) keeps only its text projection as layer 0, its
+    free embedding was never trained. Empty for a model without layers."""
+    if cfg.layers == 0:
+        return {}
+    model.eval()
+    xi0 = model.item_layer0().clone()
+    cold = ~warm.to(xi0.device)
+    base = None
+    if model.text_proj is not None:
+        base = model.text_proj(model.text_emb)
+        xi0[cold] = base[cold]
+    elif model.item_emb is not None:
+        xi0[cold] = 0.0
+    out = foldin_arrays(model.user_emb.weight, xi0, adj, cfg.layers, user_final, item_final,
+                        base, cfg.ridge)
+    if model.text_proj is not None:
+        out["item_text_proj"] = model.text_proj.weight.T.detach().float().cpu().numpy()
+    return out
+
+
 def cosine_schedule(total_steps: int) -> Callable[[int], float]:
     """Learning-rate factor at step ``s``: 0.5 (1 + cos(pi min(s / total, 1))), from 1 to 0."""
     total = max(total_steps, 1)
@@ -280,24 +304,10 @@ class Trainer:
 
     @torch.inference_mode()
     def foldin_arrays(self, user_final: Tensor, item_final: Tensor) -> dict:
-        """:func:`foldin_arrays` of the current weights (final embeddings as propagation
-        gives them): an item without training edges keeps only its text projection as
-        layer 0, its free embedding was never trained."""
-        if self.cfg.layers == 0:
-            return {}
-        self.model.eval()
-        xi0 = self.model.item_layer0().clone()
-        base = None
-        if self.model.text_proj is not None:
-            base = self.model.text_proj(self.model.text_emb)
-            xi0[~self.warm.to(self.device)] = base[~self.warm.to(self.device)]
-        elif self.model.item_emb is not None:
-            xi0[~self.warm.to(self.device)] = 0.0
-        out = foldin_arrays(self.model.user_emb.weight, xi0, self.adj, self.cfg.layers,
-                            user_final, item_final, base, self.cfg.ridge)
-        if self.model.text_proj is not None:
-            out["item_text_proj"] = self.model.text_proj.weight.T.detach().float().cpu().numpy()
-        return out
+        """:func:`model_foldin_arrays` of the current weights (final embeddings as
+        propagation gives them)."""
+        return model_foldin_arrays(self.model, self.adj, self.warm, self.cfg, user_final,
+                                   item_final)
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict:

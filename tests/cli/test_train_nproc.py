@@ -59,6 +59,13 @@ def test_a_model_split_between_two_processes_trains_as_one_process(planted,
     test_lines = [[line for line in out.stdout.splitlines() if line.startswith("test:")]
                   for out in (done, solo)]
     assert test_lines[0] == test_lines[1] and test_lines[0]
+    # Its model folds new interactions in like a one-process model (the leader wrote the
+    # fold-in arrays from the gathered model).
+    batch = tmp_path / "batch.csv"
+    batch.write_text("user,item,rating,timestamp\nwalk-in,101,5,1\nwalk-in,102,4,2\n")
+    ok(run(work, "update", "--interactions", str(batch)))
+    after = ok(run(work, "recommend", "--user", "walk-in", "--k", "5", "--json"))
+    assert '"items"' in after.stdout
 
 
 def rank_process(marker: str, rank: int) -> int | None:

@@ -17,7 +17,7 @@ import torch
 
 from graphrec.artifacts import load_graph
 from graphrec.data import TEST, VALID
-from graphrec.distributed import join, leave
+from graphrec.distributed import end_process, join, leave
 from graphrec.eval import EvalContext
 from graphrec.train import TrainConfig, Trainer
 from graphrec.train.partition import PartitionedTrainer
@@ -59,6 +59,8 @@ def main() -> None:
     if group.leader:
         torch.save(saved, out)
     leave(wait=True)
+    if group is not None and not group.solo:
+        end_process()
 
 
 if __name__ == "__main__":
