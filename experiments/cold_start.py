@@ -24,11 +24,18 @@ Designs, all read off one model trained with ``graphrec train``'s defaults for t
   a text map, scored by the trained user embeddings;
 - blend: the ridge placement's score and the text-kNN cosine (moved to the placement's mean
   and spread), mixed with a weight chosen on the validation cold items (cold-only ndcg@20);
+- ID dropout P, ridge / layer0: a second model per P (``--id-dropouts``), text+id items
+  trained with item-ID dropout (each step a share P of the items is propagated from its
+  text alone, ``graphrec train --id-dropout P``), its cold items placed by the ridge map or
+  by the text projection it trained to stand alone;
 - text-kNN: cosine between an item's text and the mean text of the user's training items;
 - random; and the same data with the cold items' interactions split like the rest (all
   items, the warm reference: identical warm test set), for full-behaviour beds.
 
-    python experiments/cold_start.py --seeds 0 1 2 --jobs 1
+Every design's validation cold metrics (valid_cold_*) are kept next to its test ones, to
+choose among the designs without reading test.
+
+    python experiments/cold_start.py --seeds 0 1 2 --id-dropouts 0.1 0.3
 """
 
 from __future__ import annotations
