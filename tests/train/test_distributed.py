@@ -73,6 +73,15 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
         assert diff <= atol, (name, diff)
 
 
+def one_process_fit(graph, cfg: dict, stop: int):
+    """(trainer, result): one process's fit with validation and test, ended after epoch
+    ``stop`` (as dist_worker.py fits)."""
+    ref = Trainer(graph, TrainConfig(**cfg))
+    ctx = EvalContext.from_graph(graph, ref.cfg.ks, ref.device)
+    return ref, ref.fit(ctx.validator(VALID), ctx.validator(TEST),
+                        on_epoch=lambda row: ref.epoch >= stop)
+
+
 def assert_resumes_in_one_process(graph, cfg: dict, checkpoint: Path, atol: float) -> None:
     """One process resumes the checkpoint written after epoch 1 and trains epoch 2: the
     weights of a process that trained both epochs itself."""
@@ -114,10 +123,7 @@ def test_two_processes_evaluate_and_resume_in_one(graphs, tmp_path: Path) -> Non
     folder, graph = graphs["text"]  # text items, validation split, cold items
     cfg = {**SETTINGS, "item_init": "text", "epochs": 2, "ks": [3, 20]}
     got = launch(folder, tmp_path / "w.pt", cfg, "fit", "1")
-    ref = Trainer(graph, TrainConfig(**cfg))
-    ctx = EvalContext.from_graph(graph, ref.cfg.ks, ref.device)
-    result = ref.fit(ctx.validator(VALID), ctx.validator(TEST),
-                     on_epoch=lambda row: ref.epoch >= 1)
+    ref, result = one_process_fit(graph, cfg, 1)
     assert_same_weights(got["model"], ref.model.state_dict(), 1e-6)
     assert "cold_recall@3" in result.test and result.test["recall@20"] > 0
     for key, value in result.test.items():
@@ -175,10 +181,7 @@ def test_a_split_model_evaluates_and_its_checkpoint_resumes_in_one_process(
     folder, graph = graphs["text"]
     cfg = {**SETTINGS, "item_init": "text+id", "epochs": 2, "ks": [3, 20]}
     got = launch(folder, tmp_path / "w.pt", cfg, "part-fit", "1")
-    ref = Trainer(graph, TrainConfig(**cfg))
-    ctx = EvalContext.from_graph(graph, ref.cfg.ks, ref.device)
-    result = ref.fit(ctx.validator(VALID), ctx.validator(TEST),
-                     on_epoch=lambda row: ref.epoch >= 1)
+    ref, result = one_process_fit(graph, cfg, 1)
     assert_same_weights(got["model"], ref.model.state_dict(), 1e-5)
     for key, value in result.test.items():
         assert got["test"][key] == pytest.approx(value, abs=1e-4), key
