@@ -101,7 +101,8 @@ class TrainConfig:
     """Share of the items whose free ID embedding is left out of layer 0 at each training
     step (item_init text+id): those items are then propagated from their text alone, as a
     cold item is, so that the text projection learns to stand for an item without its ID
-    (item-ID dropout, after DropoutNet: Volkovs et al., NeurIPS 2017). 0: off."""
+    (item-ID dropout, after DropoutNet: Volkovs et al., NeurIPS 2017). Items without text
+    always keep their ID. 0: off."""
     precision: str = "float32"
     """float32, or bfloat16: the CPU's sparse products gather bfloat16 copies of the node
     tables (half the bytes; sums in float32, each layer's rows rounded to bfloat16, about

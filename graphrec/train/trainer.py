@@ -145,6 +145,9 @@ class Trainer:
         self.warm = self.degree > 0
         text = torch.as_tensor(graph.text_emb) if graph.text_emb is not None else None
         self.text_emb = text.to(self.device) if text is not None else None
+        self.textless = None  # items ID dropout never drops: those without text
+        if cfg.id_dropout > 0:
+            self.textless = (self.text_emb.abs().sum(1) == 0)
         init_gen = torch.Generator().manual_seed(cfg.seed)
         self.model = TextLightGCN(
             graph.num_users, graph.num_items, cfg.dim, cfg.layers,
@@ -186,6 +189,7 @@ class Trainer:
         if self.cfg.id_dropout > 0:  # drawn before the share: the same in every process
             id_keep = torch.rand(self.graph.num_items, device=self.device,
                                  generator=self.generator) >= self.cfg.id_dropout
+            id_keep |= self.textless  # an item without text has only its ID
         if not self.group.solo:
             lo, hi = self.group.share(size)
             users, pos, neg = users[lo:hi], pos[lo:hi], neg[lo:hi]

@@ -5,6 +5,7 @@ order, bfloat16 products and the cosine learning-rate schedule."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -256,12 +257,18 @@ def test_id_dropout_leaves_the_dropped_items_to_their_text(planted_graph_text) -
     t.train_step(users, pos, neg)
     keep = torch.rand(planted_graph_text.num_items,
                       generator=torch.Generator().set_state(state)) >= 0.5
+    keep |= t.textless  # nothing else to stand for an item without text
     grad = t.model.item_emb.weight.grad
     assert 0 < int(keep.sum()) < len(keep)
     # A dropped item's ID embedding took no part in the step; the kept ones and the text
     # projection learn.
     assert float(grad[~keep].abs().max()) == 0.0 and float(grad[keep].abs().max()) > 0
     assert float(t.model.text_proj.weight.grad.abs().max()) > 0
+    # An item whose text is empty keeps its ID embedding at every step.
+    emb = planted_graph_text.text_emb.copy()
+    emb[:3] = 0.0
+    blank = Trainer(replace(planted_graph_text, text_emb=emb), cfg)
+    assert blank.textless[:3].all() and not blank.textless[3:].any()
     with pytest.raises(ConfigError, match="id_dropout"):
         Trainer(planted_graph_text, TrainConfig(**{**cfg.__dict__, "item_init": "text"}))
     with pytest.raises(ConfigError, match="id_dropout"):
