@@ -39,8 +39,8 @@ from graphrec.model.lightgcn import TextLightGCN, spmm
 from graphrec.model.losses import bpr_loss, softmax_loss
 from graphrec.train.checkpoint import save_checkpoint
 from graphrec.train.config import TrainConfig
-from graphrec.train.sampling import BPRSampler, hardest
-from graphrec.train.trainer import Trainer, cosine_schedule, model_foldin_arrays
+from graphrec.train.sampling import hardest
+from graphrec.train.trainer import Trainer, model_foldin_arrays
 
 log = logging.getLogger(__name__)
 
@@ -281,18 +281,7 @@ class PartitionedTrainer(Trainer):
         text = torch.as_tensor(graph.text_emb) if graph.text_emb is not None else None
         self.text_emb = text.to(self.device) if text is not None else None
         self.model = self._own_model(graph, cfg, text).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
-        self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), graph.num_items,
-                                  cfg.negatives, cfg.neg_alpha, device=self.device,
-                                  share=cfg.neg_share)
-        self.generator = torch.Generator(self.device).manual_seed(cfg.seed + 1)
-        self.total_steps = cfg.epochs * self.sampler.num_batches(cfg.batch_size)
-        self.scheduler = None
-        if cfg.lr_schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, cosine_schedule(self.total_steps))
-        self.steps_done, self.history, self.epoch = 0, [], 0
-        self.best, self.bad_evals = None, 0
+        self._start_run(u, i)
         self._full: TextLightGCN | None = None  # the gathered model, at the end of fit
 
     def _own_model(self, graph: GraphData, cfg: TrainConfig, text: Tensor | None) -> TextLightGCN:

@@ -155,10 +155,17 @@ class Trainer:
             generator=init_gen,
             text_head_dim=text.shape[1] if cfg.cold_start == "bpr" and text is not None else 0,
         ).to(self.device)
+        self._start_run(u, i, focus)
+
+    def _start_run(self, u: np.ndarray, i: np.ndarray,
+                   focus: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """The optimizer over ``self.model``, the sampler over the training pairs (u, i),
+        the run's generator, learning-rate schedule and counters."""
+        cfg = self.cfg
         # The fused kernel updates each parameter in one pass instead of one pass per Adam
         # term (about 3x less time for the optimizer step on Gowalla, CPU).
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=True)
-        self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), graph.num_items,
+        self.sampler = BPRSampler(torch.as_tensor(u), torch.as_tensor(i), self.graph.num_items,
                                   cfg.negatives, cfg.neg_alpha, device=self.device,
                                   share=cfg.neg_share)
         if focus is not None:
