@@ -21,9 +21,8 @@ process's step on the whole batch (tests/train/test_partition.py).
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,7 @@ from graphrec.model.losses import bpr_loss, softmax_loss
 from graphrec.train.checkpoint import save_checkpoint
 from graphrec.train.config import TrainConfig
 from graphrec.train.sampling import hardest
-from graphrec.train.trainer import Trainer, model_foldin_arrays
+from graphrec.train.trainer import Trainer, model_foldin_arrays, run_identity
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +262,7 @@ class PartitionedTrainer(Trainer):
                 raise ConfigError("not available when the model is split between processes",
                                   parameter=name, value=getattr(cfg, name))
         self.graph, self.group = graph, group
-        group.check_same("graph and training settings", _fingerprint(graph, cfg))
+        group.check_same("graph and training settings", run_identity(graph, cfg))
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
@@ -296,10 +295,15 @@ class PartitionedTrainer(Trainer):
         model.load_state_dict(self._own_rows(full), strict=True)
         return model
 
+    def _ranges(self) -> dict[str, tuple[slice, np.ndarray]]:
+        """Per row table: this process's rows, and every process's bounds."""
+        return {"user_emb.weight": (slice(self.ulo, self.uhi), self.part.users),
+                "item_emb.weight": (slice(self.ilo, self.ihi), self.part.items)}
+
     def _own_rows(self, state: dict) -> dict:
         """``state`` (whole tables) cut to this process's rows."""
-        cut = {"user_emb.weight": (self.ulo, self.uhi), "item_emb.weight": (self.ilo, self.ihi)}
-        return {k: v[slice(*cut[k])].clone() if k in cut else v for k, v in state.items()}
+        ranges = self._ranges()
+        return {k: v[ranges[k][0]].clone() if k in ranges else v for k, v in state.items()}
 
     # -- a step ----------------------------------------------------------------------------
     def batches(self):
@@ -405,9 +409,9 @@ class PartitionedTrainer(Trainer):
 
     # -- checkpoints: the whole model, in the Trainer's format -----------------------------
     def _gathered(self, state: dict) -> dict | None:
-        bounds = {"user_emb.weight": self.part.users, "item_emb.weight": self.part.items}
-        out = {k: gather_rows(self.group, v, bounds[k], leader_only=True, what="checkpoint")
-               if k in bounds else v for k, v in state.items()}
+        ranges = self._ranges()
+        out = {k: gather_rows(self.group, v, ranges[k][1], leader_only=True, what="checkpoint")
+               if k in ranges else v for k, v in state.items()}
         return out if self.group.leader else None
 
     def _optimizer_tables(self) -> list[str | None]:
@@ -416,11 +420,12 @@ class PartitionedTrainer(Trainer):
 
     def state(self) -> dict:
         tables = self._optimizer_tables()
-        bounds = {"user_emb.weight": self.part.users, "item_emb.weight": self.part.items}
+        ranges = self._ranges()
         opt = self.optimizer.state_dict()
         # The entries are the optimizer's own dicts: gathered copies go into new ones.
         opt["state"] = {index: {**entry, **{key: gather_rows(
-            self.group, entry[key], bounds[tables[index]], leader_only=True, what="checkpoint")
+            self.group, entry[key], ranges[tables[index]][1], leader_only=True,
+            what="checkpoint")
             for key in ("exp_avg", "exp_avg_sq")}} if tables[index] is not None else entry
             for index, entry in opt["state"].items()}
         state = super().state()
@@ -433,11 +438,11 @@ class PartitionedTrainer(Trainer):
     def load_state(self, state: dict) -> None:
         state = dict(state, model=self._own_rows(state["model"]))
         tables = self._optimizer_tables()
-        cut = {"user_emb.weight": (self.ulo, self.uhi), "item_emb.weight": (self.ilo, self.ihi)}
+        ranges = self._ranges()
         for index, entry in state["optimizer"]["state"].items():
             if tables[int(index)] is not None:
                 for key in ("exp_avg", "exp_avg_sq"):
-                    entry[key] = entry[key][slice(*cut[tables[int(index)]])].clone()
+                    entry[key] = entry[key][ranges[tables[int(index)]][0]].clone()
         if state.get("best") is not None:
             state["best"] = dict(state["best"], model=self._own_rows(state["best"]["model"]))
         super().load_state(state)
@@ -447,7 +452,3 @@ class PartitionedTrainer(Trainer):
         if self.group.leader:
             save_checkpoint(state, path)
 
-
-def _fingerprint(graph: GraphData, cfg: TrainConfig) -> bytes:
-    return json.dumps([graph.meta.get("fingerprint"), asdict(cfg)], sort_keys=True,
-                      default=str).encode()

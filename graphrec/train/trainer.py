@@ -66,6 +66,13 @@ class TrainResult:
     layers 0..K-1 and the self maps; numpy arrays, empty for a model without layers."""
 
 
+def run_identity(graph: GraphData, cfg: TrainConfig) -> bytes:
+    """What every process of a group must agree on: the graph's fingerprint and the
+    resolved settings."""
+    return json.dumps([graph.meta.get("fingerprint"), asdict(cfg)], sort_keys=True,
+                      default=str).encode()
+
+
 @torch.inference_mode()
 def model_foldin_arrays(model: TextLightGCN, adj, warm: Tensor, cfg: TrainConfig,
                         user_final: Tensor, item_final: Tensor) -> dict:
@@ -122,9 +129,7 @@ class Trainer:
             if focus is not None:
                 raise ConfigError("a fine-tune runs in one process", parameter="nproc",
                                   value=group.world)
-            group.check_same("graph and training settings", json.dumps(
-                [graph.meta.get("fingerprint"), asdict(cfg)], sort_keys=True,
-                default=str).encode())
+            group.check_same("graph and training settings", run_identity(graph, cfg))
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and not group.solo:
             self.device = torch.device("cuda", torch.cuda.current_device())
