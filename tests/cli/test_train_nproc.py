@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ok, run
 
 ARGS = ["--device", "cpu", "--dim", "8", "--layers", "2", "--batch-size", "50",
@@ -80,7 +82,9 @@ def rank_process(marker: str, rank: int) -> int | None:
     return None
 
 
-def test_a_process_that_dies_ends_the_run_and_resume_continues(planted, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [[], ["--partition"]], ids=["copied", "split"])
+def test_a_process_that_dies_ends_the_run_and_resume_continues(planted, tmp_path: Path,
+                                                               mode: list) -> None:
     work = tmp_path / "w"
     ok(run(work, "build-graph", "--interactions", str(planted.interactions), "--no-text",
            "--seed", "0"))
@@ -88,8 +92,8 @@ def test_a_process_that_dies_ends_the_run_and_resume_continues(planted, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRAPHREC_DIST_TIMEOUT": "30",
            marker.split("=")[0]: str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "graphrec_cli", "--workdir", str(work),
-                             "train", "--nproc", "2", "--epochs", "300", "--eval-every", "0",
-                             *ARGS],
+                             "train", "--nproc", "2", *mode, "--epochs", "300",
+                             "--eval-every", "0", *ARGS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     checkpoint = work / "model.ckpt"
     deadline = time.monotonic() + 120
