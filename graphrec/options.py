@@ -15,7 +15,7 @@ TEXT_PRECISIONS = ("auto", "float32", "bfloat16")
 """Text-encoder arithmetic; auto: bfloat16 on CPUs with native bfloat16 instructions."""
 ITEM_INITS = ("text", "id", "text+id")
 """An item's layer-0 embedding: its text projected, a free id embedding, or their sum."""
-COLD_STARTS = ("ridge", "bpr", "layer0")
+COLD_STARTS = ("ridge", "two-sided", "bpr", "layer0")
 """How items without training edges are placed from their text (``graphrec.model.coldstart``):
 ridge regression text -> final embedding over warm items, rescaled to warm norms; a linear
 text head trained jointly by a BPR term; or the item's own text projection, rescaled."""

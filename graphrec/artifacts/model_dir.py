@@ -195,6 +195,7 @@ def save_model(result: TrainedModel | None, graph: GraphData, path: str | Path,
             "best_epoch": result.best_epoch,
             "test": result.test,
             "timings": result.timings,
+            **({"cold_start": result.cold_start} if getattr(result, "cold_start", None) else {}),
             **(metrics or {}),
         })
 

@@ -93,7 +93,10 @@ class TrainConfig:
     """Ridge penalty of the text -> embedding map that places cold items (cold_start=ridge)."""
     cold_start: str = "ridge"
     """How items without training edges are placed from their text: ridge (a ridge map
-    text -> final embedding fit on warm items after training, rescaled to warm norms), bpr
+    text -> final embedding fit on warm items after training, rescaled to warm norms),
+    two-sided (the ridge map blended with a map from the users' side, where users whose
+    history reads like the text sit, the weight chosen on validation items without training
+    edges, or on warm items standing in for them), bpr
     (a linear text head trained jointly by a second BPR term against the users' final
     embeddings) or layer0 (the item's own text projection, rescaled; item_init text only).
     experiments/RESULTS.md compares them."""

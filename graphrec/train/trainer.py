@@ -23,11 +23,17 @@ import torch
 from torch import Tensor
 
 from graphrec.artifacts.graph_dir import GraphData
+from graphrec.data.split import VALID
 from graphrec.device import resolve_device, retain_freed_memory
 from graphrec.distributed import SOLO, Group
 from graphrec.errors import ConfigError
 from graphrec.graph import propagation_adjacency
-from graphrec.model.coldstart import place_cold_items, text_map_for
+from graphrec.model.coldstart import (
+    PlacementData,
+    place_cold_items,
+    text_map_for,
+    two_sided_map,
+)
 from graphrec.model.foldin import foldin_arrays
 from graphrec.model.lightgcn import TextLightGCN
 from graphrec.model.losses import bpr_loss, softmax_loss, text_head_loss
@@ -61,6 +67,8 @@ class TrainResult:
     best_epoch: int | None = None
     """The restored epoch (best validation ``monitor``), or None without validation."""
     timings: dict = field(default_factory=dict)
+    cold_start: dict = field(default_factory=dict)
+    """How the two-sided design chose its weight (ColdChoice as a dict); empty otherwise."""
     foldin: dict = field(default_factory=dict)
     """What later fold-ins read (:func:`graphrec.model.foldin.foldin_arrays`): every node's
     layers 0..K-1 and the self maps; numpy arrays, empty for a model without layers."""
@@ -148,6 +156,8 @@ class Trainer:
                                           self.device.type)
         self.degree = torch.as_tensor(graph.train_item_degree())
         self.warm = self.degree > 0
+        self.cold_choice = None
+        """The two-sided design's last choice (graphrec.model.coldstart.ColdChoice)."""
         text = torch.as_tensor(graph.text_emb) if graph.text_emb is not None else None
         self.text_emb = text.to(self.device) if text is not None else None
         self.textless = None  # items ID dropout never drops: those without text
@@ -314,9 +324,27 @@ class Trainer:
         warm = self.warm.to(self.device)
         text_map = None
         if self.text_emb is not None and warm.any():
-            text_map = text_map_for(self.cfg.cold_start, self.model, self.text_emb, ei, warm,
-                                    self.cfg.ridge)
+            text_map = self.text_map(self.cfg.cold_start, eu, ei)
         return eu, place_cold_items(ei, warm, self.text_emb, text_map), text_map
+
+    def text_map(self, design: str, user_final: Tensor, item_final: Tensor) -> Tensor:
+        """The ``design``'s text map (graphrec.model.coldstart) on final embeddings as
+        :meth:`propagate` gives them; the two-sided design's choice is kept in
+        ``cold_choice``."""
+        warm = self.warm.to(item_final.device)
+        if design != "two-sided":
+            return text_map_for(design, self.model, self.text_emb, item_final, warm,
+                                self.cfg.ridge)
+        tu, ti = self.graph.train
+        valid = self.graph.fold_pairs(VALID) if self.graph.has_valid() else None
+        data = PlacementData(
+            user_final, (torch.as_tensor(tu, dtype=torch.long),
+                         torch.as_tensor(ti, dtype=torch.long)),
+            None if valid is None else tuple(torch.as_tensor(x, dtype=torch.long)
+                                             for x in valid), self.cfg.seed)
+        text_map, self.cold_choice = two_sided_map(self.model, self.text_emb, item_final, warm,
+                                                   data, self.cfg.ridge)
+        return text_map
 
     @torch.inference_mode()
     def foldin_arrays(self, user_final: Tensor, item_final: Tensor) -> dict:
@@ -440,6 +468,7 @@ class Trainer:
             model=self.model, config=cfg, user_emb=eu.float().cpu(), item_emb=ei.float().cpu(),
             text_map=None if text_map is None else text_map.cpu(), history=self.history,
             test=test_metrics, best_epoch=best_epoch, foldin=foldin,
+            cold_start={} if self.cold_choice is None else asdict(self.cold_choice),
             timings={"total_seconds": round(train_seconds, 3),
                      "eval_seconds": round(eval_seconds, 3),
                      "device": str(self.device)},

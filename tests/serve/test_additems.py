@@ -154,6 +154,23 @@ def test_added_item_is_placed_like_a_cold_item(work: Path, planted) -> None:
     assert temp_leftovers(work) == []
 
 
+def test_two_sided_model_places_an_added_item_like_a_cold_item(work: Path, planted) -> None:
+    """``--cold-start two-sided`` keeps its choice in metrics.json, and an added item with a
+    cold item's text lands where that cold item is."""
+    ok(run(work, "train", *TRAIN_ARGS, "--cold-start", "two-sided"))
+    metrics = json.loads((work / "model" / "metrics.json").read_text())
+    assert metrics["cold_start"]["items"] in ("cold", "pseudo-cold", "none")
+    before = load_arrays(work / "model")
+    graph = load_graph(work / "graph")
+    cold = int(np.flatnonzero(graph.cold_items)[0])
+    text = io.read_items(planted.items)
+    row = text.ids.tolist().index(graph.item_ids[cold])
+    add_items(work / "model", ["twin"], ["Twin"], [text.texts[row]],
+              cache_dir=work / "cache" / "text")
+    after = load_arrays(work / "model")
+    np.testing.assert_allclose(after["item_emb"][-1], before["item_emb"][cold], atol=1e-5)
+
+
 def test_evaluate_after_add_items_scores_the_graph_items(trained: Path, added: Path) -> None:
     """The added items have no interactions in the graph's split; evaluation ranks only the
     graph's items, so the metrics are those of the model as trained."""
