@@ -20,8 +20,11 @@ the seed).
 Designs, all read off one model trained with ``graphrec train``'s defaults for the graph
 (``cold_start bpr`` so that the text head is trained too; it never changes the warm model):
 
-- ridge (the default), bpr (the text head), layer0 (the text projection): cold items placed by
-  a text map, scored by the trained user embeddings;
+- ridge (the default), two-sided (``--cold-start two-sided``: ridge blended with the users'
+  side, the weight chosen by the trainer on validation), bpr (the text head), layer0 (the text
+  projection): cold items placed by a text map, scored by the trained user embeddings;
+  "two-sided, norms on validation" scales the text-placed items' norms by the factor with the
+  best validation all-item ndcg@20;
 - blend: the ridge placement's score and the text-kNN cosine (moved to the placement's mean
   and spread), mixed with a weight chosen on the validation cold items (cold-only ndcg@20);
 - ID dropout P, ridge / layer0: a second model per P (``--id-dropouts``), text+id items
@@ -36,6 +39,7 @@ Every design's validation cold metrics (valid_cold_*) are kept next to its test 
 choose among the designs without reading test.
 
     python experiments/cold_start.py --seeds 0 1 2 --id-dropouts 0.1 0.3
+    python experiments/cold_start.py --seeds 0 1 2 --refresh   # the default model's rows anew
 """
 
 from __future__ import annotations

@@ -114,6 +114,9 @@ def cosine_schedule(total_steps: int) -> Callable[[int], float]:
 class Trainer:
     """Holds everything one training run needs on its device."""
 
+    cold_choice = None
+    """The two-sided design's last choice (graphrec.model.coldstart.ColdChoice), or None."""
+
     def __init__(self, graph: GraphData, cfg: TrainConfig,
                  focus: tuple[np.ndarray, np.ndarray] | None = None, group: Group = SOLO):
         """``focus``: (users, items) [n] training interactions that epochs go over (a
@@ -156,8 +159,6 @@ class Trainer:
                                           self.device.type)
         self.degree = torch.as_tensor(graph.train_item_degree())
         self.warm = self.degree > 0
-        self.cold_choice = None
-        """The two-sided design's last choice (graphrec.model.coldstart.ColdChoice)."""
         text = torch.as_tensor(graph.text_emb) if graph.text_emb is not None else None
         self.text_emb = text.to(self.device) if text is not None else None
         self.textless = None  # items ID dropout never drops: those without text
